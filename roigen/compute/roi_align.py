@@ -1,0 +1,190 @@
+"""RoIAlign's math as TIR: forward and backward, from a RoIAlignSpec.
+
+Kernel contract (shared by the whole family, see `roigen.compute`):
+- `data`/`grad_data`: the feature map in channel blocks, (N, Cb, H, W, L),
+  L = the schedule's vector lanes, channels zero-padded to Cb*L.
+- `rois`: (K, 5) rows (batch, x1, y1, x2, y2) in the compute dtype, batch
+  indices already checked to lie in [0, N).
+- `out`/`grad_out`: (K, C, PH*PW), torchvision's NCHW output, contiguous.
+- `argmax`: (K, C, PH*PW) int32, the winning sample of a bin in max mode
+  (iy*gw + ix, -1 for an empty bin); shape (0,) in avg mode.
+
+Work is split into (image, channel block) tasks: a task reads one (H, W, L)
+slab of the map, which stays in L2 while every box of that image samples it,
+and in backward it owns that slab of the gradient, so threads never write the
+same memory and the result is deterministic without atomics.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from ..specs import RoIAlignSpec
+from .sampling import axis_table_macro, sample_grid
+
+
+def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    dt = spec.compute_dtype
+    L = lanes
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    scale = tirx.const(spec.spatial_scale, dt)
+    offset = tirx.const(0.5 if spec.aligned else 0.0, dt)
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    avg = spec.mode == "avg"
+    fill_axis = axis_table_macro(dt)
+
+    def start(rois, k, col):
+        return rois[k, col] * scale - offset
+
+    def extent(rois, k, col):
+        size = start(rois, k, col + 2) - start(rois, k, col)
+        return size if spec.aligned else T.max(size, one)
+
+    def weight(gh, gw):
+        # avg folds 1/count into the y weights; max compares raw samples.
+        if not avg:
+            return one
+        return one / T.Cast(dt, T.max(gh * gw, tirx.const(1, "int64")))
+
+    @T.macro
+    def box_tables(rois, k, H, W, itab, ftab, gh, gw):
+        fill_axis(itab, ftab, 0, PH * gh, start(rois, k, 2), extent(rois, k, 2) / T.Cast(dt, PH),
+                  gh, H, W, weight(gh, gw))
+        fill_axis(itab, ftab, 2 * PH * gh, PW * gw, start(rois, k, 1), extent(rois, k, 1) / T.Cast(dt, PW),
+                  gw, W, 1, one)
+
+    @T.prim_func
+    def table_size(r: T.handle, t: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        K = T.int64()
+        rois = T.match_buffer(r, (K, 5), dt)
+        size = T.match_buffer(t, (1,), "int64")
+        size[0] = T.int64(1)
+        for k in range(K):
+            size[0] = T.max(size[0], 2 * (PH * sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt)
+                                          + PW * sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt)))
+
+    @T.prim_func
+    def forward(d: T.handle, r: T.handle, o: T.handle, a: T.handle, cap: T.int64):
+        # cap: table entries of the largest box, from `table_size` (scratch sizes
+        # must be known where a task starts, and adaptive grids depend on the box).
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        Cb = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        C = T.int64()
+        A = T.int64()
+        data = T.match_buffer(d, (N, Cb, H, W, L), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        out = T.match_buffer(o, (K, C, P), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        for task in T.parallel(N * Cb):
+            n = task // Cb
+            cb = task % Cb
+            itab = T.alloc_buffer((cap,), "int64")
+            ftab = T.alloc_buffer((cap,), dt)
+            tile = T.alloc_buffer((P, L), dt)
+            atile = T.alloc_buffer((P, L), "int32")
+            for k in range(K):
+                if T.Cast("int64", rois[k, 0]) == n:
+                    gh = T.meta_var(sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt))
+                    gw = T.meta_var(sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
+                    box_tables(rois, k, H, W, itab, ftab, gh, gw)
+                    for ph, pw in T.grid(PH, PW):
+                        acc = T.alloc_buffer((L,), dt)
+                        arg = T.alloc_buffer((L,), "int32")
+                        for ci in T.vectorized(L):
+                            acc[ci] = zero
+                            arg[ci] = -1
+                        for iy, ix in T.grid(gh, gw):
+                            sy = 2 * (ph * gh + iy)
+                            sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                            for ci in T.vectorized(L):
+                                # data[n, cb, 0, row*W + col] addresses pixel (row, col).
+                                v = T.meta_var(ftab[sy] * (
+                                    ftab[sx] * data[n, cb, 0, itab[sy] + itab[sx], ci]
+                                    + ftab[sx + 1] * data[n, cb, 0, itab[sy] + itab[sx + 1], ci]
+                                ) + ftab[sy + 1] * (
+                                    ftab[sx] * data[n, cb, 0, itab[sy + 1] + itab[sx], ci]
+                                    + ftab[sx + 1] * data[n, cb, 0, itab[sy + 1] + itab[sx + 1], ci]
+                                ))
+                                if avg:
+                                    acc[ci] = acc[ci] + v
+                                else:
+                                    # meta_var inlines `better`, so arg must update before acc.
+                                    better = T.meta_var(v > acc[ci] or (iy == 0 and ix == 0))
+                                    arg[ci] = T.Select(better, T.Cast("int32", iy * gw + ix), arg[ci])
+                                    acc[ci] = T.Select(better, v, acc[ci])
+                        for ci in T.vectorized(L):
+                            tile[ph * PW + pw, ci] = acc[ci]
+                            atile[ph * PW + pw, ci] = arg[ci]
+                    for ci in range(T.min(L, C - cb * L)):
+                        for p in range(P):
+                            out[k, cb * L + ci, p] = tile[p, ci]
+                    if not avg:
+                        for ci in range(T.min(L, C - cb * L)):
+                            for p in range(P):
+                                argmax[(k * C + cb * L + ci) * P + p] = atile[p, ci]
+
+    @T.prim_func
+    def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle, cap: T.int64):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        Cb = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        C = T.int64()
+        A = T.int64()
+        grad_out = T.match_buffer(g, (K, C, P), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        grad = T.match_buffer(gd, (N, Cb, H, W, L), dt)
+        for task in T.parallel(N * Cb):
+            n = task // Cb
+            cb = task % Cb
+            itab = T.alloc_buffer((cap,), "int64")
+            ftab = T.alloc_buffer((cap,), dt)
+            gtile = T.alloc_buffer((P, L), dt)
+            for h, w in T.grid(H, W):
+                for ci in T.vectorized(L):
+                    grad[n, cb, h, w, ci] = zero
+            for k in range(K):
+                if T.Cast("int64", rois[k, 0]) == n:
+                    gh = T.meta_var(sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt))
+                    gw = T.meta_var(sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
+                    box_tables(rois, k, H, W, itab, ftab, gh, gw)
+                    if avg:
+                        for ci in range(L):
+                            for p in range(P):
+                                gtile[p, ci] = T.if_then_else(
+                                    cb * L + ci < C, grad_out[k, T.min(cb * L + ci, C - 1), p], zero)
+                        for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                            sy = 2 * (ph * gh + iy)
+                            sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                            for ci in T.vectorized(L):
+                                gv = T.meta_var(gtile[ph * PW + pw, ci])
+                                grad[n, cb, 0, itab[sy] + itab[sx], ci] += ftab[sy] * ftab[sx] * gv
+                                grad[n, cb, 0, itab[sy] + itab[sx + 1], ci] += ftab[sy] * ftab[sx + 1] * gv
+                                grad[n, cb, 0, itab[sy + 1] + itab[sx], ci] += ftab[sy + 1] * ftab[sx] * gv
+                                grad[n, cb, 0, itab[sy + 1] + itab[sx + 1], ci] += ftab[sy + 1] * ftab[sx + 1] * gv
+                    else:
+                        # Max: only the winning sample of each bin and channel gets the gradient.
+                        for ci in range(T.min(L, C - cb * L)):
+                            for ph, pw in T.grid(PH, PW):
+                                s = argmax[(k * C + cb * L + ci) * P + ph * PW + pw]
+                                if s >= 0:
+                                    sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
+                                    sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
+                                    gv = grad_out[k, cb * L + ci, ph * PW + pw]
+                                    grad[n, cb, 0, itab[sy] + itab[sx], ci] += ftab[sy] * ftab[sx] * gv
+                                    grad[n, cb, 0, itab[sy] + itab[sx + 1], ci] += ftab[sy] * ftab[sx + 1] * gv
+                                    grad[n, cb, 0, itab[sy + 1] + itab[sx], ci] += ftab[sy + 1] * ftab[sx] * gv
+                                    grad[n, cb, 0, itab[sy + 1] + itab[sx + 1], ci] += ftab[sy + 1] * ftab[sx + 1] * gv
+
+    return {"table_size": table_size, "forward": forward, "backward": backward}

@@ -1,0 +1,69 @@
+"""The bilinear sampling core shared by the RoIAlign family, forward and backward.
+
+RoIAlign's sample grid is a tensor product: sample (iy, ix) of bin (ph, pw)
+sits at (y[ph*gh + iy], x[pw*gw + ix]), and its four bilinear weights are
+products of a y weight and an x weight.  So the geometry of a whole box is two
+short tables, one per axis, each entry holding two corner offsets and two
+weights (zero where the sample falls outside the map, which is how
+torchvision's "skip this sample" reads).  Kernels fill the tables once per box
+and then stream channel vectors through them.
+
+The rules below are ROI_OPS.md's (and torchvision's) exactly, in its order of
+floating-point operations.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+
+def c_round(x, dt):
+    """C's round(): half away from zero (TIR's round is half-to-even).
+
+    Values past 2**mantissa are already integers, and x + 0.5 would round there.
+    """
+    big = tirx.const(2.0 ** (52 if dt == "float64" else 23), dt)
+    half = tirx.const(0.5, dt)
+    rounded = tirx.if_then_else(x >= tirx.const(0, dt), T.floor(x + half), T.ceil(x - half))
+    return tirx.if_then_else(T.fabs(x) >= big, x, rounded)
+
+
+def sample_grid(extent, pooled: int, sampling_ratio: int, dt):
+    """Samples per bin along one axis: fixed, or adaptive ceil(extent / pooled), never < 0."""
+    if sampling_ratio > 0:
+        return tirx.const(sampling_ratio, "int64")
+    adaptive = T.Cast("int64", T.ceil(extent / tirx.const(pooled, dt)))
+    return T.max(adaptive, tirx.const(0, "int64"))
+
+
+def axis_table_macro(dt: str):
+    """A TIR macro filling one axis' sample table of one box.
+
+    For sample s (bin s // grid, sub-sample s % grid) it writes, at
+    `base + 2*s` and `base + 2*s + 1`: the low and high corner indices times
+    `stride`, and their weights times `scale` (zeroed outside [-1, limit]).
+    """
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    half = tirx.const(0.5, dt)
+
+    @T.macro
+    def fill(itab, ftab, base, count, start, bin_size, grid, limit, stride, scale):
+        for s in range(count):
+            pos = (
+                start
+                + T.Cast(dt, s // grid) * bin_size
+                + (T.Cast(dt, s % grid) + half) * bin_size / T.Cast(dt, grid)
+            )
+            inside = pos >= -one and pos <= T.Cast(dt, limit)
+            clamped = T.max(pos, zero)
+            low = T.min(T.Cast("int64", clamped), limit - 1)
+            # At the last row/column torchvision reads the edge value alone.
+            frac = T.if_then_else(low >= limit - 1, zero, clamped - T.Cast(dt, low))
+            itab[base + 2 * s] = low * stride
+            itab[base + 2 * s + 1] = T.min(low + 1, limit - 1) * stride
+            ftab[base + 2 * s] = T.if_then_else(inside, (one - frac) * scale, zero)
+            ftab[base + 2 * s + 1] = T.if_then_else(inside, frac * scale, zero)
+
+    return fill

@@ -1,0 +1,45 @@
+"""roi_align / RoIAlign: torchvision's API, plus mmcv's `mode="max"`."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..specs import RoIAlignSpec, output_size_pair
+from ._checks import boxes_to_rois
+from ._registry import call
+
+
+def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
+              sampling_ratio: int = -1, aligned: bool = False, mode: str = "avg") -> Tensor:
+    """RoIAlign of Mask R-CNN; the same arguments and results as `torchvision.ops.roi_align`.
+
+    boxes: Tensor[K, 5] of (batch_index, x1, y1, x2, y2), or a list of
+    Tensor[L, 4] per image.  `mode="max"` takes the max of the bilinear
+    samples of each bin instead of their mean.
+    Returns Tensor[K, C, PH, PW].
+    """
+    ph, pw = output_size_pair(output_size)
+    spec = RoIAlignSpec(spatial_scale=spatial_scale, pooled_height=ph, pooled_width=pw,
+                        sampling_ratio=sampling_ratio, aligned=aligned, mode=mode)
+    return call(spec, input, boxes_to_rois(boxes))
+
+
+class RoIAlign(nn.Module):
+    """Module form of `roi_align` (as `torchvision.ops.RoIAlign`)."""
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int,
+                 aligned: bool = False, mode: str = "avg"):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.mode = mode
+
+    def forward(self, input: Tensor, rois) -> Tensor:
+        return roi_align(input, rois, self.output_size, self.spatial_scale,
+                         self.sampling_ratio, self.aligned, self.mode)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}")

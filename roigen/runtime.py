@@ -1,0 +1,77 @@
+"""Calling compiled kernels on PyTorch tensors.
+
+Tensors cross into TVM through DLPack with no copy: the packed functions take
+the torch tensors themselves.  The layout kernels then convert the caller's
+memory format into channel blocks, inside TVM's thread pool.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Adaptive sampling (sampling_ratio <= 0) takes ceil(extent / bins) samples per
+# bin, so an absurd box means an absurd loop.  Past this many table entries
+# (a box of ~8000 feature-map pixels at 7 bins) it is refused, not run.
+MAX_TABLE_ENTRIES = 1 << 14
+
+
+def channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-D map is laid out NHWC (and not also plainly contiguous)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class Kernels:
+    """One op's compiled module: pack, forward, backward, unpack (+ table_size)."""
+
+    def __init__(self, spec, lanes: int, module):
+        self.spec = spec
+        self.lanes = lanes
+        self.module = module
+        self.dtype = TORCH_DTYPES[spec.compute_dtype]
+        self._fn = {name: module[name] for name in ("pack", "unpack", "forward", "backward")}
+        self._table_size = module.implements_function("table_size") and module["table_size"]
+
+    def _extra(self, rois: torch.Tensor) -> tuple:
+        """Scalar arguments some ops need: the size of their per-box sample tables."""
+        if not self._table_size:
+            return ()
+        size = torch.zeros(1, dtype=torch.int64)
+        self._table_size(rois, size)
+        if int(size) > MAX_TABLE_ENTRIES:
+            raise ValueError(
+                f"boxes: a box needs {int(size)} sample-table entries under adaptive sampling "
+                f"(limit {MAX_TABLE_ENTRIES}); pass sampling_ratio > 0 for boxes this large")
+        return (int(size),)
+
+    def _blocks(self, channels: int) -> int:
+        return math.ceil(channels / self.lanes)
+
+    def _nchw_or_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` viewed in this build's layout (NHWC as a (N, H, W, C) view)."""
+        return x.permute(0, 2, 3, 1) if self.spec.layout == "NHWC" else x
+
+    def forward(self, x: torch.Tensor, rois: torch.Tensor):
+        """Output (K, C, PH, PW) in the compute dtype, and the aux tensor (flat int32)."""
+        n, c, h, w = x.shape
+        k = rois.shape[0]
+        ph, pw = self.spec.pooled_size
+        packed = torch.empty(n, self._blocks(c), h, w, self.lanes, dtype=self.dtype)
+        self._fn["pack"](self._nchw_or_nhwc(x), packed)
+        out = torch.empty(k, c, ph * pw, dtype=self.dtype)
+        aux = torch.empty(k * c * ph * pw if self.spec.aux_outputs else 0, dtype=torch.int32)
+        self._fn["forward"](packed, rois, out, aux, *self._extra(rois))
+        return out.view(k, c, ph, pw), aux
+
+    def backward(self, grad: torch.Tensor, rois: torch.Tensor, aux: torch.Tensor, input_shape):
+        """d(input) in the compute dtype, laid out as the forward input was."""
+        n, c, h, w = input_shape
+        k = rois.shape[0]
+        packed = torch.empty(n, self._blocks(c), h, w, self.lanes, dtype=self.dtype)
+        self._fn["backward"](grad.reshape(k, c, -1), rois, aux, packed, *self._extra(rois))
+        fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
+        grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
+        self._fn["unpack"](packed, self._nchw_or_nhwc(grad_input))
+        return grad_input

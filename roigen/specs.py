@@ -1,0 +1,173 @@
+"""Declarative op specs: each RoI op's parameters, validated once, frozen.
+
+A spec is the single source of an op's facts.  The TE/TIR compute
+(`roigen.compute`), the PyTorch schema and fake kernel (`roigen.ops`), the
+kernel-cache key (`roigen.build`) and the tests' parametrisation all read it.
+Adding an op means adding a spec here and its compute; the plumbing is generic.
+
+Fields marked ``op_param`` become arguments of the ``torch.ops.roigen.*``
+schema, in declaration order; ``dtype`` and ``layout`` come from the input
+tensor instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+# The dtype a kernel computes in: half types load as float32 and accumulate there.
+COMPUTE_DTYPE = {
+    "float32": "float32",
+    "float64": "float64",
+    "float16": "float32",
+    "bfloat16": "float32",
+}
+# Memory formats an input may arrive in: contiguous NCHW, or channels_last (NHWC).
+LAYOUTS = ("NCHW", "NHWC")
+
+_SCHEMA_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
+
+
+def op_param(default=dataclasses.MISSING, *, py_type):
+    """A spec field that is also an argument of the op's PyTorch schema."""
+    return field(default=default, metadata={"schema": _SCHEMA_TYPES[py_type], "py_type": py_type})
+
+
+def output_size_pair(output_size) -> tuple[int, int]:
+    """torchvision's `output_size`: an int or a pair of ints, each > 0."""
+    if isinstance(output_size, bool):
+        raise TypeError(f"output_size must be an int or a pair of ints, got {output_size!r}")
+    if isinstance(output_size, int):
+        pair = (output_size, output_size)
+    elif isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        pair = tuple(output_size)
+    else:
+        raise TypeError(f"output_size must be an int or a pair of ints, got {output_size!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"output_size must hold ints, got {output_size!r}")
+    if min(pair) <= 0:
+        raise ValueError(f"output_size must be positive, got {output_size!r}")
+    return pair
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Base of every op spec.  Subclasses add `op_param` fields and `validate`."""
+
+    name: ClassVar[str]
+
+    dtype: str = field(default="float32", kw_only=True)
+    layout: str = field(default="NCHW", kw_only=True)
+
+    def __post_init__(self):
+        if self.dtype not in COMPUTE_DTYPE:
+            raise TypeError(f"input dtype must be one of {sorted(COMPUTE_DTYPE)}, got {self.dtype}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        for f in self.op_fields():
+            value = getattr(self, f.name)
+            want = f.metadata["py_type"]
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                ok = True
+            if not ok:
+                raise TypeError(f"{f.name} must be {want.__name__}, got {value!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the argument when a parameter is out of range."""
+
+    @classmethod
+    def op_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if "schema" in f.metadata]
+
+    @property
+    def op_params(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in self.op_fields())
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        """Extra int32 outputs of the forward kernel that the backward reads
+        (RoIPool's argmax), each with the output's shape."""
+        return ()
+
+    @property
+    def compute_dtype(self) -> str:
+        return COMPUTE_DTYPE[self.dtype]
+
+    @property
+    def pooled_size(self) -> tuple[int, int]:
+        return (self.pooled_height, self.pooled_width)
+
+    def kernel_spec(self) -> "OpSpec":
+        """The spec the compiled kernel depends on: half types share the float32 kernel."""
+        return dataclasses.replace(self, dtype=self.compute_dtype)
+
+    def output_shape(self, input_shape, num_boxes) -> tuple:
+        _, channels, _, _ = input_shape
+        return (num_boxes, channels, self.pooled_height, self.pooled_width)
+
+    def key(self) -> str:
+        """Stable text identity, used in cache keys and manifests."""
+        return json.dumps({"op": self.name, **dataclasses.asdict(self)}, sort_keys=True)
+
+
+def _check_scale(spatial_scale: float) -> None:
+    if not math.isfinite(spatial_scale) or spatial_scale <= 0:
+        raise ValueError(f"spatial_scale must be a finite number > 0, got {spatial_scale}")
+
+
+def _check_pooled(spec: OpSpec) -> None:
+    if spec.pooled_height <= 0 or spec.pooled_width <= 0:
+        raise ValueError(f"output_size must be positive, got {spec.pooled_size}")
+
+
+@dataclass(frozen=True)
+class RoIAlignSpec(OpSpec):
+    """Mask R-CNN's RoIAlign (torchvision.ops.roi_align; `mode="max"` as mmcv)."""
+
+    name: ClassVar[str] = "roi_align"
+
+    spatial_scale: float = op_param(py_type=float)
+    pooled_height: int = op_param(py_type=int)
+    pooled_width: int = op_param(py_type=int)
+    sampling_ratio: int = op_param(-1, py_type=int)
+    aligned: bool = op_param(False, py_type=bool)
+    mode: str = op_param("avg", py_type=str)
+
+    def validate(self) -> None:
+        _check_scale(self.spatial_scale)
+        _check_pooled(self)
+        if self.mode not in ("avg", "max"):
+            raise ValueError(f"mode must be 'avg' or 'max', got {self.mode!r}")
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        # Max mode routes each gradient to its bin's winning sample.
+        return ("argmax",) if self.mode == "max" else ()
+
+
+@dataclass(frozen=True)
+class RoIPoolSpec(OpSpec):
+    """Fast R-CNN's RoIPool (torchvision.ops.roi_pool)."""
+
+    name: ClassVar[str] = "roi_pool"
+
+    spatial_scale: float = op_param(py_type=float)
+    pooled_height: int = op_param(py_type=int)
+    pooled_width: int = op_param(py_type=int)
+
+    def validate(self) -> None:
+        _check_scale(self.spatial_scale)
+        _check_pooled(self)
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        return ("argmax",)
+
+
+SPECS: dict[str, type[OpSpec]] = {cls.name: cls for cls in (RoIAlignSpec, RoIPoolSpec)}

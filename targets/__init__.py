@@ -1,0 +1,1 @@
+"""Target descriptions (TOML), one file per target; read by `roigen.target`."""

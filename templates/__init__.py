@@ -1,0 +1,1 @@
+"""Jinja2 templates of generated artifacts (installed as `roigen.templates`)."""
