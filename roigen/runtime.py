@@ -18,6 +18,17 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MAX_TABLE_ENTRIES = 1 << 14
 
 
+def to_tvm(x: torch.Tensor):
+    """A TVM view of a torch tensor's memory (DLPack; no copy)."""
+    import tvm
+
+    return tvm.runtime.from_dlpack(x)
+
+
+def _call(fn, *args) -> None:
+    fn(*(to_tvm(a) if isinstance(a, torch.Tensor) else a for a in args))
+
+
 def channels_last(x: torch.Tensor) -> bool:
     """Whether a 4-D map is laid out NHWC (and not also plainly contiguous)."""
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
@@ -39,7 +50,7 @@ class Kernels:
         if not self._table_size:
             return ()
         size = torch.zeros(1, dtype=torch.int64)
-        self._table_size(rois, size)
+        _call(self._table_size, rois, size)
         if int(size) > MAX_TABLE_ENTRIES:
             raise ValueError(
                 f"boxes: a box needs {int(size)} sample-table entries under adaptive sampling "
@@ -59,10 +70,10 @@ class Kernels:
         k = rois.shape[0]
         ph, pw = self.spec.pooled_size
         packed = torch.empty(n, self._blocks(c), h, w, self.lanes, dtype=self.dtype)
-        self._fn["pack"](self._nchw_or_nhwc(x), packed)
+        _call(self._fn["pack"], self._nchw_or_nhwc(x), packed)
         out = torch.empty(k, c, ph * pw, dtype=self.dtype)
         aux = torch.empty(k * c * ph * pw if self.spec.aux_outputs else 0, dtype=torch.int32)
-        self._fn["forward"](packed, rois, out, aux, *self._extra(rois))
+        _call(self._fn["forward"], packed, rois, out, aux, *self._extra(rois))
         return out.view(k, c, ph, pw), aux
 
     def backward(self, grad: torch.Tensor, rois: torch.Tensor, aux: torch.Tensor, input_shape):
@@ -70,8 +81,9 @@ class Kernels:
         n, c, h, w = input_shape
         k = rois.shape[0]
         packed = torch.empty(n, self._blocks(c), h, w, self.lanes, dtype=self.dtype)
-        self._fn["backward"](grad.reshape(k, c, -1), rois, aux, packed, *self._extra(rois))
+        ph, pw = self.spec.pooled_size
+        _call(self._fn["backward"], grad.reshape(k, c, ph * pw), rois, aux, packed, *self._extra(rois))
         fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
         grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
-        self._fn["unpack"](packed, self._nchw_or_nhwc(grad_input))
+        _call(self._fn["unpack"], packed, self._nchw_or_nhwc(grad_input))
         return grad_input

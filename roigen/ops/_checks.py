@@ -42,8 +42,12 @@ def boxes_to_rois(boxes) -> torch.Tensor:
     return torch.cat([index, flat], dim=1)
 
 
-def check_rois(rois, input: torch.Tensor) -> None:
-    """Rows must index an image of `input` and hold finite coordinates."""
+def check_rois(rois, input: torch.Tensor, *, values: bool = True) -> None:
+    """Rows must index an image of `input` and hold finite coordinates.
+
+    values=False checks metadata alone (shape, device, dtype), which is all a
+    traced or fake tensor has.
+    """
     if not isinstance(rois, torch.Tensor):
         raise TypeError(f"boxes must be a torch.Tensor, got {type(rois).__name__}")
     if rois.dim() != 2 or rois.shape[1] != 5:
@@ -52,7 +56,7 @@ def check_rois(rois, input: torch.Tensor) -> None:
         raise ValueError(f"boxes are on {rois.device} but input is on {input.device}")
     if rois.dtype != input.dtype:
         raise TypeError(f"boxes dtype {rois.dtype} differs from input dtype {input.dtype}")
-    if rois.shape[0] == 0:
+    if not values or rois.shape[0] == 0:
         return
     if not bool(torch.isfinite(rois).all()):
         raise ValueError("boxes hold NaN or infinite values")

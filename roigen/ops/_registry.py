@@ -102,5 +102,7 @@ def register(spec_cls: type[OpSpec]) -> None:
 
 def call(spec: OpSpec, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
     """Run `spec`'s op on tensors through the dispatcher (autograd, compile, fake)."""
+    check_input(input)
+    check_rois(rois, input, values=False)
     out, _ = getattr(torch.ops.roigen, spec.name)(input, rois, *spec.op_params)
     return out

@@ -1,0 +1,114 @@
+"""Float64 reference implementations, written from docs/ROI_OPS.md alone.
+
+Plain PyTorch in float64, one box at a time, differentiable through autograd
+(so they give reference gradients too).  Slow on purpose: they exist to be
+obviously right.  They import nothing else of roigen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _rois(boxes) -> torch.Tensor:
+    if isinstance(boxes, torch.Tensor):
+        return boxes.detach().to(torch.float64)
+    rows = [torch.cat([torch.full((len(b), 1), float(i), dtype=torch.float64), b.detach().double()], 1)
+            for i, b in enumerate(boxes)]
+    return torch.cat(rows, 0)
+
+
+def _pair(output_size) -> tuple[int, int]:
+    return (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+
+def c_round(v: float) -> int:
+    """C's round(): half away from zero (Python's round() is half-to-even)."""
+    frac, whole = math.modf(abs(v))
+    return int(math.copysign(whole + (1.0 if frac >= 0.5 else 0.0), v))
+
+
+def _bilinear_axis(coords: list[float], size: int):
+    """Per-coordinate corner indices, fraction and validity along one axis."""
+    c = torch.tensor(coords, dtype=torch.float64)
+    valid = (c >= -1.0) & (c <= size)
+    c = c.clamp(min=0.0)
+    low = c.floor().long()
+    at_edge = low >= size - 1
+    low = torch.where(at_edge, torch.full_like(low, size - 1), low)
+    high = torch.where(at_edge, low, low + 1)
+    frac = torch.where(at_edge, torch.zeros_like(c), c - low.double())
+    return low, high, frac, valid
+
+
+def bilinear(image: torch.Tensor, ys: list[float], xs: list[float]) -> torch.Tensor:
+    """image (C, H, W) read at every (y, x) of ys × xs → (C, len(ys), len(xs)); 0 outside."""
+    _, h, w = image.shape
+    yl, yh, ly, vy = _bilinear_axis(ys, h)
+    xl, xh, lx, vx = _bilinear_axis(xs, w)
+    hy, hx = 1.0 - ly, 1.0 - lx
+
+    def at(rows, cols):
+        return image[:, rows[:, None], cols[None, :]]
+
+    value = (hy[:, None] * hx[None, :] * at(yl, xl) + hy[:, None] * lx[None, :] * at(yl, xh)
+             + ly[:, None] * hx[None, :] * at(yh, xl) + ly[:, None] * lx[None, :] * at(yh, xh))
+    return value * (vy[:, None] & vx[None, :])
+
+
+def _align_box(image, x1, y1, x2, y2, ph_, pw_, sampling_ratio, clamp_extent, mode):
+    """RoIAlign of one box already in feature-map coordinates → (C, PH, PW)."""
+    rw, rh = x2 - x1, y2 - y1
+    if clamp_extent:
+        rw, rh = max(rw, 1.0), max(rh, 1.0)
+    bin_h, bin_w = rh / ph_, rw / pw_
+    gh = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rh / ph_), 0)
+    gw = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rw / pw_), 0)
+    c = image.shape[0]
+    if gh * gw == 0:
+        return image.new_zeros(c, ph_, pw_)
+    ys = [y1 + p * bin_h + (i + 0.5) * bin_h / gh for p in range(ph_) for i in range(gh)]
+    xs = [x1 + p * bin_w + (i + 0.5) * bin_w / gw for p in range(pw_) for i in range(gw)]
+    samples = bilinear(image, ys, xs).reshape(c, ph_, gh, pw_, gw).permute(0, 1, 3, 2, 4)
+    samples = samples.reshape(c, ph_, pw_, gh * gw)
+    if mode == "avg":
+        return samples.sum(-1) / max(gh * gw, 1)
+    return samples.max(-1).values  # first maximum wins ties, as the kernels do
+
+
+def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, mode="avg"):
+    x = input.to(torch.float64)
+    ph_, pw_ = _pair(output_size)
+    offset = 0.5 if aligned else 0.0
+    outs = []
+    for b, *coords in _rois(boxes).tolist():
+        x1, y1, x2, y2 = (v * spatial_scale - offset for v in coords)
+        outs.append(_align_box(x[int(b)], x1, y1, x2, y2, ph_, pw_, sampling_ratio, not aligned, mode))
+    return torch.stack(outs) if outs else x.new_zeros(0, x.shape[1], ph_, pw_)
+
+
+def roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    x = input.to(torch.float64)
+    _, c, h, w = x.shape
+    ph_, pw_ = _pair(output_size)
+    outs = []
+    for b, *coords in _rois(boxes).tolist():
+        x1, y1, x2, y2 = (c_round(v * spatial_scale) for v in coords)
+        rw, rh = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        bins = []
+        for p in range(ph_):
+            # floor(p * rh / PH) and ceil((p+1) * rh / PH) in exact integer arithmetic.
+            hs = min(max(p * rh // ph_ + y1, 0), h)
+            he = min(max(-(-(p + 1) * rh // ph_) + y1, 0), h)
+            for q in range(pw_):
+                ws = min(max(q * rw // pw_ + x1, 0), w)
+                we = min(max(-(-(q + 1) * rw // pw_) + x1, 0), w)
+                region = x[int(b), :, hs:he, ws:we]
+                bins.append(region.flatten(1).max(1).values if region.numel() else x.new_zeros(c))
+        outs.append(torch.stack(bins, 1).reshape(c, ph_, pw_))
+    return torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)
+
+
+REFERENCES = {"roi_align": roi_align, "roi_pool": roi_pool}
