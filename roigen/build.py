@@ -49,17 +49,19 @@ def entry_name(spec, target: Target) -> str:
     return f"{spec.name}-{target.name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
-@functools.lru_cache(maxsize=256)
 def build(spec, target: str | Target = "host") -> Kernels:
     """The compiled kernels for `spec` (half dtypes share the float32 build)."""
+    return _build(spec.kernel_spec(), resolve(target) if isinstance(target, str) else target)
+
+
+@functools.lru_cache(maxsize=256)
+def _build(spec, target: Target) -> Kernels:
     import tvm
 
     from roigen.schedules import schedule_for
 
     from .lower import lower
 
-    target = resolve(target) if isinstance(target, str) else target
-    spec = spec.kernel_spec()
     sched = schedule_for(spec, target)
     name = entry_name(spec, target)
     module = cache.load(name)

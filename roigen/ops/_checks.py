@@ -11,6 +11,11 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def as_float(value):
+    """torchvision takes ints for float parameters; the schema wants floats."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def check_input(input) -> None:
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")

@@ -12,8 +12,8 @@ import math
 import torch
 
 from ..runtime import channels_last
-from ..specs import OpSpec
-from ._checks import check_input, check_rois, dtype_name
+from ..specs import SPECS, OpSpec
+from ._checks import boxes_to_rois, check_input, check_rois, dtype_name
 
 NAMESPACE = "roigen"
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
@@ -100,9 +100,20 @@ def register(spec_cls: type[OpSpec]) -> None:
     torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=_LIB)
 
 
-def call(spec: OpSpec, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-    """Run `spec`'s op on tensors through the dispatcher (autograd, compile, fake)."""
+def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, **params) -> torch.Tensor:
+    """Run an op on tensors through the dispatcher (autograd, compile, fake).
+
+    `params` are the spec's op fields.  Eager calls validate them up front by
+    building the spec; under torch.compile the fake kernel builds it instead
+    (dynamo does not trace dataclass machinery).
+    """
+    if not torch.compiler.is_compiling():
+        spec_cls(**params)
+    rois = boxes_to_rois(boxes)
     check_input(input)
     check_rois(rois, input, values=False)
-    out, _ = getattr(torch.ops.roigen, spec.name)(input, rois, *spec.op_params)
+    out, _ = getattr(torch.ops.roigen, spec_cls.name)(input, rois, *(params[n] for n in _PARAM_NAMES[spec_cls]))
     return out
+
+
+_PARAM_NAMES = {cls: tuple(f.name for f in cls.op_fields()) for cls in SPECS.values()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..specs import RoIAlignSpec, output_size_pair
-from ._checks import boxes_to_rois
+from ._checks import as_float as _as_float
 from ._registry import call
 
 
@@ -19,9 +19,8 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
     Returns Tensor[K, C, PH, PW].
     """
     ph, pw = output_size_pair(output_size)
-    spec = RoIAlignSpec(spatial_scale=spatial_scale, pooled_height=ph, pooled_width=pw,
-                        sampling_ratio=sampling_ratio, aligned=aligned, mode=mode)
-    return call(spec, input, boxes_to_rois(boxes))
+    return call(RoIAlignSpec, input, boxes, spatial_scale=_as_float(spatial_scale), pooled_height=ph,
+                pooled_width=pw, sampling_ratio=sampling_ratio, aligned=aligned, mode=mode)
 
 
 class RoIAlign(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..specs import RoIPoolSpec, output_size_pair
-from ._checks import boxes_to_rois
+from ._checks import as_float as _as_float
 from ._registry import call
 
 
@@ -16,8 +16,7 @@ def roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0) -> T
     Tensor[L, 4] per image.  Returns Tensor[K, C, PH, PW].
     """
     ph, pw = output_size_pair(output_size)
-    spec = RoIPoolSpec(spatial_scale=spatial_scale, pooled_height=ph, pooled_width=pw)
-    return call(spec, input, boxes_to_rois(boxes))
+    return call(RoIPoolSpec, input, boxes, spatial_scale=_as_float(spatial_scale), pooled_height=ph, pooled_width=pw)
 
 
 class RoIPool(nn.Module):

@@ -1,0 +1,96 @@
+"""Bad input gets a clear error naming the argument (ROI_OPS.md's conventions)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import roigen.ops as R
+
+
+@pytest.fixture
+def x():
+    return torch.randn(2, 3, 8, 9)
+
+
+@pytest.fixture
+def rois():
+    return torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 0.0, 2.0, 3.0, 7.0]])
+
+
+OPS = [
+    lambda x, b, **kw: R.roi_align(x, b, kw.pop("output_size", 2), **kw),
+    lambda x, b, **kw: R.roi_pool(x, b, kw.pop("output_size", 2), **kw),
+]
+
+
+@pytest.mark.parametrize("op", OPS, ids=["roi_align", "roi_pool"])
+@pytest.mark.parametrize("boxes, error, words", [
+    (torch.tensor([[1.0, 1.0, 6.0, 5.0]]), ValueError, "boxes"),                   # Nx4 where Kx5 is expected
+    (torch.tensor([[2, 1.0, 1.0, 6.0, 5.0]]), ValueError, "batch index"),          # index == N
+    (torch.tensor([[-1, 1.0, 1.0, 6.0, 5.0]]), ValueError, "batch index"),
+    (torch.tensor([[0.5, 1.0, 1.0, 6.0, 5.0]]), ValueError, "batch index"),        # not integral
+    (torch.tensor([[0, float("nan"), 1.0, 6.0, 5.0]]), ValueError, "boxes"),
+    (torch.tensor([[0, 1.0, float("inf"), 6.0, 5.0]]), ValueError, "boxes"),
+    (torch.tensor([[0, 1.0, 1.0, 6.0, 5.0]], dtype=torch.float64), TypeError, "dtype"),
+    ([torch.tensor([[1.0, 1.0, 6.0]])], ValueError, "boxes[0]"),
+    ("boxes", TypeError, "boxes"),
+])
+def test_bad_boxes(op, x, boxes, error, words):
+    with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+        op(x, boxes)
+
+
+@pytest.mark.parametrize("op", OPS, ids=["roi_align", "roi_pool"])
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"output_size": 0}, ValueError, "output_size"),
+    ({"output_size": (2, -1)}, ValueError, "output_size"),
+    ({"output_size": 2.5}, TypeError, "output_size"),
+    ({"spatial_scale": 0.0}, ValueError, "spatial_scale"),
+    ({"spatial_scale": -0.25}, ValueError, "spatial_scale"),
+    ({"spatial_scale": float("nan")}, ValueError, "spatial_scale"),
+])
+def test_bad_parameters(op, x, rois, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        op(x, rois, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"sampling_ratio": 1.5}, TypeError, "sampling_ratio"),
+    ({"mode": "median"}, ValueError, "mode"),
+    ({"aligned": "yes"}, TypeError, "aligned"),
+])
+def test_bad_roi_align_parameters(x, rois, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        R.roi_align(x, rois, 2, **kwargs)
+
+
+@pytest.mark.parametrize("op", OPS, ids=["roi_align", "roi_pool"])
+@pytest.mark.parametrize("make_input, error, words", [
+    (lambda: torch.randn(3, 8, 9), ValueError, "input"),
+    (lambda: torch.randint(0, 5, (2, 3, 8, 9)), TypeError, "input dtype"),
+    (lambda: torch.randn(2, 3, 0, 9), ValueError, "input"),
+    (lambda: [[1.0]], TypeError, "input"),
+])
+def test_bad_input(op, rois, make_input, error, words):
+    with pytest.raises(error, match=words):
+        op(make_input(), rois)
+
+
+def test_boxes_on_another_device(x, rois):
+    with pytest.raises(ValueError, match="boxes are on meta"):
+        R.roi_align(x, rois.to("meta"), 2)
+
+
+def test_direct_op_call_checks_values(x):
+    """torch.ops.roigen.* skips the Python wrapper; it must still refuse out-of-range indices."""
+    bad = torch.tensor([[7, 1.0, 1.0, 6.0, 5.0]])
+    with pytest.raises(ValueError, match="batch index"):
+        torch.ops.roigen.roi_align(x, bad, 1.0, 2, 2, -1, False, "avg")
+
+
+def test_absurd_adaptive_box_is_refused(x):
+    huge = torch.tensor([[0, 0.0, 0.0, 1e6, 1e6]])
+    with pytest.raises(ValueError, match="sampling_ratio > 0"):
+        R.roi_align(x, huge, 7, sampling_ratio=0)
+    assert R.roi_align(x, huge, 7, sampling_ratio=2).shape == (1, 3, 7, 7)

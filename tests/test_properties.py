@@ -1,0 +1,38 @@
+"""Property test: roigen equals the float64 reference over shapes and parameters."""
+
+from __future__ import annotations
+
+import torch
+from boxes import random_rois
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import roigen.ops as R
+from roigen import reference
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 12), st.integers(1, 12))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=shapes, boxes=st.integers(0, 12), output=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       scale=st.sampled_from([1.0, 0.5, 0.25, 1 / 16]), sampling_ratio=st.integers(-1, 3),
+       aligned=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_roi_align_matches_reference(shape, boxes, output, scale, sampling_ratio, aligned, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    rois = random_rois(n, h, w, boxes, scale, gen, dtype=torch.float64)
+    got = R.roi_align(x, rois, output, scale, sampling_ratio, aligned)
+    torch.testing.assert_close(got, reference.roi_align(x, rois, output, scale, sampling_ratio, aligned),
+                               rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=shapes, boxes=st.integers(0, 12), output=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       scale=st.sampled_from([1.0, 0.5, 0.3, 1 / 16]), seed=st.integers(0, 2**31 - 1))
+def test_roi_pool_matches_reference(shape, boxes, output, scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    rois = random_rois(n, h, w, boxes, scale, gen, dtype=torch.float64)
+    torch.testing.assert_close(R.roi_pool(x, rois, output, scale), reference.roi_pool(x, rois, output, scale))
