@@ -8,14 +8,15 @@ memory format into channel blocks, inside TVM's thread pool.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Adaptive sampling (sampling_ratio <= 0) takes ceil(extent / bins) samples per
 # bin, so an absurd box means an absurd loop.  Past this many table entries
-# (a box of ~8000 feature-map pixels at 7 bins) it is refused, not run.
-MAX_TABLE_ENTRIES = 1 << 14
+# (a box of ~2000 feature-map pixels at 7 bins) it is refused, not run.
+MAX_TABLE_ENTRIES = 1 << 12
 
 
 def to_tvm(x: torch.Tensor):
@@ -34,8 +35,35 @@ def channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
+class _Workspace(threading.local):
+    """Per-thread scratch for packed maps, kept between calls.
+
+    A fresh 10-100 MB buffer per call costs a page fault per 4 KiB on first
+    touch, which measured as much as the kernel itself; reuse avoids it.
+    """
+
+    def __init__(self):
+        self.buffers: dict[torch.dtype, torch.Tensor] = {}
+
+    def get(self, shape, dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf = self.buffers.get(dtype)
+        if buf is None or buf.numel() < numel:
+            buf = self.buffers[dtype] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
+
+
+_workspace = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free this thread's cached scratch buffers."""
+    _workspace.buffers.clear()
+
+
 class Kernels:
-    """One op's compiled module: pack, forward, backward, unpack (+ table_size)."""
+    """One op's compiled module: pack, forward, backward, unpack, and for the
+    RoIAlign family the per-box sample tables (table_size, tables)."""
 
     def __init__(self, spec, lanes: int, module):
         self.spec = spec
@@ -43,22 +71,29 @@ class Kernels:
         self.module = module
         self.dtype = TORCH_DTYPES[spec.compute_dtype]
         self._fn = {name: module[name] for name in ("pack", "unpack", "forward", "backward")}
-        self._table_size = module.implements_function("table_size") and module["table_size"]
+        self._has_tables = module.implements_function("tables")
+        if self._has_tables:
+            self._fn["table_size"] = module["table_size"]
+            self._fn["tables"] = module["tables"]
 
-    def _extra(self, rois: torch.Tensor) -> tuple:
-        """Scalar arguments some ops need: the size of their per-box sample tables."""
-        if not self._table_size:
+    def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
+        """The (K, S) sample tables some ops read, filled once per call; () for others."""
+        if not self._has_tables:
             return ()
         size = torch.zeros(1, dtype=torch.int64)
-        _call(self._table_size, rois, size)
-        if int(size) > MAX_TABLE_ENTRIES:
+        _call(self._fn["table_size"], rois, size)
+        entries = int(size)
+        if entries > MAX_TABLE_ENTRIES:
             raise ValueError(
-                f"boxes: a box needs {int(size)} sample-table entries under adaptive sampling "
+                f"boxes: a box needs {entries} sample-table entries under adaptive sampling "
                 f"(limit {MAX_TABLE_ENTRIES}); pass sampling_ratio > 0 for boxes this large")
-        return (int(size),)
+        itab = torch.empty(rois.shape[0], entries, dtype=torch.int32)
+        ftab = torch.empty(rois.shape[0], entries, dtype=self.dtype)
+        _call(self._fn["tables"], rois, itab, ftab, height, width)
+        return itab, ftab
 
-    def _blocks(self, channels: int) -> int:
-        return math.ceil(channels / self.lanes)
+    def _packed_shape(self, n, c, h, w) -> tuple:
+        return (n, math.ceil(c / self.lanes), h, w, self.lanes)
 
     def _nchw_or_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         """`x` viewed in this build's layout (NHWC as a (N, H, W, C) view)."""
@@ -69,20 +104,20 @@ class Kernels:
         n, c, h, w = x.shape
         k = rois.shape[0]
         ph, pw = self.spec.pooled_size
-        packed = torch.empty(n, self._blocks(c), h, w, self.lanes, dtype=self.dtype)
+        packed = _workspace.get(self._packed_shape(n, c, h, w), self.dtype)
         _call(self._fn["pack"], self._nchw_or_nhwc(x), packed)
         out = torch.empty(k, c, ph * pw, dtype=self.dtype)
         aux = torch.empty(k * c * ph * pw if self.spec.aux_outputs else 0, dtype=torch.int32)
-        _call(self._fn["forward"], packed, rois, out, aux, *self._extra(rois))
+        _call(self._fn["forward"], packed, rois, *self._tables(rois, h, w), out, aux)
         return out.view(k, c, ph, pw), aux
 
     def backward(self, grad: torch.Tensor, rois: torch.Tensor, aux: torch.Tensor, input_shape):
         """d(input) in the compute dtype, laid out as the forward input was."""
         n, c, h, w = input_shape
         k = rois.shape[0]
-        packed = torch.empty(n, self._blocks(c), h, w, self.lanes, dtype=self.dtype)
         ph, pw = self.spec.pooled_size
-        _call(self._fn["backward"], grad.reshape(k, c, ph * pw), rois, aux, packed, *self._extra(rois))
+        packed = _workspace.get(self._packed_shape(n, c, h, w), self.dtype)
+        _call(self._fn["backward"], grad.reshape(k, c, ph * pw), rois, *self._tables(rois, h, w), aux, packed)
         fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
         grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
         _call(self._fn["unpack"], packed, self._nchw_or_nhwc(grad_input))

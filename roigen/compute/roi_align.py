@@ -49,12 +49,9 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
             return one
         return one / T.Cast(dt, T.max(gh * gw, tirx.const(1, "int64")))
 
-    @T.macro
-    def box_tables(rois, k, H, W, itab, ftab, gh, gw):
-        fill_axis(itab, ftab, 0, PH * gh, start(rois, k, 2), extent(rois, k, 2) / T.Cast(dt, PH),
-                  gh, H, W, weight(gh, gw))
-        fill_axis(itab, ftab, 2 * PH * gh, PW * gw, start(rois, k, 1), extent(rois, k, 1) / T.Cast(dt, PW),
-                  gw, W, 1, one)
+    def grids(rois, k):
+        return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt),
+                sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
 
     @T.prim_func
     def table_size(r: T.handle, t: T.handle):
@@ -64,13 +61,28 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
         size = T.match_buffer(t, (1,), "int64")
         size[0] = T.int64(1)
         for k in range(K):
-            size[0] = T.max(size[0], 2 * (PH * sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt)
-                                          + PW * sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt)))
+            size[0] = T.max(size[0], 2 * (PH * grids(rois, k)[0] + PW * grids(rois, k)[1]))
 
     @T.prim_func
-    def forward(d: T.handle, r: T.handle, o: T.handle, a: T.handle, cap: T.int64):
-        # cap: table entries of the largest box, from `table_size` (scratch sizes
-        # must be known where a task starts, and adaptive grids depend on the box).
+    def tables(r: T.handle, it: T.handle, ft: T.handle, H: T.int64, W: T.int64):
+        # One box per task: y entries first (row offsets, weights carrying 1/count
+        # in avg mode), then x entries; see sampling.py.
+        T.func_attr({"tirx.noalias": True})
+        K = T.int64()
+        S = T.int64()
+        rois = T.match_buffer(r, (K, 5), dt)
+        itab = T.match_buffer(it, (K, S), "int32")
+        ftab = T.match_buffer(ft, (K, S), dt)
+        for k in T.parallel(K):
+            gh = T.meta_var(grids(rois, k)[0])
+            gw = T.meta_var(grids(rois, k)[1])
+            fill_axis(itab, ftab, k, 0, PH * gh, start(rois, k, 2), extent(rois, k, 2) / T.Cast(dt, PH),
+                      gh, H, W, weight(gh, gw))
+            fill_axis(itab, ftab, k, 2 * PH * gh, PW * gw, start(rois, k, 1),
+                      extent(rois, k, 1) / T.Cast(dt, PW), gw, W, 1, one)
+
+    @T.prim_func
+    def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
         T.func_attr({"tirx.noalias": True})
         N = T.int64()
         Cb = T.int64()
@@ -79,22 +91,22 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
         K = T.int64()
         C = T.int64()
         A = T.int64()
+        S = T.int64()
         data = T.match_buffer(d, (N, Cb, H, W, L), dt)
         rois = T.match_buffer(r, (K, 5), dt)
+        itab = T.match_buffer(it, (K, S), "int32")
+        ftab = T.match_buffer(ft, (K, S), dt)
         out = T.match_buffer(o, (K, C, P), dt)
         argmax = T.match_buffer(a, (A,), "int32")
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            itab = T.alloc_buffer((cap,), "int64")
-            ftab = T.alloc_buffer((cap,), dt)
             tile = T.alloc_buffer((P, L), dt)
             atile = T.alloc_buffer((P, L), "int32")
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    gh = T.meta_var(sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt))
-                    gw = T.meta_var(sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
-                    box_tables(rois, k, H, W, itab, ftab, gh, gw)
+                    gh = T.meta_var(grids(rois, k)[0])
+                    gw = T.meta_var(grids(rois, k)[1])
                     for ph, pw in T.grid(PH, PW):
                         acc = T.alloc_buffer((L,), dt)
                         arg = T.alloc_buffer((L,), "int32")
@@ -106,12 +118,12 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
                             sx = 2 * PH * gh + 2 * (pw * gw + ix)
                             for ci in T.vectorized(L):
                                 # data[n, cb, 0, row*W + col] addresses pixel (row, col).
-                                v = T.meta_var(ftab[sy] * (
-                                    ftab[sx] * data[n, cb, 0, itab[sy] + itab[sx], ci]
-                                    + ftab[sx + 1] * data[n, cb, 0, itab[sy] + itab[sx + 1], ci]
-                                ) + ftab[sy + 1] * (
-                                    ftab[sx] * data[n, cb, 0, itab[sy + 1] + itab[sx], ci]
-                                    + ftab[sx + 1] * data[n, cb, 0, itab[sy + 1] + itab[sx + 1], ci]
+                                v = T.meta_var(ftab[k, sy] * (
+                                    ftab[k, sx] * data[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci]
+                                    + ftab[k, sx + 1] * data[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci]
+                                ) + ftab[k, sy + 1] * (
+                                    ftab[k, sx] * data[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci]
+                                    + ftab[k, sx + 1] * data[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci]
                                 ))
                                 if avg:
                                     acc[ci] = acc[ci] + v
@@ -132,7 +144,7 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
                                 argmax[(k * C + cb * L + ci) * P + p] = atile[p, ci]
 
     @T.prim_func
-    def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle, cap: T.int64):
+    def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
         T.func_attr({"tirx.noalias": True})
         N = T.int64()
         Cb = T.int64()
@@ -141,24 +153,24 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
         K = T.int64()
         C = T.int64()
         A = T.int64()
+        S = T.int64()
         grad_out = T.match_buffer(g, (K, C, P), dt)
         rois = T.match_buffer(r, (K, 5), dt)
+        itab = T.match_buffer(it, (K, S), "int32")
+        ftab = T.match_buffer(ft, (K, S), dt)
         argmax = T.match_buffer(a, (A,), "int32")
         grad = T.match_buffer(gd, (N, Cb, H, W, L), dt)
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            itab = T.alloc_buffer((cap,), "int64")
-            ftab = T.alloc_buffer((cap,), dt)
             gtile = T.alloc_buffer((P, L), dt)
             for h, w in T.grid(H, W):
                 for ci in T.vectorized(L):
                     grad[n, cb, h, w, ci] = zero
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    gh = T.meta_var(sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt))
-                    gw = T.meta_var(sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
-                    box_tables(rois, k, H, W, itab, ftab, gh, gw)
+                    gh = T.meta_var(grids(rois, k)[0])
+                    gw = T.meta_var(grids(rois, k)[1])
                     if avg:
                         for ci in range(L):
                             for p in range(P):
@@ -169,10 +181,10 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
                             sx = 2 * PH * gh + 2 * (pw * gw + ix)
                             for ci in T.vectorized(L):
                                 gv = T.meta_var(gtile[ph * PW + pw, ci])
-                                grad[n, cb, 0, itab[sy] + itab[sx], ci] += ftab[sy] * ftab[sx] * gv
-                                grad[n, cb, 0, itab[sy] + itab[sx + 1], ci] += ftab[sy] * ftab[sx + 1] * gv
-                                grad[n, cb, 0, itab[sy + 1] + itab[sx], ci] += ftab[sy + 1] * ftab[sx] * gv
-                                grad[n, cb, 0, itab[sy + 1] + itab[sx + 1], ci] += ftab[sy + 1] * ftab[sx + 1] * gv
+                                grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gv
+                                grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gv
+                                grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gv
+                                grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
                     else:
                         # Max: only the winning sample of each bin and channel gets the gradient.
                         for ci in range(T.min(L, C - cb * L)):
@@ -182,9 +194,9 @@ def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc
                                     sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
                                     sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
                                     gv = grad_out[k, cb * L + ci, ph * PW + pw]
-                                    grad[n, cb, 0, itab[sy] + itab[sx], ci] += ftab[sy] * ftab[sx] * gv
-                                    grad[n, cb, 0, itab[sy] + itab[sx + 1], ci] += ftab[sy] * ftab[sx + 1] * gv
-                                    grad[n, cb, 0, itab[sy + 1] + itab[sx], ci] += ftab[sy + 1] * ftab[sx] * gv
-                                    grad[n, cb, 0, itab[sy + 1] + itab[sx + 1], ci] += ftab[sy + 1] * ftab[sx + 1] * gv
+                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gv
+                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gv
+                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gv
+                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
 
-    return {"table_size": table_size, "forward": forward, "backward": backward}
+    return {"table_size": table_size, "tables": tables, "forward": forward, "backward": backward}

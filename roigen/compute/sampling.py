@@ -38,18 +38,18 @@ def sample_grid(extent, pooled: int, sampling_ratio: int, dt):
 
 
 def axis_table_macro(dt: str):
-    """A TIR macro filling one axis' sample table of one box.
+    """A TIR macro filling one axis' sample table of one box (row `row` of the tables).
 
-    For sample s (bin s // grid, sub-sample s % grid) it writes, at
+    For sample s (bin s // grid, sub-sample s % grid) it writes, at columns
     `base + 2*s` and `base + 2*s + 1`: the low and high corner indices times
-    `stride`, and their weights times `scale` (zeroed outside [-1, limit]).
+    `stride` (int32: a row*W + col offset), and their weights times `scale` (zeroed outside [-1, limit]).
     """
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     half = tirx.const(0.5, dt)
 
     @T.macro
-    def fill(itab, ftab, base, count, start, bin_size, grid, limit, stride, scale):
+    def fill(itab, ftab, row, base, count, start, bin_size, grid, limit, stride, scale):
         for s in range(count):
             pos = (
                 start
@@ -61,9 +61,9 @@ def axis_table_macro(dt: str):
             low = T.min(T.Cast("int64", clamped), limit - 1)
             # At the last row/column torchvision reads the edge value alone.
             frac = T.if_then_else(low >= limit - 1, zero, clamped - T.Cast(dt, low))
-            itab[base + 2 * s] = low * stride
-            itab[base + 2 * s + 1] = T.min(low + 1, limit - 1) * stride
-            ftab[base + 2 * s] = T.if_then_else(inside, (one - frac) * scale, zero)
-            ftab[base + 2 * s + 1] = T.if_then_else(inside, frac * scale, zero)
+            itab[row, base + 2 * s] = T.Cast("int32", low * stride)
+            itab[row, base + 2 * s + 1] = T.Cast("int32", T.min(low + 1, limit - 1) * stride)
+            ftab[row, base + 2 * s] = T.if_then_else(inside, (one - frac) * scale, zero)
+            ftab[row, base + 2 * s + 1] = T.if_then_else(inside, frac * scale, zero)
 
     return fill
