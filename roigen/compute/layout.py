@@ -32,14 +32,16 @@ def layout_kernels(layout: str, dt: str, lanes: int) -> dict[str, tirx.PrimFunc]
             n = task // Cb
             cb = task % Cb
             if nchw:
-                # Read rows of one channel (contiguous), write strided lanes.
-                for ci in range(L):
-                    if cb * L + ci < C:
-                        for h, w in T.grid(H, W):
-                            dst[n, cb, h, w, ci] = src[n, cb * L + ci, h, w]
-                    else:
-                        for h, w in T.grid(H, W):
-                            dst[n, cb, h, w, ci] = zero
+                # Row by row: one destination row (W*L values) stays in L1 while
+                # the L source rows of that h stream in.
+                for h in range(H):
+                    for ci in range(L):
+                        if cb * L + ci < C:
+                            for w in range(W):
+                                dst[n, cb, h, w, ci] = src[n, cb * L + ci, h, w]
+                        else:
+                            for w in range(W):
+                                dst[n, cb, h, w, ci] = zero
             else:
                 if (cb + 1) * L <= C:
                     for h, w in T.grid(H, W):
@@ -61,11 +63,13 @@ def layout_kernels(layout: str, dt: str, lanes: int) -> dict[str, tirx.PrimFunc]
         src = T.match_buffer(s, (N, Cb, H, W, L), dt)
         dst = T.match_buffer(d, (N, C, H, W) if nchw else (N, H, W, C), dt)
         if nchw:
-            for task in T.parallel(N * C):
-                n = task // C
-                c = task % C
-                for h, w in T.grid(H, W):
-                    dst[n, c, h, w] = src[n, c // L, h, w, c % L]
+            for task in T.parallel(N * Cb):
+                n = task // Cb
+                cb = task % Cb
+                for h in range(H):
+                    for ci in range(T.min(L, C - cb * L)):
+                        for w in range(W):
+                            dst[n, cb * L + ci, h, w] = src[n, cb, h, w, ci]
         else:
             for task in T.parallel(N * H):
                 n = task // H

@@ -53,8 +53,8 @@ def roi_pool_kernels(spec: RoIPoolSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            tile = T.alloc_buffer((P, L), dt)
-            atile = T.alloc_buffer((P, L), "int32")
+            tile = T.alloc_buffer((L, P), dt)
+            atile = T.alloc_buffer((L, P), "int32")
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     for ph, pw in T.grid(PH, PW):
@@ -74,13 +74,14 @@ def roi_pool_kernels(spec: RoIPoolSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
                                     better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
                                     arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
                                     acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
-                        for ci in T.vectorized(L):
-                            tile[ph * PW + pw, ci] = acc[ci]
-                            atile[ph * PW + pw, ci] = arg[ci]
+                        # Tiles in output order (channel-major), as in roi_align.py.
+                        for ci in range(L):
+                            tile[ci, ph * PW + pw] = acc[ci]
+                            atile[ci, ph * PW + pw] = arg[ci]
                     for ci in range(T.min(L, C - cb * L)):
                         for p in range(P):
-                            out[k, cb * L + ci, p] = tile[p, ci]
-                            argmax[(k * C + cb * L + ci) * P + p] = atile[p, ci]
+                            out[k, cb * L + ci, p] = tile[ci, p]
+                            argmax[(k * C + cb * L + ci) * P + p] = atile[ci, p]
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle):
