@@ -4,11 +4,19 @@
 
 Prints a markdown table: forward and forward+backward times, their ratios to
 torchvision measured in this run, and the memory floor.
+
+--retain-freed-memory runs the measurement under glibc's malloc tunables
+MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>, so that large tensors
+reuse freed memory instead of faulting in fresh pages (the effect jemalloc
+or tcmalloc have, as PyTorch's CPU tuning guides recommend).  On this
+machine a fresh 51 MB output costs ~10-15 ms in page faults, more than the
+fpn_box kernel itself; both libraries run under the same setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from roigen import bench
@@ -19,12 +27,19 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workloads", default=",".join(bench.CPU_WORKLOADS))
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="rerun under glibc tunables that keep freed memory for reuse")
     args = parser.parse_args(argv)
+    if args.retain_freed_memory and os.environ.get("MALLOC_MMAP_MAX_") != "0":
+        env = {**os.environ, "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     rows = []
     for name in args.workloads.split(","):
         rows.append(bench.measure(name, args.repeats))
         print(f"measured {name}", file=sys.stderr, flush=True)
-    table = bench.render(rows, args.repeats)
+    allocator = ("glibc malloc with MALLOC_MMAP_MAX_=0 (freed memory reused)"
+                 if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "glibc malloc, default settings")
+    table = bench.render(rows, args.repeats, allocator)
     print(table)
     if args.out:
         with open(args.out, "w") as f:

@@ -80,9 +80,9 @@ def machine() -> str:
             f"target {host_name()}; torch {torch.__version__}, torchvision {torchvision.__version__}")
 
 
-def render(rows: list[dict], repeats: int) -> str:
+def render(rows: list[dict], repeats: int, allocator: str = "default") -> str:
     import jinja2
 
     text = resources.files("roigen.templates").joinpath("bench_table.md.j2").read_text()
     return jinja2.Template(text, trim_blocks=True, lstrip_blocks=True).render(
-        rows=rows, repeats=repeats, machine=machine())
+        rows=rows, repeats=repeats, machine=machine(), allocator=allocator)
