@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -30,8 +31,6 @@ def _source_digest() -> str:
 
 def describe(spec, target: Target) -> dict:
     """Everything a compiled kernel depends on: its cache key is a hash of this."""
-    import tvm
-
     from roigen.schedules import schedule_for
 
     sched = schedule_for(spec, target)
@@ -39,7 +38,7 @@ def describe(spec, target: Target) -> dict:
         "spec": json.loads(spec.key()),
         "target": target.describe(),
         "schedule": {"type": type(sched).__name__, **asdict(sched)},
-        "tvm": tvm.__version__,
+        "tvm": importlib.metadata.version("apache-tvm"),
         "source": _source_digest(),
     }
 
@@ -56,16 +55,16 @@ def build(spec, target: str | Target = "host") -> Kernels:
 
 @functools.lru_cache(maxsize=256)
 def _build(spec, target: Target) -> Kernels:
-    import tvm
-
     from roigen.schedules import schedule_for
-
-    from .lower import lower
 
     sched = schedule_for(spec, target)
     name = entry_name(spec, target)
     module = cache.load(name)
     if module is None:
+        import tvm  # the compiler, only on a cache miss
+
+        from .lower import lower
+
         executable = tvm.compile(lower(spec, sched), target=target.tvm_target)
         cache.store(name, executable, describe(spec, target))
         module = cache.load(name)

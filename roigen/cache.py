@@ -37,6 +37,8 @@ def _atomic_write(path: Path, write) -> None:
 
 def load(name: str):
     """The cached module called `name`, or None if absent or unreadable."""
+    # tvm's runtime, not just tvm_ffi's loader: the kernels call its thread pool
+    # and workspace allocator (tvm_ffi.load_module alone segfaults at the call).
     import tvm
 
     path = cache_dir() / f"{name}.so"

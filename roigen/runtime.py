@@ -21,9 +21,9 @@ MAX_TABLE_ENTRIES = 1 << 12
 
 def to_tvm(x: torch.Tensor):
     """A TVM view of a torch tensor's memory (DLPack; no copy)."""
-    import tvm
+    import tvm_ffi
 
-    return tvm.runtime.from_dlpack(x)
+    return tvm_ffi.from_dlpack(x)
 
 
 def _call(fn, *args) -> None:
