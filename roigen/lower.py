@@ -12,5 +12,7 @@ def lower(spec, sched) -> tvm.IRModule:
         compute = KERNELS[type(spec)]
     except KeyError:
         raise ValueError(f"no compute registered for {type(spec).__name__}") from None
-    funcs = {**compute(spec, sched.lanes), **layout_kernels(spec.layout, spec.compute_dtype, sched.lanes)}
+    funcs = compute(spec, sched.lanes)
+    if spec.packed:
+        funcs.update(layout_kernels(spec.layout, spec.compute_dtype, sched.lanes))
     return tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in funcs.items()})

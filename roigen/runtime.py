@@ -70,7 +70,8 @@ class Kernels:
         self.lanes = lanes
         self.module = module
         self.dtype = TORCH_DTYPES[spec.compute_dtype]
-        self._fn = {name: module[name] for name in ("pack", "unpack", "forward", "backward")}
+        names = ("pack", "unpack", "forward", "backward") if spec.packed else ("forward", "backward")
+        self._fn = {name: module[name] for name in names}
         self._has_tables = module.implements_function("tables")
         if self._has_tables:
             self._fn["table_size"] = module["table_size"]
@@ -99,25 +100,39 @@ class Kernels:
         """`x` viewed in this build's layout (NHWC as a (N, H, W, C) view)."""
         return x.permute(0, 2, 3, 1) if self.spec.layout == "NHWC" else x
 
-    def forward(self, x: torch.Tensor, rois: torch.Tensor):
-        """Output (K, C, PH, PW) in the compute dtype, and the aux tensor (flat int32)."""
-        n, c, h, w = x.shape
-        k = rois.shape[0]
-        ph, pw = self.spec.pooled_size
-        packed = _workspace.get(self._packed_shape(n, c, h, w), self.dtype)
-        _call(self._fn["pack"], self._nchw_or_nhwc(x), packed)
-        out = torch.empty(k, c, ph * pw, dtype=self.dtype)
-        aux = torch.empty(k * c * ph * pw if self.spec.aux_outputs else 0, dtype=torch.int32)
-        _call(self._fn["forward"], packed, rois, *self._tables(rois, h, w), out, aux)
-        return out.view(k, c, ph, pw), aux
+    def _box_args(self, rois, height: int, width: int) -> tuple:
+        return () if rois is None else (rois, *self._tables(rois, height, width))
 
-    def backward(self, grad: torch.Tensor, rois: torch.Tensor, aux: torch.Tensor, input_shape):
-        """d(input) in the compute dtype, laid out as the forward input was."""
+    def forward(self, x: torch.Tensor, rois):
+        """The kernel's output (spec.output_shape, compute dtype) and its aux tensor (flat int32).
+
+        `x` is contiguous NCHW, or channels_last when the spec's layout is NHWC;
+        `rois` is None for whole-map ops.
+        """
+        n, c, h, w = x.shape
+        rows = n if rois is None else rois.shape[0]
+        if self.spec.packed:
+            data = _workspace.get(self._packed_shape(n, c, h, w), self.dtype)
+            _call(self._fn["pack"], self._nchw_or_nhwc(x), data)
+        else:
+            data = x
+        out = torch.empty(self.spec.kernel_output_shape(x.shape, rows), dtype=self.dtype)
+        aux = torch.empty(out.numel() if self.spec.aux_outputs else 0, dtype=torch.int32)
+        _call(self._fn["forward"], data, *self._box_args(rois, h, w), out, aux)
+        return out.view(self.spec.output_shape(x.shape, rows)), aux
+
+    def backward(self, grad: torch.Tensor, rois, aux: torch.Tensor, input_shape):
+        """d(input) in the compute dtype, laid out as the forward input was (packed ops)
+        or contiguous NCHW (the others)."""
         n, c, h, w = input_shape
-        k = rois.shape[0]
-        ph, pw = self.spec.pooled_size
+        rows = n if rois is None else rois.shape[0]
+        grad = grad.reshape(self.spec.kernel_output_shape(input_shape, rows))
+        if not self.spec.packed:
+            grad_input = torch.empty(n, c, h, w, dtype=self.dtype)
+            _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, grad_input)
+            return grad_input
         packed = _workspace.get(self._packed_shape(n, c, h, w), self.dtype)
-        _call(self._fn["backward"], grad.reshape(k, c, ph * pw), rois, *self._tables(rois, h, w), aux, packed)
+        _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, packed)
         fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
         grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
         _call(self._fn["unpack"], packed, self._nchw_or_nhwc(grad_input))

@@ -28,7 +28,7 @@ COMPUTE_DTYPE = {
 # Memory formats an input may arrive in: contiguous NCHW, or channels_last (NHWC).
 LAYOUTS = ("NCHW", "NHWC")
 
-_SCHEMA_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
+_SCHEMA_TYPES = {int: "int", float: "float", bool: "bool", str: "str", tuple: "int[]"}
 
 
 def op_param(default=dataclasses.MISSING, *, py_type):
@@ -58,6 +58,11 @@ class OpSpec:
     """Base of every op spec.  Subclasses add `op_param` fields and `validate`."""
 
     name: ClassVar[str]
+    # Whether the op samples boxes (an `rois` argument) or the whole map.
+    takes_boxes: ClassVar[bool] = True
+    # Whether kernels read the map in channel blocks (packed by the layout
+    # kernels) or straight from contiguous NCHW.
+    packed: ClassVar[bool] = True
 
     dtype: str = field(default="float32", kw_only=True)
     layout: str = field(default="NCHW", kw_only=True)
@@ -74,6 +79,11 @@ class OpSpec:
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
                 ok = True
+            if want is tuple and isinstance(value, list):  # int[] arrives as a list from the schema
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            if want is tuple:
+                ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
             if not ok:
                 raise TypeError(f"{f.name} must be {want.__name__}, got {value!r}")
         self.validate()
@@ -103,6 +113,9 @@ class OpSpec:
     def pooled_size(self) -> tuple[int, int]:
         return (self.pooled_height, self.pooled_width)
 
+    def check_input_shape(self, shape) -> None:
+        """Raise ValueError if the op cannot take an input of this (N, C, H, W) shape."""
+
     def kernel_spec(self) -> "OpSpec":
         """The spec the compiled kernel depends on: half types share the float32 kernel."""
         return dataclasses.replace(self, dtype=self.compute_dtype)
@@ -110,6 +123,11 @@ class OpSpec:
     def output_shape(self, input_shape, num_boxes) -> tuple:
         _, channels, _, _ = input_shape
         return (num_boxes, channels, self.pooled_height, self.pooled_width)
+
+    def kernel_output_shape(self, input_shape, num_boxes) -> tuple:
+        """The output as the kernel writes it: (K, C, PH*PW) for pooled grids."""
+        k, c, ph, pw = self.output_shape(input_shape, num_boxes)
+        return (k, c, ph * pw)
 
     def key(self) -> str:
         """Stable text identity, used in cache keys and manifests."""
@@ -169,5 +187,143 @@ class RoIPoolSpec(OpSpec):
     def aux_outputs(self) -> tuple[str, ...]:
         return ("argmax",)
 
+    def kernel_output_shape(self, input_shape, num_boxes) -> tuple:
+        # One level of the pool family's pyramid layout (compute/roi_pool.py).
+        k, c, ph, pw = self.output_shape(input_shape, num_boxes)
+        return (k, c * ph * pw)
 
-SPECS: dict[str, type[OpSpec]] = {cls.name: cls for cls in (RoIAlignSpec, RoIPoolSpec)}
+
+def _check_levels(levels: tuple) -> None:
+    if not levels or min(levels) <= 0:
+        raise ValueError(f"levels must be a non-empty sequence of positive ints, got {levels}")
+
+
+@dataclass(frozen=True)
+class RoIWarpSpec(OpSpec):
+    """MNC's RoIWarp: RoIAlign on the box snapped to the feature-map grid."""
+
+    name: ClassVar[str] = "roi_warp"
+
+    spatial_scale: float = op_param(py_type=float)
+    pooled_height: int = op_param(py_type=int)
+    pooled_width: int = op_param(py_type=int)
+    sampling_ratio: int = op_param(-1, py_type=int)
+    mode: str = op_param("avg", py_type=str)
+
+    validate = RoIAlignSpec.validate
+    aux_outputs = RoIAlignSpec.aux_outputs
+
+
+class _PyramidMixin:
+    """Ops whose output is a pyramid of n x n grids, flattened channel-major per level."""
+
+    @property
+    def grids(self) -> tuple[tuple[int, int], ...]:
+        return tuple((n, n) for n in self.levels)
+
+    @property
+    def bins(self) -> int:
+        return sum(n * n for n in self.levels)
+
+    def output_shape(self, input_shape, num_rows) -> tuple:
+        return (num_rows, input_shape[1] * self.bins)
+
+    def kernel_output_shape(self, input_shape, num_rows) -> tuple:
+        return self.output_shape(input_shape, num_rows)
+
+
+@dataclass(frozen=True)
+class RoISPPSpec(_PyramidMixin, OpSpec):
+    """SPPnet pooling inside boxes: RoIPool grids of every level, in one pass per box."""
+
+    name: ClassVar[str] = "roi_spp"
+
+    spatial_scale: float = op_param(py_type=float)
+    levels: tuple = op_param((4, 2, 1), py_type=tuple)
+
+    def validate(self) -> None:
+        _check_scale(self.spatial_scale)
+        _check_levels(self.levels)
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        return ("argmax",)
+
+
+@dataclass(frozen=True)
+class SPPSpec(_PyramidMixin, OpSpec):
+    """SPPnet spatial pyramid pooling over the whole map (adaptive n x n bins)."""
+
+    name: ClassVar[str] = "spp"
+    takes_boxes: ClassVar[bool] = False
+
+    levels: tuple = op_param((4, 2, 1), py_type=tuple)
+    mode: str = op_param("max", py_type=str)
+
+    def validate(self) -> None:
+        _check_levels(self.levels)
+        if self.mode not in ("avg", "max"):
+            raise ValueError(f"mode must be 'avg' or 'max', got {self.mode!r}")
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        return ("argmax",) if self.mode == "max" else ()
+
+    def output_shape(self, input_shape, num_rows) -> tuple:
+        return (input_shape[0], input_shape[1] * self.bins)
+
+    def kernel_output_shape(self, input_shape, num_rows) -> tuple:
+        return self.output_shape(input_shape, num_rows)
+
+
+class _PositionSensitiveMixin:
+    """R-FCN: input channels C_out*PH*PW; bin (ph, pw) of channel c reads channel (c*PH + ph)*PW + pw."""
+
+    packed: ClassVar[bool] = False
+
+    def check_input_shape(self, shape) -> None:
+        bins = self.pooled_height * self.pooled_width
+        if shape[1] % bins:
+            raise ValueError(f"input channels ({shape[1]}) must be a multiple of output_size's "
+                             f"PH*PW = {bins} for position-sensitive pooling")
+
+    def output_shape(self, input_shape, num_boxes) -> tuple:
+        return (num_boxes, input_shape[1] // (self.pooled_height * self.pooled_width),
+                self.pooled_height, self.pooled_width)
+
+
+@dataclass(frozen=True)
+class PSRoIAlignSpec(_PositionSensitiveMixin, OpSpec):
+    """R-FCN's position-sensitive RoIAlign (torchvision.ops.ps_roi_align)."""
+
+    name: ClassVar[str] = "ps_roi_align"
+
+    spatial_scale: float = op_param(py_type=float)
+    pooled_height: int = op_param(py_type=int)
+    pooled_width: int = op_param(py_type=int)
+    sampling_ratio: int = op_param(-1, py_type=int)
+
+    def validate(self) -> None:
+        _check_scale(self.spatial_scale)
+        _check_pooled(self)
+
+
+@dataclass(frozen=True)
+class PSRoIPoolSpec(_PositionSensitiveMixin, OpSpec):
+    """R-FCN's position-sensitive RoIPool, an average (torchvision.ops.ps_roi_pool)."""
+
+    name: ClassVar[str] = "ps_roi_pool"
+
+    spatial_scale: float = op_param(py_type=float)
+    pooled_height: int = op_param(py_type=int)
+    pooled_width: int = op_param(py_type=int)
+
+    def validate(self) -> None:
+        _check_scale(self.spatial_scale)
+        _check_pooled(self)
+
+
+SPECS: dict[str, type[OpSpec]] = {
+    cls.name: cls
+    for cls in (RoIAlignSpec, RoIPoolSpec, RoIWarpSpec, RoISPPSpec, SPPSpec, PSRoIAlignSpec, PSRoIPoolSpec)
+}

@@ -5,14 +5,18 @@ the kernel contract in `roi_align.py`.  It knows no target: the schedule
 (`roigen.schedules`) chooses `lanes`, the channel-block width.
 """
 
-from ..specs import RoIAlignSpec, RoIPoolSpec
+from ..specs import RoIAlignSpec, RoIPoolSpec, RoISPPSpec, RoIWarpSpec, SPPSpec
 from .layout import layout_kernels
-from .roi_align import roi_align_kernels
-from .roi_pool import roi_pool_kernels
+from .roi_align import roi_align_kernels, roi_warp_kernels
+from .roi_pool import roi_pool_kernels, roi_spp_kernels
+from .spp import spp_kernels
 
 KERNELS = {
     RoIAlignSpec: roi_align_kernels,
+    RoIWarpSpec: roi_warp_kernels,
     RoIPoolSpec: roi_pool_kernels,
+    RoISPPSpec: roi_spp_kernels,
+    SPPSpec: spp_kernels,
 }
 
 __all__ = ["KERNELS", "layout_kernels"]

@@ -20,28 +20,52 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..specs import RoIAlignSpec
-from .sampling import axis_table_macro, sample_grid
+from ..specs import RoIAlignSpec, RoIWarpSpec
+from .sampling import axis_table_macro, c_round, sample_grid
 
 
 def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    """RoIAlign: the box scaled, shifted by half a pixel when aligned, extent >= 1 unless aligned."""
     dt = spec.compute_dtype
-    L = lanes
-    PH, PW = spec.pooled_size
-    P = PH * PW
     scale = tirx.const(spec.spatial_scale, dt)
     offset = tirx.const(0.5 if spec.aligned else 0.0, dt)
-    zero = tirx.const(0.0, dt)
-    one = tirx.const(1.0, dt)
-    avg = spec.mode == "avg"
-    fill_axis = axis_table_macro(dt)
 
     def start(rois, k, col):
         return rois[k, col] * scale - offset
 
     def extent(rois, k, col):
         size = start(rois, k, col + 2) - start(rois, k, col)
-        return size if spec.aligned else T.max(size, one)
+        return size if spec.aligned else T.max(size, tirx.const(1.0, dt))
+
+    return align_family_kernels(spec, lanes, start, extent)
+
+
+def roi_warp_kernels(spec: RoIWarpSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    """RoIWarp: RoIAlign's bins and samples in a box snapped to the grid (C round)."""
+    dt = spec.compute_dtype
+    scale = tirx.const(spec.spatial_scale, dt)
+
+    def start(rois, k, col):
+        return c_round(rois[k, col] * scale, dt)
+
+    def extent(rois, k, col):
+        return T.max(start(rois, k, col + 2) - start(rois, k, col), tirx.const(1.0, dt))
+
+    return align_family_kernels(spec, lanes, start, extent)
+
+
+def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.PrimFunc]:
+    """The bilinear-sampling kernels; `start(rois, k, col)` and `extent(rois, k, col)`
+    give a box's first coordinate and size along x (col 1) or y (col 2) in
+    feature-map units."""
+    dt = spec.compute_dtype
+    L = lanes
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    avg = spec.mode == "avg"
+    fill_axis = axis_table_macro(dt)
 
     def weight(gh, gw):
         # avg folds 1/count into the y weights; max compares raw samples.

@@ -1,8 +1,10 @@
-"""RoIPool's math as TIR: forward (max and argmax) and backward, from a RoIPoolSpec.
+"""RoIPool's math as TIR, and RoI-SPP's (a pyramid of RoIPool grids in one pass per box).
 
-Same kernel contract and (image, channel block) tasks as `roi_align.py`;
-`argmax` is the flat (K*C*PH*PW,) int32 holding the flat pixel index h*W + w of each
-bin's first maximum in row-major order, or -1 for an empty bin (torchvision's).
+Same channel blocks and (image, channel block) tasks as `roi_align.py`.  The
+output is (K, D): for each grid (level) in order, C channels of GH*GW bins,
+channel-major, so RoIPool's (K, C, PH, PW) is the one-level case.  `argmax`
+(flat, K*D int32) holds each bin's first maximum in row-major order as the
+pixel index h*W + w, or -1 for an empty bin (torchvision's rule).
 """
 
 from __future__ import annotations
@@ -10,19 +12,44 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..specs import RoIPoolSpec
 from .sampling import c_round
 
 
-def roi_pool_kernels(spec: RoIPoolSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
+def pick(index, values, dtype="int64"):
+    """values[index] for a Python list of ints and a TIR index (a small select chain)."""
+    expr = tirx.const(values[-1], dtype)
+    for i in range(len(values) - 2, -1, -1):
+        expr = tirx.if_then_else(index == i, tirx.const(values[i], dtype), expr)
+    return expr
+
+
+def roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    return pool_family_kernels(spec, lanes, ((spec.pooled_height, spec.pooled_width),))
+
+
+def roi_spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    return pool_family_kernels(spec, lanes, spec.grids)
+
+
+def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     dt = spec.compute_dtype
     L = lanes
-    PH, PW = spec.pooled_size
-    P = PH * PW
+    NL = len(grids)
+    S = sum(gh * gw for gh, gw in grids)
+    offsets = [sum(gh * gw for gh, gw in grids[:i]) for i in range(NL)]
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
     # torchvision starts every bin at -FLT_MAX, whatever the dtype.
     lowest = tirx.const(-3.4028234663852886e38, dt)
+
+    def GH(lv):
+        return pick(lv, [g[0] for g in grids])
+
+    def GW(lv):
+        return pick(lv, [g[1] for g in grids])
+
+    def OFF(lv):
+        return pick(lv, offsets)
 
     def snapped(rois, k, col):
         return T.Cast("int64", c_round(rois[k, col] * scale, dt))
@@ -44,44 +71,47 @@ def roi_pool_kernels(spec: RoIPoolSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
         H = T.int64()
         W = T.int64()
         K = T.int64()
-        C = T.int64()
+        D = T.int64()
+        A = T.int64()
         data = T.match_buffer(d, (N, Cb, H, W, L), dt)
         rois = T.match_buffer(r, (K, 5), dt)
-        out = T.match_buffer(o, (K, C, P), dt)
-        A = T.int64()
+        out = T.match_buffer(o, (K, D), dt)
         argmax = T.match_buffer(a, (A,), "int32")
+        C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            tile = T.alloc_buffer((L, P), dt)
-            atile = T.alloc_buffer((L, P), "int32")
+            tile = T.alloc_buffer((L, S), dt)
+            atile = T.alloc_buffer((L, S), "int32")
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    for ph, pw in T.grid(PH, PW):
-                        hstart = bin_edge(rois, k, 2, PH, ph, T.floor, H)
-                        hend = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H)
-                        wstart = bin_edge(rois, k, 1, PW, pw, T.floor, W)
-                        wend = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W)
-                        acc = T.alloc_buffer((L,), dt)
-                        arg = T.alloc_buffer((L,), "int32")
-                        for ci in T.vectorized(L):
-                            acc[ci] = T.if_then_else(hend <= hstart or wend <= wstart, zero, lowest)
-                            arg[ci] = -1
-                        for h in range(hstart, hend):
-                            for w in range(wstart, wend):
-                                for ci in T.vectorized(L):
-                                    # meta_var inlines `better`, so arg must update before acc.
-                                    better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
-                                    arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
-                                    acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
-                        # Tiles in output order (channel-major), as in roi_align.py.
-                        for ci in range(L):
-                            tile[ci, ph * PW + pw] = acc[ci]
-                            atile[ci, ph * PW + pw] = arg[ci]
+                    for lv in range(NL):
+                        for ph, pw in T.grid(GH(lv), GW(lv)):
+                            hstart = bin_edge(rois, k, 2, GH(lv), ph, T.floor, H)
+                            hend = bin_edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
+                            wstart = bin_edge(rois, k, 1, GW(lv), pw, T.floor, W)
+                            wend = bin_edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
+                            acc = T.alloc_buffer((L,), dt)
+                            arg = T.alloc_buffer((L,), "int32")
+                            for ci in T.vectorized(L):
+                                acc[ci] = T.if_then_else(hend <= hstart or wend <= wstart, zero, lowest)
+                                arg[ci] = -1
+                            for h in range(hstart, hend):
+                                for w in range(wstart, wend):
+                                    for ci in T.vectorized(L):
+                                        # meta_var inlines `better`, so arg must update before acc.
+                                        better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
+                                        arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
+                                        acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
+                            # Tiles in output order (channel-major), as in roi_align.py.
+                            for ci in range(L):
+                                tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
+                                atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
                     for ci in range(T.min(L, C - cb * L)):
-                        for p in range(P):
-                            out[k, cb * L + ci, p] = tile[ci, p]
-                            argmax[(k * C + cb * L + ci) * P + p] = atile[ci, p]
+                        for lv in range(NL):
+                            for p in range(GH(lv) * GW(lv)):
+                                out[k, C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p] = tile[ci, OFF(lv) + p]
+                                argmax[k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p] = atile[ci, OFF(lv) + p]
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle):
@@ -91,12 +121,13 @@ def roi_pool_kernels(spec: RoIPoolSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
         H = T.int64()
         W = T.int64()
         K = T.int64()
-        C = T.int64()
-        grad_out = T.match_buffer(g, (K, C, P), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
+        D = T.int64()
         A = T.int64()
+        grad_out = T.match_buffer(g, (K, D), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
         argmax = T.match_buffer(a, (A,), "int32")
         grad = T.match_buffer(gd, (N, Cb, H, W, L), dt)
+        C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
@@ -106,10 +137,11 @@ def roi_pool_kernels(spec: RoIPoolSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     for ci in range(T.min(L, C - cb * L)):
-                        for p in range(P):
-                            pixel = argmax[(k * C + cb * L + ci) * P + p]
-                            if pixel >= 0:
-                                # grad[n, cb, 0, h*W + w] addresses pixel (h, w).
-                                grad[n, cb, 0, T.Cast("int64", pixel), ci] += grad_out[k, cb * L + ci, p]
+                        for lv in range(NL):
+                            for p in range(GH(lv) * GW(lv)):
+                                j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
+                                if argmax[j] >= 0:
+                                    # grad[n, cb, 0, h*W + w] addresses pixel (h, w).
+                                    grad[n, cb, 0, T.Cast("int64", argmax[j]), ci] += grad_out[k, j - k * D]
 
     return {"forward": forward, "backward": backward}

@@ -24,13 +24,15 @@ def _params_schema(spec_cls: type[OpSpec]) -> str:
 
 
 def _spec(spec_cls, values, dtype, is_channels_last: bool) -> OpSpec:
-    names = [f.name for f in spec_cls.op_fields()]
-    return spec_cls(**dict(zip(names, values)), dtype=dtype_name(dtype),
-                    layout="NHWC" if is_channels_last else "NCHW")
+    return spec_cls(**dict(zip(_PARAM_NAMES[spec_cls], values)), dtype=dtype_name(dtype),
+                    layout="NHWC" if is_channels_last and spec_cls.packed else "NCHW")
 
 
-def _aux_numel(spec: OpSpec, out_shape) -> int:
-    return math.prod(out_shape) if spec.aux_outputs else 0
+def _split(spec_cls, args):
+    """(tensor, rois or None, params) from an op's positional arguments."""
+    if spec_cls.takes_boxes:
+        return args[0], args[1], args[2:]
+    return args[0], None, args[1:]
 
 
 def register(spec_cls: type[OpSpec]) -> None:
@@ -38,64 +40,77 @@ def register(spec_cls: type[OpSpec]) -> None:
     qualname = f"{NAMESPACE}::{name}"
     backward_qualname = f"{NAMESPACE}::{name}_backward"
     params = _params_schema(spec_cls)
-    torch.library.define(qualname, f"(Tensor input, Tensor rois, {params}) -> (Tensor, Tensor)", lib=_LIB)
+    rois_arg = "Tensor rois, " if spec_cls.takes_boxes else ""
+    torch.library.define(qualname, f"(Tensor input, {rois_arg}{params}) -> (Tensor, Tensor)", lib=_LIB)
     torch.library.define(
         backward_qualname,
-        f"(Tensor grad, Tensor rois, Tensor aux, SymInt batch, SymInt channels, SymInt height, "
+        f"(Tensor grad, {rois_arg}Tensor aux, SymInt batch, SymInt channels, SymInt height, "
         f"SymInt width, bool channels_last, {params}) -> Tensor",
         lib=_LIB,
     )
 
     @torch.library.impl(qualname, "CPU", lib=_LIB)
-    def forward_cpu(input, rois, *values):
+    def forward_cpu(*args):
         from ..build import build
 
+        input, rois, values = _split(spec_cls, args)
         check_input(input)
-        check_rois(rois, input)
+        if rois is not None:
+            check_rois(rois, input)
         nhwc = channels_last(input)
         spec = _spec(spec_cls, values, input.dtype, nhwc)
+        spec.check_input_shape(input.shape)
         kernels = build(spec)
         x = input.to(kernels.dtype)
-        x = x if nhwc else x.contiguous()
-        out, aux = kernels.forward(x, rois.to(kernels.dtype).contiguous())
+        x = x if spec.layout == "NHWC" else x.contiguous()
+        out, aux = kernels.forward(x, None if rois is None else rois.to(kernels.dtype).contiguous())
         return out.to(input.dtype), aux
 
     @torch.library.register_fake(qualname, lib=_LIB)
-    def forward_fake(input, rois, *values):
+    def forward_fake(*args):
+        input, rois, values = _split(spec_cls, args)
         torch._check(input.dim() == 4, lambda: f"input must be 4-D, got {input.dim()}-D")
-        torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "boxes must be a Tensor[K, 5]")
+        if rois is not None:
+            torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "boxes must be a Tensor[K, 5]")
         spec = _spec(spec_cls, values, input.dtype, False)
-        shape = spec.output_shape(input.shape, rois.shape[0])
-        return input.new_empty(shape), input.new_empty((_aux_numel(spec, shape),), dtype=torch.int32)
+        rows = rois.shape[0] if rois is not None else input.shape[0]
+        shape = spec.output_shape(input.shape, rows)
+        aux = math.prod(shape) if spec.aux_outputs else 0
+        return input.new_empty(shape), input.new_empty((aux,), dtype=torch.int32)
 
     @torch.library.impl(backward_qualname, "CPU", lib=_LIB)
-    def backward_cpu(grad, rois, aux, batch, channels, height, width, is_channels_last, *values):
+    def backward_cpu(*args):
         from ..build import build
 
+        grad, rois, rest = _split(spec_cls, args)
+        aux, batch, channels, height, width, is_channels_last, *values = rest
         spec = _spec(spec_cls, values, grad.dtype, is_channels_last)
         kernels = build(spec)
-        grad_input = kernels.backward(grad.to(kernels.dtype).contiguous(), rois.to(kernels.dtype).contiguous(),
-                                      aux.contiguous(), (batch, channels, height, width))
-        return grad_input.to(grad.dtype)
+        rois = None if rois is None else rois.to(kernels.dtype).contiguous()
+        grad_input = kernels.backward(grad.to(kernels.dtype).contiguous(), rois, aux.contiguous(),
+                                      (batch, channels, height, width))
+        fmt = torch.channels_last if is_channels_last else torch.contiguous_format
+        return grad_input.to(grad.dtype).contiguous(memory_format=fmt)
 
     @torch.library.register_fake(backward_qualname, lib=_LIB)
-    def backward_fake(grad, rois, aux, batch, channels, height, width, is_channels_last, *values):
+    def backward_fake(*args):
+        grad, _, rest = _split(spec_cls, args)
+        _, batch, channels, height, width, is_channels_last, *_ = rest
         fmt = torch.channels_last if is_channels_last else torch.contiguous_format
         return torch.empty((batch, channels, height, width), dtype=grad.dtype, device=grad.device,
                            memory_format=fmt)
 
     def setup_context(ctx, inputs, output):
-        input, rois, *values = inputs
-        ctx.save_for_backward(rois, output[1])
+        input, rois, values = _split(spec_cls, inputs)
+        ctx.save_for_backward(*([rois] if rois is not None else []), output[1])
         ctx.input_shape = tuple(input.shape)
         ctx.channels_last = channels_last(input)
         ctx.values = values
 
     def backward(ctx, grad_output, _grad_aux):
-        rois, aux = ctx.saved_tensors
         op = getattr(torch.ops.roigen, f"{name}_backward")
-        grad_input = op(grad_output, rois, aux, *ctx.input_shape, ctx.channels_last, *ctx.values)
-        return (grad_input, None) + (None,) * len(ctx.values)
+        grad_input = op(grad_output, *ctx.saved_tensors, *ctx.input_shape, ctx.channels_last, *ctx.values)
+        return (grad_input,) + (None,) * (len(ctx.saved_tensors) - 1 + len(ctx.values))
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=_LIB)
 
@@ -109,10 +124,13 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, **params) -> torch.
     """
     if not torch.compiler.is_compiling():
         spec_cls(**params)
-    rois = boxes_to_rois(boxes)
     check_input(input)
-    check_rois(rois, input, values=False)
-    out, _ = getattr(torch.ops.roigen, spec_cls.name)(input, rois, *(params[n] for n in _PARAM_NAMES[spec_cls]))
+    args = [input]
+    if spec_cls.takes_boxes:
+        rois = boxes_to_rois(boxes)
+        check_rois(rois, input, values=False)
+        args.append(rois)
+    out, _ = getattr(torch.ops.roigen, spec_cls.name)(*args, *(params[n] for n in _PARAM_NAMES[spec_cls]))
     return out
 
 

@@ -1,0 +1,133 @@
+"""SPPnet's spatial pyramid pooling over the whole map, as TIR.
+
+Each level n splits the map into n x n adaptive bins, bin i spanning
+[floor(i*H/n), ceil((i+1)*H/n)) in exact integer arithmetic (as
+adaptive_max_pool2d), so every level is exactly n x n, even for maps smaller
+than n.  Output (N, D), D = C * sum(n*n): levels in order, each channel-major,
+the pool family's layout (roi_pool.py).  Max mode keeps the first maximum's
+pixel index h*W + w in `argmax`; avg divides by the bin's area.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .roi_pool import pick
+
+
+def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    dt = spec.compute_dtype
+    L = lanes
+    levels = list(spec.levels)
+    NL = len(levels)
+    S = spec.bins
+    offsets = [sum(n * n for n in levels[:i]) for i in range(NL)]
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    acc_init = zero if spec.mode == "avg" else tirx.const(float("-inf"), dt)
+    avg = spec.mode == "avg"
+
+    def LV(lv):
+        return pick(lv, levels)
+
+    def OFF(lv):
+        return pick(lv, offsets)
+
+    def lo(i, size, n):
+        return i * size // n
+
+    def hi(i, size, n):
+        return ((i + 1) * size + n - 1) // n
+
+    @T.prim_func
+    def forward(d: T.handle, o: T.handle, a: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        Cb = T.int64()
+        H = T.int64()
+        W = T.int64()
+        D = T.int64()
+        A = T.int64()
+        data = T.match_buffer(d, (N, Cb, H, W, L), dt)
+        out = T.match_buffer(o, (N, D), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        C = T.meta_var(D // S)
+        for task in T.parallel(N * Cb):
+            n = task // Cb
+            cb = task % Cb
+            tile = T.alloc_buffer((L, S), dt)
+            atile = T.alloc_buffer((L, S), "int32")
+            for lv in range(NL):
+                for i, j in T.grid(LV(lv), LV(lv)):
+                    acc = T.alloc_buffer((L,), dt)
+                    arg = T.alloc_buffer((L,), "int32")
+                    for ci in T.vectorized(L):
+                        acc[ci] = acc_init
+                        arg[ci] = -1
+                    for h in range(lo(i, H, LV(lv)), hi(i, H, LV(lv))):
+                        for w in range(lo(j, W, LV(lv)), hi(j, W, LV(lv))):
+                            for ci in T.vectorized(L):
+                                if avg:
+                                    acc[ci] = acc[ci] + data[n, cb, h, w, ci]
+                                else:
+                                    # The first strict maximum wins; meta_var inlines `better`,
+                                    # so arg must update before acc.
+                                    better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
+                                    arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
+                                    acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
+                    if avg:
+                        area = T.meta_var((hi(i, H, LV(lv)) - lo(i, H, LV(lv))) * (hi(j, W, LV(lv)) - lo(j, W, LV(lv))))
+                        for ci in range(L):
+                            tile[ci, OFF(lv) + i * LV(lv) + j] = acc[ci] / T.Cast(dt, area)
+                    else:
+                        for ci in range(L):
+                            tile[ci, OFF(lv) + i * LV(lv) + j] = acc[ci]
+                            atile[ci, OFF(lv) + i * LV(lv) + j] = arg[ci]
+            for ci in range(T.min(L, C - cb * L)):
+                for lv in range(NL):
+                    for p in range(LV(lv) * LV(lv)):
+                        out[n, C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = tile[ci, OFF(lv) + p]
+                        if not avg:
+                            argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = atile[ci, OFF(lv) + p]
+
+    @T.prim_func
+    def backward(g: T.handle, a: T.handle, gd: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        Cb = T.int64()
+        H = T.int64()
+        W = T.int64()
+        D = T.int64()
+        A = T.int64()
+        grad_out = T.match_buffer(g, (N, D), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        grad = T.match_buffer(gd, (N, Cb, H, W, L), dt)
+        C = T.meta_var(D // S)
+        for task in T.parallel(N * Cb):
+            n = task // Cb
+            cb = task % Cb
+            gvec = T.alloc_buffer((L,), dt)
+            for h, w in T.grid(H, W):
+                for ci in T.vectorized(L):
+                    grad[n, cb, h, w, ci] = zero
+            for lv in range(NL):
+                for i, j in T.grid(LV(lv), LV(lv)):
+                    if avg:
+                        area = T.meta_var((hi(i, H, LV(lv)) - lo(i, H, LV(lv))) * (hi(j, W, LV(lv)) - lo(j, W, LV(lv))))
+                        for ci in range(L):
+                            gvec[ci] = T.if_then_else(
+                                cb * L + ci < C,
+                                grad_out[n, C * OFF(lv) + T.min(cb * L + ci, C - 1) * LV(lv) * LV(lv) + i * LV(lv) + j],
+                                zero) * (one / T.Cast(dt, area))
+                        for h in range(lo(i, H, LV(lv)), hi(i, H, LV(lv))):
+                            for w in range(lo(j, W, LV(lv)), hi(j, W, LV(lv))):
+                                for ci in T.vectorized(L):
+                                    grad[n, cb, h, w, ci] += gvec[ci]
+                    else:
+                        for ci in range(T.min(L, C - cb * L)):
+                            q = C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + i * LV(lv) + j
+                            if argmax[n * D + q] >= 0:
+                                grad[n, cb, 0, T.Cast("int64", argmax[n * D + q]), ci] += grad_out[n, q]
+
+    return {"forward": forward, "backward": backward}
