@@ -5,8 +5,9 @@ the kernel contract in `roi_align.py`.  It knows no target: the schedule
 (`roigen.schedules`) chooses `lanes`, the channel-block width.
 """
 
-from ..specs import RoIAlignSpec, RoIPoolSpec, RoISPPSpec, RoIWarpSpec, SPPSpec
+from ..specs import PSRoIAlignSpec, PSRoIPoolSpec, RoIAlignSpec, RoIPoolSpec, RoISPPSpec, RoIWarpSpec, SPPSpec
 from .layout import layout_kernels
+from .ps_roi import ps_roi_align_kernels, ps_roi_pool_kernels
 from .roi_align import roi_align_kernels, roi_warp_kernels
 from .roi_pool import roi_pool_kernels, roi_spp_kernels
 from .spp import spp_kernels
@@ -17,6 +18,8 @@ KERNELS = {
     RoIPoolSpec: roi_pool_kernels,
     RoISPPSpec: roi_spp_kernels,
     SPPSpec: spp_kernels,
+    PSRoIAlignSpec: ps_roi_align_kernels,
+    PSRoIPoolSpec: ps_roi_pool_kernels,
 }
 
 __all__ = ["KERNELS", "layout_kernels"]

@@ -54,17 +54,18 @@ def roi_warp_kernels(spec: RoIWarpSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
     return align_family_kernels(spec, lanes, start, extent)
 
 
-def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.PrimFunc]:
-    """The bilinear-sampling kernels; `start(rois, k, col)` and `extent(rois, k, col)`
-    give a box's first coordinate and size along x (col 1) or y (col 2) in
-    feature-map units."""
+def align_tables(spec, start, extent):
+    """The per-box sample tables of the align family (see sampling.py).
+
+    `start(rois, k, col)` and `extent(rois, k, col)` give a box's first
+    coordinate and size along x (col 1) or y (col 2) in feature-map units.
+    Returns `grids(rois, k)` -> (gh, gw) and the `table_size` and `tables`
+    kernels.  In avg mode the y weights carry 1/count.
+    """
     dt = spec.compute_dtype
-    L = lanes
     PH, PW = spec.pooled_size
-    P = PH * PW
-    zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
-    avg = spec.mode == "avg"
+    avg = getattr(spec, "mode", "avg") == "avg"
     fill_axis = axis_table_macro(dt)
 
     def weight(gh, gw):
@@ -104,6 +105,19 @@ def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.Prim
                       gh, H, W, weight(gh, gw))
             fill_axis(itab, ftab, k, 2 * PH * gh, PW * gw, start(rois, k, 1),
                       extent(rois, k, 1) / T.Cast(dt, PW), gw, W, 1, one)
+
+    return grids, {"table_size": table_size, "tables": tables}
+
+
+def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.PrimFunc]:
+    """The bilinear-sampling kernels over channel blocks, for any align-family box geometry."""
+    dt = spec.compute_dtype
+    L = lanes
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    zero = tirx.const(0.0, dt)
+    avg = spec.mode == "avg"
+    grids, table_kernels = align_tables(spec, start, extent)
 
     @T.prim_func
     def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
@@ -233,4 +247,4 @@ def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.Prim
                                     grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gv
                                     grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
 
-    return {"table_size": table_size, "tables": tables, "forward": forward, "backward": backward}
+    return {**table_kernels, "forward": forward, "backward": backward}

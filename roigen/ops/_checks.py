@@ -16,6 +16,13 @@ def as_float(value):
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def as_levels(levels):
+    """SPP levels as a tuple (the schema's int[]); the spec validates the values."""
+    if isinstance(levels, int) or not hasattr(levels, "__iter__"):
+        raise TypeError(f"levels must be a sequence of ints, got {levels!r}")
+    return tuple(levels)
+
+
 def check_input(input) -> None:
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")

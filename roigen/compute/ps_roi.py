@@ -1,0 +1,198 @@
+"""R-FCN's position-sensitive pooling as TIR: ps_roi_align and ps_roi_pool.
+
+Output bin (ph, pw) of channel c reads input channel (c*PH + ph)*PW + pw, so
+one output channel's bins read PH*PW different planes and channel blocks
+would not vectorise; these kernels read contiguous NCHW directly (no packing,
+whose cost would exceed the whole op), one scalar per sample.
+
+- forward: one task per box; out (K, Co, PH*PW).
+- backward: one task per (image, output channel), which owns that channel's
+  PH*PW input planes, so the gradient is written without atomics and
+  deterministically; grad (N, C, H, W) is zeroed by its owners.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .roi_align import align_tables
+from .sampling import c_round
+
+
+def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    """torchvision's ps_roi_align: aligned (half-pixel) boxes with no minimum size."""
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    scale = tirx.const(spec.spatial_scale, dt)
+    half = tirx.const(0.5, dt)
+    zero = tirx.const(0.0, dt)
+
+    def start(rois, k, col):
+        return rois[k, col] * scale - half
+
+    def extent(rois, k, col):
+        return start(rois, k, col + 2) - start(rois, k, col)
+
+    grids, table_kernels = align_tables(spec, start, extent)
+
+    @T.prim_func
+    def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        C = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        S = T.int64()
+        A = T.int64()
+        data = T.match_buffer(d, (N, C, H, W), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        itab = T.match_buffer(it, (K, S), "int32")
+        ftab = T.match_buffer(ft, (K, S), dt)
+        out = T.match_buffer(o, (K, C // P, P), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        for k in T.parallel(K):
+            b = T.Cast("int64", rois[k, 0])
+            gh = T.meta_var(grids(rois, k)[0])
+            gw = T.meta_var(grids(rois, k)[1])
+            for c, ph, pw in T.grid(C // P, PH, PW):
+                acc = T.alloc_buffer((1,), dt)
+                acc[0] = zero
+                for iy, ix in T.grid(gh, gw):
+                    sy = 2 * (ph * gh + iy)
+                    sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                    # data[b, plane, 0, row*W + col] addresses pixel (row, col).
+                    acc[0] = acc[0] + ftab[k, sy] * (
+                        ftab[k, sx] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])]
+                        + ftab[k, sx + 1] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])]
+                    ) + ftab[k, sy + 1] * (
+                        ftab[k, sx] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])]
+                        + ftab[k, sx + 1] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])]
+                    )
+                out[k, c, ph * PW + pw] = acc[0]
+
+    @T.prim_func
+    def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        C = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        S = T.int64()
+        A = T.int64()
+        grad_out = T.match_buffer(g, (K, C // P, P), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        itab = T.match_buffer(it, (K, S), "int32")
+        ftab = T.match_buffer(ft, (K, S), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        grad = T.match_buffer(gd, (N, C, H, W), dt)
+        for task in T.parallel(N * (C // P)):
+            n = task // (C // P)
+            c = task % (C // P)
+            for q, h, w in T.grid(P, H, W):
+                grad[n, c * P + q, h, w] = zero
+            for k in range(K):
+                if T.Cast("int64", rois[k, 0]) == n:
+                    gh = T.meta_var(grids(rois, k)[0])
+                    gw = T.meta_var(grids(rois, k)[1])
+                    for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                        sy = 2 * (ph * gh + iy)
+                        sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                        gv = grad_out[k, c, ph * PW + pw]
+                        plane = c * P + ph * PW + pw
+                        grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])] += ftab[k, sy] * ftab[k, sx] * gv
+                        grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])] += ftab[k, sy] * ftab[k, sx + 1] * gv
+                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])] += ftab[k, sy + 1] * ftab[k, sx] * gv
+                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
+
+    return {**table_kernels, "forward": forward, "backward": backward}
+
+
+def ps_roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    """torchvision's ps_roi_pool: the *average* of each bin of a snapped box (size >= 1, no +1).
+
+    torchvision's forward clips bins to [0, H-1) x [0, W-1) (the map's last
+    row and column never count) while its backward clips to [0, H) x [0, W).
+    We match its forward exactly and take the true gradient of that forward,
+    so gradients differ from torchvision's only for bins touching the last
+    row or column.
+    """
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    scale = tirx.const(spec.spatial_scale, dt)
+    zero = tirx.const(0.0, dt)
+
+    def snapped(rois, k, col):
+        return T.Cast("int64", c_round(rois[k, col] * scale, dt))
+
+    def bin_edge(rois, k, col, pooled, index, rounding, limit):
+        size = T.max(snapped(rois, k, col + 2) - snapped(rois, k, col), tirx.const(1, "int64"))
+        edge = T.Cast("int64", rounding(T.Cast(dt, index) * (T.Cast(dt, size) / T.Cast(dt, pooled))))
+        return T.min(T.max(edge + snapped(rois, k, col), tirx.const(0, "int64")), limit)
+
+    def area(hs, he, ws, we):
+        return T.Cast(dt, (he - hs) * (we - ws))
+
+    @T.prim_func
+    def forward(d: T.handle, r: T.handle, o: T.handle, a: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        C = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        A = T.int64()
+        data = T.match_buffer(d, (N, C, H, W), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        out = T.match_buffer(o, (K, C // P, P), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        for k in T.parallel(K):
+            b = T.Cast("int64", rois[k, 0])
+            for ph, pw in T.grid(PH, PW):
+                hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
+                he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
+                ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
+                we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
+                for c in range(C // P):
+                    acc = T.alloc_buffer((1,), dt)
+                    acc[0] = zero
+                    for h, w in T.grid(he - hs, we - ws):
+                        acc[0] = acc[0] + data[b, c * P + ph * PW + pw, hs + h, ws + w]
+                    out[k, c, ph * PW + pw] = T.if_then_else(
+                        he <= hs or we <= ws, zero, acc[0] / area(hs, he, ws, we))
+
+    @T.prim_func
+    def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        C = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        A = T.int64()
+        grad_out = T.match_buffer(g, (K, C // P, P), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        grad = T.match_buffer(gd, (N, C, H, W), dt)
+        for task in T.parallel(N * (C // P)):
+            n = task // (C // P)
+            c = task % (C // P)
+            for q, h, w in T.grid(P, H, W):
+                grad[n, c * P + q, h, w] = zero
+            for k in range(K):
+                if T.Cast("int64", rois[k, 0]) == n:
+                    for ph, pw in T.grid(PH, PW):
+                        hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
+                        he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
+                        ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
+                        we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
+                        if he > hs and we > ws:
+                            gv = grad_out[k, c, ph * PW + pw] / area(hs, he, ws, we)
+                            for h, w in T.grid(he - hs, we - ws):
+                                grad[n, c * P + ph * PW + pw, hs + h, ws + w] += gv
+
+    return {"forward": forward, "backward": backward}

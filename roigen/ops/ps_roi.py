@@ -1,0 +1,49 @@
+"""ps_roi_align / ps_roi_pool: R-FCN's position-sensitive pooling, torchvision's API and results."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..specs import PSRoIAlignSpec, PSRoIPoolSpec, output_size_pair
+from ._checks import as_float
+from ._registry import call
+
+
+def ps_roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
+                 sampling_ratio: int = -1) -> Tensor:
+    """Position-sensitive RoIAlign (torchvision.ops.ps_roi_align): input has
+    C_out * PH * PW channels; returns Tensor[K, C_out, PH, PW]."""
+    ph, pw = output_size_pair(output_size)
+    return call(PSRoIAlignSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,
+                pooled_width=pw, sampling_ratio=sampling_ratio)
+
+
+def ps_roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0) -> Tensor:
+    """Position-sensitive RoIPool, an average per bin (torchvision.ops.ps_roi_pool)."""
+    ph, pw = output_size_pair(output_size)
+    return call(PSRoIPoolSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,
+                pooled_width=pw)
+
+
+class PSRoIAlign(nn.Module):
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int):
+        super().__init__()
+        self.output_size, self.spatial_scale, self.sampling_ratio = output_size, spatial_scale, sampling_ratio
+
+    def forward(self, input: Tensor, rois) -> Tensor:
+        return ps_roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, sampling_ratio={self.sampling_ratio}"
+
+
+class PSRoIPool(nn.Module):
+    def __init__(self, output_size, spatial_scale: float):
+        super().__init__()
+        self.output_size, self.spatial_scale = output_size, spatial_scale
+
+    def forward(self, input: Tensor, rois) -> Tensor:
+        return ps_roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"

@@ -1,0 +1,32 @@
+"""roi_warp / RoIWarp: MNC's RoIWarp (RoIAlign in a box snapped to the feature-map grid)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..specs import RoIWarpSpec, output_size_pair
+from ._checks import as_float
+from ._registry import call
+
+
+def roi_warp(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
+             sampling_ratio: int = -1, mode: str = "avg") -> Tensor:
+    """RoIWarp: box corners rounded to the grid (C round), then RoIAlign's bins and
+    bilinear samples (`mode` "avg" or "max").  Returns Tensor[K, C, PH, PW]."""
+    ph, pw = output_size_pair(output_size)
+    return call(RoIWarpSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,
+                pooled_width=pw, sampling_ratio=sampling_ratio, mode=mode)
+
+
+class RoIWarp(nn.Module):
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int = -1, mode: str = "avg"):
+        super().__init__()
+        self.output_size, self.spatial_scale = output_size, spatial_scale
+        self.sampling_ratio, self.mode = sampling_ratio, mode
+
+    def forward(self, input: Tensor, rois) -> Tensor:
+        return roi_warp(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.mode)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, mode={self.mode!r}")
