@@ -111,4 +111,93 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     return torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)
 
 
-REFERENCES = {"roi_align": roi_align, "roi_pool": roi_pool}
+def roi_warp(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, mode="avg"):
+    """RoIAlign's bins and samples in the box snapped with C round (extent >= 1)."""
+    x = input.to(torch.float64)
+    ph_, pw_ = _pair(output_size)
+    outs = []
+    for b, *coords in _rois(boxes).tolist():
+        x1, y1, x2, y2 = (float(c_round(v * spatial_scale)) for v in coords)
+        outs.append(_align_box(x[int(b)], x1, y1, x2, y2, ph_, pw_, sampling_ratio, True, mode))
+    return torch.stack(outs) if outs else x.new_zeros(0, x.shape[1], ph_, pw_)
+
+
+def spp(input, levels=(4, 2, 1), mode="max"):
+    """Adaptive n x n bins, bin i spanning [floor(i*H/n), ceil((i+1)*H/n))."""
+    x = input.to(torch.float64)
+    n_, c, h, w = x.shape
+    parts = []
+    for n in levels:
+        cells = []
+        for i in range(n):
+            for j in range(n):
+                region = x[:, :, i * h // n: -(-(i + 1) * h // n), j * w // n: -(-(j + 1) * w // n)].flatten(2)
+                cells.append(region.max(2).values if mode == "max" else region.mean(2))
+        parts.append(torch.stack(cells, 2).reshape(n_, c * n * n))
+    return torch.cat(parts, 1)
+
+
+def roi_spp(input, boxes, levels=(4, 2, 1), spatial_scale=1.0):
+    """The RoIPool grid of every level, flattened channel-major, concatenated."""
+    return torch.cat([roi_pool(input, boxes, n, spatial_scale).flatten(1) for n in levels], 1)
+
+
+def _position_sensitive(full, c_out, ph_, pw_):
+    """out[k, c, ph, pw] = full[k, (c*PH + ph)*PW + pw, ph, pw]."""
+    k = full.shape[0]
+    channel = (torch.arange(c_out)[:, None, None] * ph_ + torch.arange(ph_)[None, :, None]) * pw_ \
+        + torch.arange(pw_)[None, None, :]
+    rows = torch.arange(ph_)[None, :, None].expand(c_out, ph_, pw_)
+    cols = torch.arange(pw_)[None, None, :].expand(c_out, ph_, pw_)
+    return full[:, channel, rows, cols] if k else full.new_zeros(0, c_out, ph_, pw_)
+
+
+def ps_roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1):
+    """RoIAlign with half-pixel boxes and no minimum size, each bin reading its own channel."""
+    ph_, pw_ = _pair(output_size)
+    full = roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned=True)
+    return _position_sensitive(full, input.shape[1] // (ph_ * pw_), ph_, pw_)
+
+
+def ps_roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    """The average of each bin of the snapped box (size max(x2 - x1, 1)), each bin reading
+    its own channel.  As torchvision's forward, bins are clipped to [0, H-1) x [0, W-1)."""
+    x = input.to(torch.float64)
+    _, c, h, w = x.shape
+    ph_, pw_ = _pair(output_size)
+    outs = []
+    for b, *coords in _rois(boxes).tolist():
+        x1, y1, x2, y2 = (c_round(v * spatial_scale) for v in coords)
+        rw, rh = max(x2 - x1, 1), max(y2 - y1, 1)
+        bins = []
+        for p in range(ph_):
+            hs = min(max(math.floor(p * (rh / ph_)) + y1, 0), h - 1)
+            he = min(max(math.ceil((p + 1) * (rh / ph_)) + y1, 0), h - 1)
+            for q in range(pw_):
+                ws = min(max(math.floor(q * (rw / pw_)) + x1, 0), w - 1)
+                we = min(max(math.ceil((q + 1) * (rw / pw_)) + x1, 0), w - 1)
+                region = x[int(b), :, hs:he, ws:we]
+                bins.append(region.mean((1, 2)) if region[0].numel() else x.new_zeros(c))
+        outs.append(torch.stack(bins, 1).reshape(c, ph_, pw_))
+    full = torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)
+    return _position_sensitive(full, c // (ph_ * pw_), ph_, pw_)
+
+
+def multi_scale_roi_align(features, boxes, output_size, scales, sampling_ratio=-1, aligned=False,
+                          canonical_scale=224, canonical_level=4):
+    """Each box RoIAligned on level floor(k0 + log2(sqrt(area)/s0) + 1e-6), clamped to the levels."""
+    rois = _rois(boxes)
+    k_min, k_max = -math.log2(scales[0]), -math.log2(scales[-1])
+    rows = []
+    for row in rois:
+        area = float((row[3] - row[1]) * (row[4] - row[2]))
+        level = math.floor(canonical_level + math.log2(math.sqrt(area) / canonical_scale) + 1e-6) \
+            if area > 0 else -math.inf
+        level = int(min(max(level, k_min), k_max) - k_min)
+        rows.append(roi_align(features[level], row[None], output_size, scales[level], sampling_ratio, aligned))
+    return torch.cat(rows) if rows else features[0].new_zeros(0, features[0].shape[1], *_pair(output_size)).double()
+
+
+REFERENCES = {"roi_align": roi_align, "roi_pool": roi_pool, "roi_warp": roi_warp, "spp": spp,
+              "roi_spp": roi_spp, "ps_roi_align": ps_roi_align, "ps_roi_pool": ps_roi_pool,
+              "multi_scale_roi_align": multi_scale_roi_align}

@@ -126,7 +126,9 @@ class Kernels:
         or contiguous NCHW (the others)."""
         n, c, h, w = input_shape
         rows = n if rois is None else rois.shape[0]
-        grad = grad.reshape(self.spec.kernel_output_shape(input_shape, rows))
+        shape = self.spec.kernel_output_shape(input_shape, rows)
+        # An empty gradient may carry stride-0 (expanded) strides, which TVM refuses.
+        grad = grad.reshape(shape) if grad.numel() else torch.empty(shape, dtype=self.dtype)
         if not self.spec.packed:
             grad_input = torch.empty(n, c, h, w, dtype=self.dtype)
             _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, grad_input)
