@@ -15,17 +15,30 @@ import torch
 
 from . import workloads
 
-CPU_WORKLOADS = ("fpn_box", "c4_head", "mask_head", "fast_rcnn_pool")
+CPU_WORKLOADS = ("fpn_box", "c4_head", "mask_head", "fast_rcnn_pool", "spp_window", "ps_fpn_box")
+
+
+def _roi_spp_composed(lib, x, boxes, levels, scale):
+    """torchvision has no RoI-SPP: its baseline is RoIPool once per level."""
+    return torch.cat([lib.roi_pool(x, boxes, n, scale).flatten(1) for n in levels], 1)
 
 
 def run_op(lib, workload: dict, x, boxes):
     """`workload`'s op from `lib` (roigen.ops or torchvision.ops), with its parameters."""
-    if workload["op"] == "roi_align":
-        return lib.roi_align(x, boxes, workload["output_size"], workload["spatial_scale"],
-                             workload["sampling_ratio"], workload["aligned"])
-    if workload["op"] == "roi_pool":
-        return lib.roi_pool(x, boxes, workload["output_size"], workload["spatial_scale"])
-    raise ValueError(f"no benchmark for op {workload['op']!r}")
+    import roigen.ops
+
+    op, scale = workload["op"], workload["spatial_scale"]
+    if op == "roi_align":
+        return lib.roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"], workload["aligned"])
+    if op == "roi_pool":
+        return lib.roi_pool(x, boxes, workload["output_size"], scale)
+    if op == "ps_roi_align":
+        return lib.ps_roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"])
+    if op == "roi_spp":
+        if lib is roigen.ops:
+            return lib.roi_spp(x, boxes, workload["levels"], scale)
+        return _roi_spp_composed(lib, x, boxes, workload["levels"], scale)
+    raise ValueError(f"no benchmark for op {op!r}")
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:

@@ -94,3 +94,52 @@ def test_absurd_adaptive_box_is_refused(x):
     with pytest.raises(ValueError, match="sampling_ratio > 0"):
         R.roi_align(x, huge, 7, sampling_ratio=0)
     assert R.roi_align(x, huge, 7, sampling_ratio=2).shape == (1, 3, 7, 7)
+
+
+def test_position_sensitive_needs_channels_divisible_by_bins():
+    with pytest.raises(ValueError, match="multiple of output_size"):
+        R.ps_roi_align(torch.randn(1, 10, 8, 9), torch.tensor([[0, 1.0, 1.0, 6.0, 5.0]]), 3)
+    with pytest.raises(ValueError, match="multiple of output_size"):
+        R.ps_roi_pool(torch.randn(1, 10, 8, 9), torch.tensor([[0, 1.0, 1.0, 6.0, 5.0]]), 3)
+
+
+@pytest.mark.parametrize("levels, error", [((), ValueError), ((4, 0), ValueError), (4, TypeError),
+                                           ((2.5,), TypeError)])
+def test_bad_levels(x, rois, levels, error):
+    with pytest.raises(error, match="levels"):
+        R.spp(x, levels)
+    with pytest.raises(error, match="levels"):
+        R.roi_spp(x, rois, levels)
+
+
+def test_bad_spp_mode(x):
+    with pytest.raises(ValueError, match="mode"):
+        R.spp(x, mode="median")
+
+
+@pytest.mark.parametrize("op", [R.roi_warp, R.ps_roi_align, R.ps_roi_pool])
+def test_new_ops_refuse_bad_boxes_and_sizes(op):
+    x = torch.randn(2, 12, 8, 9)
+    with pytest.raises(ValueError, match="boxes"):
+        op(x, torch.tensor([[1.0, 1.0, 6.0, 5.0]]), 2)
+    with pytest.raises(ValueError, match="batch index"):
+        op(x, torch.tensor([[3, 1.0, 1.0, 6.0, 5.0]]), 2)
+    with pytest.raises(ValueError, match="output_size"):
+        op(x, torch.tensor([[0, 1.0, 1.0, 6.0, 5.0]]), 0)
+    with pytest.raises(ValueError, match="spatial_scale"):
+        op(x, torch.tensor([[0, 1.0, 1.0, 6.0, 5.0]]), 2, spatial_scale=-1.0)
+
+
+def test_multi_scale_bad_arguments():
+    f = [torch.randn(1, 4, 16, 16), torch.randn(1, 4, 8, 8)]
+    b = torch.tensor([[0, 1.0, 1.0, 30.0, 30.0]])
+    with pytest.raises(ValueError, match="scales"):
+        R.multi_scale_roi_align(f, b, 2, [0.25])
+    with pytest.raises(ValueError, match="scales"):
+        R.multi_scale_roi_align(f, b, 2, [0.25, 0.0])
+    with pytest.raises(TypeError, match="features"):
+        R.multi_scale_roi_align(f[0], b, 2, [0.25])
+    with pytest.raises(ValueError, match="features"):
+        R.multi_scale_roi_align([f[0], torch.randn(1, 5, 8, 8)], b, 2, [0.25, 0.125])
+    with pytest.raises(ValueError, match="batch index"):
+        R.multi_scale_roi_align(f, torch.tensor([[1, 1.0, 1.0, 30.0, 30.0]]), 2, [0.25, 0.125])

@@ -13,17 +13,36 @@ from roigen.build import build
 from roigen.specs import RoIAlignSpec
 
 OPS = [
-    ("roi_align", (1.0, 3, 2, 2, True, "avg")),
-    ("roi_align", (0.5, 2, 3, -1, False, "max")),
-    ("roi_pool", (0.5, 3, 3)),
+    ("roi_align", (1.0, 3, 2, 2, True, "avg"), 5),
+    ("roi_align", (0.5, 2, 3, -1, False, "max"), 5),
+    ("roi_pool", (0.5, 3, 3), 5),
+    ("roi_warp", (0.5, 3, 2, 2, "max"), 5),
+    ("roi_spp", (0.5, [3, 1]), 5),
+    ("ps_roi_align", (0.5, 2, 2, -1), 8),
+    ("ps_roi_pool", (0.5, 2, 2), 8),
 ]
 
 
-@pytest.mark.parametrize("name, params", OPS, ids=[f"{n}-{p[-1]}" for n, p in OPS])
-def test_opcheck(name, params, gen):
-    x = torch.randn(2, 5, 7, 8, generator=gen, requires_grad=True)
+@pytest.mark.parametrize("name, params, channels", OPS, ids=[f"{n}-{p[-1]}" for n, p, _ in OPS])
+def test_opcheck(name, params, channels, gen):
+    x = torch.randn(2, channels, 7, 8, generator=gen, requires_grad=True)
     rois = random_rois(2, 7, 8, 6, params[0], gen, kinds=("inside", "partial"))
     torch.library.opcheck(getattr(torch.ops.roigen, name), (x, rois, *params))
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_opcheck_spp(mode, gen):
+    x = torch.randn(2, 5, 7, 8, generator=gen, requires_grad=True)
+    torch.library.opcheck(torch.ops.roigen.spp, (x, [4, 2, 1], mode))
+
+
+def test_opcheck_multi_scale(gen):
+    features = [torch.randn(2, 4, 16, 16, generator=gen, requires_grad=True),
+                torch.randn(2, 4, 8, 8, generator=gen, requires_grad=True)]
+    rois = random_rois(2, 16, 16, 8, 0.25, gen, kinds=("inside",))
+    levels = torch.tensor([0, 1] * 4)
+    torch.library.opcheck(torch.ops.roigen.multi_scale_roi_align,
+                          (features, rois, levels, [2, 2], [0.25, 0.125], 2, False))
 
 
 def test_schema_is_derived_from_the_spec():
@@ -39,7 +58,11 @@ def test_torch_compile_fullgraph(gen):
     rois = random_rois(2, 10, 12, 9, 0.5, gen)
 
     def head(t, boxes):
-        return (R.roi_align(t, boxes, 4, 0.5, 2, True) + R.roi_pool(t, boxes, 4, 0.5)).relu().sum()
+        pooled = (R.roi_align(t, boxes, 4, 0.5, 2, True) + R.roi_pool(t, boxes, 4, 0.5)
+                  + R.roi_warp(t, boxes, 4, 0.5, 2) + R.ps_roi_align(t, boxes, 2, 0.5).repeat(1, 4, 2, 2)
+                  + R.ps_roi_pool(t, boxes, 2, 0.5).repeat(1, 4, 2, 2)).relu().sum()
+        pyramids = R.roi_spp(t, boxes, (2, 1), 0.5).sum() + R.spp(t, (2, 1)).sum()
+        return pooled + pyramids + R.multi_scale_roi_align([t, t[..., ::2, ::2]], boxes, 4, [0.5, 0.25], 2).sum()
 
     compiled = torch.compile(head, fullgraph=True)
     expected = head(x, rois)
@@ -58,6 +81,53 @@ def test_modules_match_torchvision(gen):
     ours, theirs = R.RoIPool(4, 0.25), torchvision.ops.RoIPool(4, 0.25)
     torch.testing.assert_close(ours(x, rois), theirs(x, rois))
     assert "sampling_ratio=2" in repr(R.RoIAlign(3, 0.25, 2))
+    ps = torch.randn(2, 18, 10, 12, generator=gen)
+    torch.testing.assert_close(R.PSRoIAlign(3, 0.25, 2)(ps, rois), torchvision.ops.PSRoIAlign(3, 0.25, 2)(ps, rois),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(R.PSRoIPool(3, 0.25)(ps, rois), torchvision.ops.PSRoIPool(3, 0.25)(ps, rois),
+                               rtol=1e-5, atol=1e-5)
+    pyramid = torch.cat([torch.nn.functional.adaptive_max_pool2d(x, n).flatten(1) for n in (4, 2, 1)], 1)
+    torch.testing.assert_close(R.SpatialPyramidPool()(x), pyramid)
+    torch.testing.assert_close(R.RoISPP((2, 1), 0.25)(x, rois),
+                               torch.cat([torchvision.ops.roi_pool(x, rois, n, 0.25).flatten(1) for n in (2, 1)], 1))
+    assert "mode='avg'" in repr(R.RoIWarp(3, 0.25))
+
+
+def test_multi_scale_module_matches_torchvision(gen):
+    features = {"p2": torch.randn(2, 8, 64, 64, generator=gen, requires_grad=True),
+                "p3": torch.randn(2, 8, 32, 32, generator=gen, requires_grad=True),
+                "p4": torch.randn(2, 8, 16, 16, generator=gen, requires_grad=True),
+                "p5": torch.randn(2, 8, 8, 8, generator=gen, requires_grad=True)}
+    boxes = []
+    for _ in range(2):  # sizes from tiny to the whole image, so every level is used
+        xy = torch.rand(12, 2, generator=gen) * 200
+        wh = torch.exp(torch.rand(12, 2, generator=gen) * 6) + 1
+        boxes.append(torch.cat([xy, xy + wh], 1))
+    shapes = [(256, 256), (250, 240)]
+    ours = R.MultiScaleRoIAlign(list(features), 7, 2)(features, boxes, shapes)
+    theirs = torchvision.ops.MultiScaleRoIAlign(list(features), 7, 2)(features, boxes, shapes)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    grad = torch.randn(ours.shape, generator=gen)
+    for a, b in zip(torch.autograd.grad(ours, list(features.values()), grad),
+                    torch.autograd.grad(theirs, list(features.values()), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_multi_scale_matches_reference_and_gradcheck(gen):
+    from roigen import reference
+
+    features = [torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64, requires_grad=True),
+                torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64, requires_grad=True)]
+    rois = random_rois(2, 16, 16, 10, 0.25, gen, kinds=("inside", "partial", "tiny", "huge"), dtype=torch.float64)
+    scales = [0.25, 0.125]
+    ours = R.multi_scale_roi_align(features, rois, 3, scales, 2, canonical_scale=32, canonical_level=3)
+    ref = reference.multi_scale_roi_align(features, rois, 3, scales, 2, canonical_scale=32, canonical_level=3)
+    torch.testing.assert_close(ours, ref)
+    assert torch.autograd.gradcheck(
+        lambda a, b: R.multi_scale_roi_align([a, b], rois, 3, scales, 2, canonical_scale=32, canonical_level=3),
+        tuple(features), eps=1e-6, atol=1e-6)
+    empty = R.multi_scale_roi_align(features, torch.zeros(0, 5, dtype=torch.float64), 3, scales)
+    assert empty.shape == (0, 3, 3, 3)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])

@@ -5,10 +5,12 @@ one output channel's bins read PH*PW different planes and channel blocks
 would not vectorise; these kernels read contiguous NCHW directly (no packing,
 whose cost would exceed the whole op), one scalar per sample.
 
-- forward: one task per box; out (K, Co, PH*PW).
-- backward: one task per (image, output channel), which owns that channel's
-  PH*PW input planes, so the gradient is written without atomics and
-  deterministically; grad (N, C, H, W) is zeroed by its owners.
+Every input plane feeds exactly one output bin of one channel, so both
+directions run one task per (image, input plane): the plane (H*W values)
+stays in cache while every box of that image samples it, the map is read
+once, and in backward the task owns its plane of the gradient (no atomics,
+deterministic).  Going box by box instead touched all C planes per box and
+ran 3x slower on fpn_box shapes with 490 channels.
 """
 
 from __future__ import annotations
@@ -53,25 +55,29 @@ def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         ftab = T.match_buffer(ft, (K, S), dt)
         out = T.match_buffer(o, (K, C // P, P), dt)
         argmax = T.match_buffer(a, (A,), "int32")
-        for k in T.parallel(K):
-            b = T.Cast("int64", rois[k, 0])
-            gh = T.meta_var(grids(rois, k)[0])
-            gw = T.meta_var(grids(rois, k)[1])
-            for c, ph, pw in T.grid(C // P, PH, PW):
-                acc = T.alloc_buffer((1,), dt)
-                acc[0] = zero
-                for iy, ix in T.grid(gh, gw):
-                    sy = 2 * (ph * gh + iy)
-                    sx = 2 * PH * gh + 2 * (pw * gw + ix)
-                    # data[b, plane, 0, row*W + col] addresses pixel (row, col).
-                    acc[0] = acc[0] + ftab[k, sy] * (
-                        ftab[k, sx] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])]
-                        + ftab[k, sx + 1] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])]
-                    ) + ftab[k, sy + 1] * (
-                        ftab[k, sx] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])]
-                        + ftab[k, sx + 1] * data[b, c * P + ph * PW + pw, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])]
-                    )
-                out[k, c, ph * PW + pw] = acc[0]
+        for task in T.parallel(N * C):
+            n = task // C
+            plane = task % C
+            ph = (plane % P) // PW
+            pw = plane % PW
+            for k in range(K):
+                if T.Cast("int64", rois[k, 0]) == n:
+                    gh = T.meta_var(grids(rois, k)[0])
+                    gw = T.meta_var(grids(rois, k)[1])
+                    acc = T.alloc_buffer((1,), dt)
+                    acc[0] = zero
+                    for iy, ix in T.grid(gh, gw):
+                        sy = 2 * (ph * gh + iy)
+                        sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                        # data[n, plane, 0, row*W + col] addresses pixel (row, col).
+                        acc[0] = acc[0] + ftab[k, sy] * (
+                            ftab[k, sx] * data[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])]
+                            + ftab[k, sx + 1] * data[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])]
+                        ) + ftab[k, sy + 1] * (
+                            ftab[k, sx] * data[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])]
+                            + ftab[k, sx + 1] * data[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])]
+                        )
+                    out[k, plane // P, plane % P] = acc[0]
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
@@ -89,20 +95,21 @@ def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         ftab = T.match_buffer(ft, (K, S), dt)
         argmax = T.match_buffer(a, (A,), "int32")
         grad = T.match_buffer(gd, (N, C, H, W), dt)
-        for task in T.parallel(N * (C // P)):
-            n = task // (C // P)
-            c = task % (C // P)
-            for q, h, w in T.grid(P, H, W):
-                grad[n, c * P + q, h, w] = zero
+        for task in T.parallel(N * C):
+            n = task // C
+            plane = task % C
+            ph = (plane % P) // PW
+            pw = plane % PW
+            for h, w in T.grid(H, W):
+                grad[n, plane, h, w] = zero
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     gh = T.meta_var(grids(rois, k)[0])
                     gw = T.meta_var(grids(rois, k)[1])
-                    for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                    gv = grad_out[k, plane // P, plane % P]
+                    for iy, ix in T.grid(gh, gw):
                         sy = 2 * (ph * gh + iy)
                         sx = 2 * PH * gh + 2 * (pw * gw + ix)
-                        gv = grad_out[k, c, ph * PW + pw]
-                        plane = c * P + ph * PW + pw
                         grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])] += ftab[k, sy] * ftab[k, sx] * gv
                         grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])] += ftab[k, sy] * ftab[k, sx + 1] * gv
                         grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])] += ftab[k, sy + 1] * ftab[k, sx] * gv
@@ -150,19 +157,22 @@ def ps_roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         rois = T.match_buffer(r, (K, 5), dt)
         out = T.match_buffer(o, (K, C // P, P), dt)
         argmax = T.match_buffer(a, (A,), "int32")
-        for k in T.parallel(K):
-            b = T.Cast("int64", rois[k, 0])
-            for ph, pw in T.grid(PH, PW):
-                hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
-                he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
-                ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
-                we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
-                for c in range(C // P):
+        for task in T.parallel(N * C):
+            n = task // C
+            plane = task % C
+            ph = (plane % P) // PW
+            pw = plane % PW
+            for k in range(K):
+                if T.Cast("int64", rois[k, 0]) == n:
+                    hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
+                    he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
+                    ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
+                    we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
                     acc = T.alloc_buffer((1,), dt)
                     acc[0] = zero
                     for h, w in T.grid(he - hs, we - ws):
-                        acc[0] = acc[0] + data[b, c * P + ph * PW + pw, hs + h, ws + w]
-                    out[k, c, ph * PW + pw] = T.if_then_else(
+                        acc[0] = acc[0] + data[n, plane, hs + h, ws + w]
+                    out[k, plane // P, plane % P] = T.if_then_else(
                         he <= hs or we <= ws, zero, acc[0] / area(hs, he, ws, we))
 
     @T.prim_func
@@ -178,21 +188,22 @@ def ps_roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         rois = T.match_buffer(r, (K, 5), dt)
         argmax = T.match_buffer(a, (A,), "int32")
         grad = T.match_buffer(gd, (N, C, H, W), dt)
-        for task in T.parallel(N * (C // P)):
-            n = task // (C // P)
-            c = task % (C // P)
-            for q, h, w in T.grid(P, H, W):
-                grad[n, c * P + q, h, w] = zero
+        for task in T.parallel(N * C):
+            n = task // C
+            plane = task % C
+            ph = (plane % P) // PW
+            pw = plane % PW
+            for h, w in T.grid(H, W):
+                grad[n, plane, h, w] = zero
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    for ph, pw in T.grid(PH, PW):
-                        hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
-                        he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
-                        ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
-                        we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
-                        if he > hs and we > ws:
-                            gv = grad_out[k, c, ph * PW + pw] / area(hs, he, ws, we)
-                            for h, w in T.grid(he - hs, we - ws):
-                                grad[n, c * P + ph * PW + pw, hs + h, ws + w] += gv
+                    hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
+                    he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
+                    ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
+                    we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
+                    if he > hs and we > ws:
+                        gv = grad_out[k, plane // P, plane % P] / area(hs, he, ws, we)
+                        for h, w in T.grid(he - hs, we - ws):
+                            grad[n, plane, hs + h, ws + w] += gv
 
     return {"forward": forward, "backward": backward}

@@ -51,6 +51,30 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     def OFF(lv):
         return pick(lv, offsets)
 
+    # A level whose bins are exact unions of the previous level's (each side
+    # divided by a power of two, so the float bin edges coincide) is combined
+    # from that level's maxima instead of scanning the box again: RoI-SPP's
+    # (4, 2, 1) reads each box once.
+    def derivable(lv):
+        if lv == 0:
+            return False
+        (ph0, pw0), (ph1, pw1) = grids[lv - 1], grids[lv]
+        ratios = (ph0 // ph1, pw0 // pw1)
+        return ph0 % ph1 == 0 and pw0 % pw1 == 0 and all(r & (r - 1) == 0 for r in ratios)
+
+    derived = [int(derivable(lv)) for lv in range(NL)]
+    ratio_h = [grids[lv - 1][0] // grids[lv][0] if derived[lv] else 1 for lv in range(NL)]
+    ratio_w = [grids[lv - 1][1] // grids[lv][1] if derived[lv] else 1 for lv in range(NL)]
+
+    def DERIVED(lv):
+        return pick(lv, derived)
+
+    def RH(lv):
+        return pick(lv, ratio_h)
+
+    def RW(lv):
+        return pick(lv, ratio_w)
+
     def snapped(rois, k, col):
         return T.Cast("int64", c_round(rois[k, col] * scale, dt))
 
@@ -86,27 +110,53 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     for lv in range(NL):
-                        for ph, pw in T.grid(GH(lv), GW(lv)):
-                            hstart = bin_edge(rois, k, 2, GH(lv), ph, T.floor, H)
-                            hend = bin_edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
-                            wstart = bin_edge(rois, k, 1, GW(lv), pw, T.floor, W)
-                            wend = bin_edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
-                            acc = T.alloc_buffer((L,), dt)
-                            arg = T.alloc_buffer((L,), "int32")
-                            for ci in T.vectorized(L):
-                                acc[ci] = T.if_then_else(hend <= hstart or wend <= wstart, zero, lowest)
-                                arg[ci] = -1
-                            for h in range(hstart, hend):
-                                for w in range(wstart, wend):
+                        if DERIVED(lv) == 1:
+                            # Union of the previous level's bins: combine their maxima,
+                            # the earliest pixel (smallest h*W + w) winning ties.
+                            for ph, pw in T.grid(GH(lv), GW(lv)):
+                                acc = T.alloc_buffer((L,), dt)
+                                arg = T.alloc_buffer((L,), "int32")
+                                new_acc = T.alloc_buffer((L,), dt)
+                                new_arg = T.alloc_buffer((L,), "int32")
+                                for ci in T.vectorized(L):
+                                    acc[ci] = zero
+                                    arg[ci] = -1
+                                for a, b in T.grid(RH(lv), RW(lv)):
+                                    src = T.meta_var(OFF(lv - 1) + (ph * RH(lv) + a) * GW(lv - 1) + pw * RW(lv) + b)
                                     for ci in T.vectorized(L):
-                                        # meta_var inlines `better`, so arg must update before acc.
-                                        better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
-                                        arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
-                                        acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
-                            # Tiles in output order (channel-major), as in roi_align.py.
-                            for ci in range(L):
-                                tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
-                                atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
+                                        better = T.meta_var(atile[ci, src] >= 0 and (
+                                            arg[ci] < 0 or tile[ci, src] > acc[ci]
+                                            or (tile[ci, src] == acc[ci] and atile[ci, src] < arg[ci])))
+                                        new_acc[ci] = T.Select(better, tile[ci, src], acc[ci])
+                                        new_arg[ci] = T.Select(better, atile[ci, src], arg[ci])
+                                    for ci in T.vectorized(L):
+                                        acc[ci] = new_acc[ci]
+                                        arg[ci] = new_arg[ci]
+                                for ci in range(L):
+                                    tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
+                                    atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
+                        else:
+                            for ph, pw in T.grid(GH(lv), GW(lv)):
+                                hstart = bin_edge(rois, k, 2, GH(lv), ph, T.floor, H)
+                                hend = bin_edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
+                                wstart = bin_edge(rois, k, 1, GW(lv), pw, T.floor, W)
+                                wend = bin_edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
+                                acc = T.alloc_buffer((L,), dt)
+                                arg = T.alloc_buffer((L,), "int32")
+                                for ci in T.vectorized(L):
+                                    acc[ci] = T.if_then_else(hend <= hstart or wend <= wstart, zero, lowest)
+                                    arg[ci] = -1
+                                for h in range(hstart, hend):
+                                    for w in range(wstart, wend):
+                                        for ci in T.vectorized(L):
+                                            # meta_var inlines `better`, so arg must update before acc.
+                                            better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
+                                            arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
+                                            acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
+                                # Tiles in output order (channel-major), as in roi_align.py.
+                                for ci in range(L):
+                                    tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
+                                    atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
                     for ci in range(T.min(L, C - cb * L)):
                         for lv in range(NL):
                             for p in range(GH(lv) * GW(lv)):
