@@ -93,7 +93,7 @@ def machine() -> str:
             f"target {host_name()}; torch {torch.__version__}, torchvision {torchvision.__version__}")
 
 
-def render(rows: list[dict], repeats: int, allocator: str = "default") -> str:
+def render(rows: list[dict], repeats: int, allocator: str = "glibc malloc, default settings") -> str:
     import jinja2
 
     text = resources.files("roigen.templates").joinpath("bench_table.md.j2").read_text()
