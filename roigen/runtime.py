@@ -103,11 +103,12 @@ class Kernels:
     def _box_args(self, rois, height: int, width: int) -> tuple:
         return () if rois is None else (rois, *self._tables(rois, height, width))
 
-    def forward(self, x: torch.Tensor, rois):
+    def forward(self, x: torch.Tensor, rois, keep_aux: bool = True):
         """The kernel's output (spec.output_shape, compute dtype) and its aux tensor (flat int32).
 
         `x` is contiguous NCHW, or channels_last when the spec's layout is NHWC;
-        `rois` is None for whole-map ops.
+        `rois` is None for whole-map ops.  With keep_aux False the kernels skip
+        the aux tensor (they test its size).
         """
         n, c, h, w = x.shape
         rows = n if rois is None else rois.shape[0]
@@ -117,7 +118,7 @@ class Kernels:
         else:
             data = x
         out = torch.empty(self.spec.kernel_output_shape(x.shape, rows), dtype=self.dtype)
-        aux = torch.empty(out.numel() if self.spec.aux_outputs else 0, dtype=torch.int32)
+        aux = torch.empty(out.numel() if self.spec.aux_outputs and keep_aux else 0, dtype=torch.int32)
         _call(self._fn["forward"], data, *self._box_args(rois, h, w), out, aux)
         return out.view(self.spec.output_shape(x.shape, rows)), aux
 

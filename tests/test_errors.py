@@ -143,3 +143,22 @@ def test_multi_scale_bad_arguments():
         R.multi_scale_roi_align([f[0], torch.randn(1, 5, 8, 8)], b, 2, [0.25, 0.125])
     with pytest.raises(ValueError, match="batch index"):
         R.multi_scale_roi_align(f, torch.tensor([[1, 1.0, 1.0, 30.0, 30.0]]), 2, [0.25, 0.125])
+
+
+def test_backward_refuses_a_missing_argmax(x, rois):
+    """A forward run without keep_aux saves no argmax; backward must refuse, not read past it."""
+    out, aux = torch.ops.roigen.roi_pool(x, rois, 1.0, 2, 2, False)
+    assert aux.numel() == 0
+    with pytest.raises(ValueError, match="keep_aux"):
+        torch.ops.roigen.roi_pool_backward(torch.ones_like(out), rois, aux, *x.shape, False, 1.0, 2, 2)
+    with pytest.raises(ValueError, match="grad has shape"):
+        torch.ops.roigen.roi_align_backward(torch.ones(1, 3, 2, 2), rois, aux, *x.shape, False, 1.0, 2, 2, -1,
+                                            False, "avg")
+
+
+def test_inference_skips_the_argmax_but_training_keeps_it(x, rois):
+    with torch.no_grad():
+        _, aux = torch.ops.roigen.roi_pool(x, rois, 1.0, 2, 2, False)
+    assert aux.numel() == 0
+    _, aux = torch.ops.roigen.roi_pool(x.requires_grad_(), rois, 1.0, 2, 2)
+    assert aux.numel() == rois.shape[0] * x.shape[1] * 4

@@ -182,9 +182,10 @@ def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.Prim
                         for p in range(P):
                             out[k, cb * L + ci, p] = tile[ci, p]
                     if not avg:
-                        for ci in range(T.min(L, C - cb * L)):
-                            for p in range(P):
-                                argmax[(k * C + cb * L + ci) * P + p] = atile[ci, p]
+                        if A > 0:
+                            for ci in range(T.min(L, C - cb * L)):
+                                for p in range(P):
+                                    argmax[(k * C + cb * L + ci) * P + p] = atile[ci, p]
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):

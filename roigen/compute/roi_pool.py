@@ -161,7 +161,12 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                         for lv in range(NL):
                             for p in range(GH(lv) * GW(lv)):
                                 out[k, C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p] = tile[ci, OFF(lv) + p]
-                                argmax[k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p] = atile[ci, OFF(lv) + p]
+                    if A > 0:  # an empty argmax: no gradient wanted
+                        for ci in range(T.min(L, C - cb * L)):
+                            for lv in range(NL):
+                                for p in range(GH(lv) * GW(lv)):
+                                    j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
+                                    argmax[j] = atile[ci, OFF(lv) + p]
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle):

@@ -89,7 +89,8 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     for p in range(LV(lv) * LV(lv)):
                         out[n, C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = tile[ci, OFF(lv) + p]
                         if not avg:
-                            argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = atile[ci, OFF(lv) + p]
+                            if A > 0:
+                                argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = atile[ci, OFF(lv) + p]
 
     @T.prim_func
     def backward(g: T.handle, a: T.handle, gd: T.handle):

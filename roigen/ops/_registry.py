@@ -35,13 +35,25 @@ def _split(spec_cls, args):
     return args[0], None, args[1:]
 
 
+def _forward_args(spec_cls, args, kwargs):
+    """(tensor, rois or None, params, keep_aux): keep_aux may come positionally or,
+    having a default, as a keyword."""
+    input, rois, rest = _split(spec_cls, args)
+    count = len(_PARAM_NAMES[spec_cls])
+    keep_aux = kwargs.get("keep_aux", rest[count] if len(rest) > count else True)
+    return input, rois, tuple(rest[:count]), keep_aux
+
+
 def register(spec_cls: type[OpSpec]) -> None:
     name = spec_cls.name
     qualname = f"{NAMESPACE}::{name}"
     backward_qualname = f"{NAMESPACE}::{name}_backward"
     params = _params_schema(spec_cls)
     rois_arg = "Tensor rois, " if spec_cls.takes_boxes else ""
-    torch.library.define(qualname, f"(Tensor input, {rois_arg}{params}) -> (Tensor, Tensor)", lib=_LIB)
+    # keep_aux=False (inference: no gradient will be asked for) skips writing the
+    # argmax tensor some ops keep for backward, as large as the output itself.
+    torch.library.define(qualname, f"(Tensor input, {rois_arg}{params}, bool keep_aux=True) -> (Tensor, Tensor)",
+                         lib=_LIB)
     torch.library.define(
         backward_qualname,
         f"(Tensor grad, {rois_arg}Tensor aux, SymInt batch, SymInt channels, SymInt height, "
@@ -50,10 +62,10 @@ def register(spec_cls: type[OpSpec]) -> None:
     )
 
     @torch.library.impl(qualname, "CPU", lib=_LIB)
-    def forward_cpu(*args):
+    def forward_cpu(*args, **kwargs):
         from ..build import build
 
-        input, rois, values = _split(spec_cls, args)
+        input, rois, values, keep_aux = _forward_args(spec_cls, args, kwargs)
         check_input(input)
         if rois is not None:
             check_rois(rois, input)
@@ -63,19 +75,19 @@ def register(spec_cls: type[OpSpec]) -> None:
         kernels = build(spec)
         x = input.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
-        out, aux = kernels.forward(x, None if rois is None else rois.to(kernels.dtype).contiguous())
+        out, aux = kernels.forward(x, None if rois is None else rois.to(kernels.dtype).contiguous(), keep_aux)
         return out.to(input.dtype), aux
 
     @torch.library.register_fake(qualname, lib=_LIB)
-    def forward_fake(*args):
-        input, rois, values = _split(spec_cls, args)
+    def forward_fake(*args, **kwargs):
+        input, rois, values, keep_aux = _forward_args(spec_cls, args, kwargs)
         torch._check(input.dim() == 4, lambda: f"input must be 4-D, got {input.dim()}-D")
         if rois is not None:
             torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "boxes must be a Tensor[K, 5]")
         spec = _spec(spec_cls, values, input.dtype, False)
         rows = rois.shape[0] if rois is not None else input.shape[0]
         shape = spec.output_shape(input.shape, rows)
-        aux = math.prod(shape) if spec.aux_outputs else 0
+        aux = math.prod(shape) if spec.aux_outputs and keep_aux else 0
         return input.new_empty(shape), input.new_empty((aux,), dtype=torch.int32)
 
     @torch.library.impl(backward_qualname, "CPU", lib=_LIB)
@@ -85,6 +97,13 @@ def register(spec_cls: type[OpSpec]) -> None:
         grad, rois, rest = _split(spec_cls, args)
         aux, batch, channels, height, width, is_channels_last, *values = rest
         spec = _spec(spec_cls, values, grad.dtype, is_channels_last)
+        rows = batch if rois is None else rois.shape[0]
+        expected = math.prod(spec.output_shape((batch, channels, height, width), rows))
+        if tuple(grad.shape) != spec.output_shape((batch, channels, height, width), rows):
+            raise ValueError(f"grad has shape {tuple(grad.shape)}, expected the output's shape")
+        if spec.aux_outputs and aux.numel() != expected:  # the kernel would read past it
+            raise ValueError(f"aux holds {aux.numel()} values, expected {expected}: "
+                             "the forward ran with keep_aux=False")
         kernels = build(spec)
         rois = None if rois is None else rois.to(kernels.dtype).contiguous()
         grad_input = kernels.backward(grad.to(kernels.dtype).contiguous(), rois, aux.contiguous(),
@@ -101,7 +120,7 @@ def register(spec_cls: type[OpSpec]) -> None:
                            memory_format=fmt)
 
     def setup_context(ctx, inputs, output):
-        input, rois, values = _split(spec_cls, inputs)
+        input, rois, values, _ = _forward_args(spec_cls, inputs, {})
         # Otherwise autograd fills a zero "gradient" for the int32 aux output on
         # every backward (43 MB for spp_window: most of its backward time).
         ctx.set_materialize_grads(False)
@@ -109,13 +128,15 @@ def register(spec_cls: type[OpSpec]) -> None:
         ctx.input_shape = tuple(input.shape)
         ctx.channels_last = channels_last(input)
         ctx.values = values
+        # keep_aux is True whenever a gradient can flow (see call()).
+        ctx.grads_count = len(inputs)
 
     def backward(ctx, grad_output, _grad_aux):
         if grad_output is None:
-            return (None,) * (len(ctx.saved_tensors) + len(ctx.values))
+            return (None,) * ctx.grads_count
         op = getattr(torch.ops.roigen, f"{name}_backward")
         grad_input = op(grad_output, *ctx.saved_tensors, *ctx.input_shape, ctx.channels_last, *ctx.values)
-        return (grad_input,) + (None,) * (len(ctx.saved_tensors) - 1 + len(ctx.values))
+        return (grad_input,) + (None,) * (ctx.grads_count - 1)
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=_LIB)
 
@@ -135,7 +156,9 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, **params) -> torch.
         rois = boxes_to_rois(boxes)
         check_rois(rois, input, values=False)
         args.append(rois)
-    out, _ = getattr(torch.ops.roigen, spec_cls.name)(*args, *(params[n] for n in _PARAM_NAMES[spec_cls]))
+    keep_aux = torch.is_grad_enabled() and input.requires_grad
+    op = getattr(torch.ops.roigen, spec_cls.name)
+    out, _ = op(*args, *(params[n] for n in _PARAM_NAMES[spec_cls]), keep_aux)
     return out
 
 
