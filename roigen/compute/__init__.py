@@ -1,7 +1,8 @@
 """Each op's math as TIR, keyed by its spec class.
 
 A compute function takes (spec, lanes) and returns named PrimFuncs that follow
-the kernel contract in `roi_align.py`.  It knows no target: the schedule
+the kernel contract in `roi_align.py` (ops on channel blocks) or `ps_roi.py`
+(ops on plain NCHW, `spec.packed` False).  It knows no target: the schedule
 (`roigen.schedules`) chooses `lanes`, the channel-block width.
 """
 

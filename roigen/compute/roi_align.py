@@ -1,13 +1,15 @@
-"""RoIAlign's math as TIR: forward and backward, from a RoIAlignSpec.
+"""The align family's math as TIR (RoIAlign, RoIWarp): forward and backward from a spec.
 
-Kernel contract (shared by the whole family, see `roigen.compute`):
-- `data`/`grad_data`: the feature map in channel blocks, (N, Cb, H, W, L),
+Kernel contract (shared by the channel-block kernels, see `roigen.compute`):
+- `data`/`grad`: the feature map in channel blocks, (N, Cb, H, W, L),
   L = the schedule's vector lanes, channels zero-padded to Cb*L.
 - `rois`: (K, 5) rows (batch, x1, y1, x2, y2) in the compute dtype, batch
   indices already checked to lie in [0, N).
+- `itab`/`ftab`: the per-box sample tables (K, S) from `tables`.
 - `out`/`grad_out`: (K, C, PH*PW), torchvision's NCHW output, contiguous.
-- `argmax`: (K, C, PH*PW) int32, the winning sample of a bin in max mode
-  (iy*gw + ix, -1 for an empty bin); shape (0,) in avg mode.
+- `argmax`: flat (K*C*PH*PW,) int32, the winning sample of a bin in max mode
+  (iy*gw + ix, -1 for an empty bin); size 0 in avg mode, or when no gradient
+  is wanted (the kernels test its size).
 
 Work is split into (image, channel block) tasks: a task reads one (H, W, L)
 slab of the map, which stays in L2 while every box of that image samples it,
