@@ -144,3 +144,11 @@ def test_spp_on_maps_smaller_than_the_finest_level(shape, mode, gen):
     assert out.shape == (shape[0], shape[1] * 21)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(gx, gref)
+
+
+@pytest.mark.parametrize("case", ONE_PER_OP, ids=str)
+def test_backward_is_deterministic(case, gen):
+    """Threads own disjoint slabs of the gradient: repeated runs agree bit for bit."""
+    x, rois = _problem(case, gen, torch.float32, count=40)
+    grads = [_forward_backward(case.roigen, x, rois, _seeded(3))[1] for _ in range(3)]
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
