@@ -68,7 +68,6 @@ class Kernels:
     def __init__(self, spec, lanes: int, module):
         self.spec = spec
         self.lanes = lanes
-        self.module = module
         self.dtype = TORCH_DTYPES[spec.compute_dtype]
         names = ("pack", "unpack", "forward", "backward") if spec.packed else ("forward", "backward")
         self._fn = {name: module[name] for name in names}

@@ -98,11 +98,11 @@ def register(spec_cls: type[OpSpec]) -> None:
         aux, batch, channels, height, width, is_channels_last, *values = rest
         spec = _spec(spec_cls, values, grad.dtype, is_channels_last)
         rows = batch if rois is None else rois.shape[0]
-        expected = math.prod(spec.output_shape((batch, channels, height, width), rows))
-        if tuple(grad.shape) != spec.output_shape((batch, channels, height, width), rows):
-            raise ValueError(f"grad has shape {tuple(grad.shape)}, expected the output's shape")
-        if spec.aux_outputs and aux.numel() != expected:  # the kernel would read past it
-            raise ValueError(f"aux holds {aux.numel()} values, expected {expected}: "
+        out_shape = spec.output_shape((batch, channels, height, width), rows)
+        if tuple(grad.shape) != out_shape:
+            raise ValueError(f"grad has shape {tuple(grad.shape)}, expected the output's shape {out_shape}")
+        if spec.aux_outputs and aux.numel() != math.prod(out_shape):  # the kernel would read past it
+            raise ValueError(f"aux holds {aux.numel()} values, expected {math.prod(out_shape)}: "
                              "the forward ran with keep_aux=False")
         kernels = build(spec)
         rois = None if rois is None else rois.to(kernels.dtype).contiguous()
