@@ -23,79 +23,98 @@ def _roi_spp_composed(lib, x, boxes, levels, scale):
     return torch.cat([lib.roi_pool(x, boxes, n, scale).flatten(1) for n in levels], 1)
 
 
-def run_op(lib, workload: dict, x, boxes):
-    """`workload`'s op from `lib` (roigen.ops or torchvision.ops), with its parameters."""
+def run_op(lib, workload: dict, x, boxes, **options):
+    """`workload`'s op from `lib` (roigen.ops or torchvision.ops), with its parameters.
+
+    `options` (target, deterministic) go to roigen only."""
     import roigen.ops
 
     op, scale = workload["op"], workload["spatial_scale"]
     if op == "roi_align":
-        return lib.roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"], workload["aligned"])
+        return lib.roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"], workload["aligned"],
+                             **options)
     if op == "roi_pool":
-        return lib.roi_pool(x, boxes, workload["output_size"], scale)
+        return lib.roi_pool(x, boxes, workload["output_size"], scale, **options)
     if op == "ps_roi_align":
-        return lib.ps_roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"])
+        return lib.ps_roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"], **options)
     if op == "roi_spp":
         if lib is roigen.ops:
-            return lib.roi_spp(x, boxes, workload["levels"], scale)
+            return lib.roi_spp(x, boxes, workload["levels"], scale, **options)
         return _roi_spp_composed(lib, x, boxes, workload["levels"], scale)
     raise ValueError(f"no benchmark for op {op!r}")
 
 
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+def median_ms(fn, repeats: int, warmup: int = 1, device: str = "cpu") -> float:
+    """Median wall time of `fn`; on CUDA, synchronised so the kernels are inside the interval."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 
 
-def measure(name: str, repeats: int = 5) -> dict:
+def measure(name: str, repeats: int = 5, device: str = "cpu", **options) -> dict:
+    """roigen (with `options`: target, deterministic) and torchvision on one workload,
+    inputs on `device`; torchvision runs on that device too."""
     import torchvision.ops
 
     import roigen.ops
 
     workload = workloads.load()["workloads"][name]
-    x, boxes = workloads.make_inputs(workload)
+    x, boxes = (t.to(device) for t in workloads.make_inputs(workload))
     with torch.no_grad():
-        out = run_op(roigen.ops, workload, x, boxes)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+        out = run_op(roigen.ops, workload, x, boxes, **options)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(device)
     row = {"workload": name, "op": workload["op"]}
-    for label, lib in (("roigen", roigen.ops), ("torchvision", torchvision.ops)):
+    for label, lib, opts in (("roigen", roigen.ops, options), ("torchvision", torchvision.ops, {})):
         def forward():
             with torch.no_grad():
-                run_op(lib, workload, x, boxes)
+                run_op(lib, workload, x, boxes, **opts)
 
         def forward_backward():
             leaf = x.detach().requires_grad_()
-            run_op(lib, workload, leaf, boxes).backward(grad)
+            run_op(lib, workload, leaf, boxes, **opts).backward(grad)
 
-        row[f"{label}_forward"] = median_ms(forward, repeats)
-        row[f"{label}_forward_backward"] = median_ms(forward_backward, repeats)
+        row[f"{label}_forward"] = median_ms(forward, repeats, device=device)
+        row[f"{label}_forward_backward"] = median_ms(forward_backward, repeats, device=device)
     in_copy, out_copy = torch.empty_like(x), torch.empty_like(out)
-    row["floor"] = median_ms(lambda: in_copy.copy_(x), repeats) + median_ms(lambda: out_copy.copy_(out), repeats)
+    row["floor"] = (median_ms(lambda: in_copy.copy_(x), repeats, device=device)
+                    + median_ms(lambda: out_copy.copy_(out), repeats, device=device))
     for phase in ("forward", "forward_backward"):
         row[f"speedup_{phase}"] = row[f"torchvision_{phase}"] / row[f"roigen_{phase}"]
     row["floor_ratio"] = row["roigen_forward"] / row["floor"]
     return row
 
 
-def machine() -> str:
+def machine(device: str = "cpu", target: str = "auto") -> str:
     import os
 
     import torchvision
 
     from .target import host_name
 
-    return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-            f"target {host_name()}; torch {torch.__version__}, torchvision {torchvision.__version__}")
+    if device == "cuda":
+        where = f"{torch.cuda.get_device_name()} (compute capability {'.'.join(map(str, torch.cuda.get_device_capability()))})"
+    else:
+        where = f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores"
+    if target == "vulkan":
+        from .vulkan import adapter_info
+
+        where += f"; roigen on Vulkan adapter {adapter_info().get('device')}"
+    return (f"{where}, roigen target {host_name() if target == 'auto' and device == 'cpu' else target}; "
+            f"torch {torch.__version__}, torchvision {torchvision.__version__}")
 
 
-def render(rows: list[dict], repeats: int, allocator: str = "glibc malloc, default settings") -> str:
+def render(rows: list[dict], repeats: int, allocator: str = "glibc malloc, default settings",
+           device: str = "cpu", target: str = "auto") -> str:
     import jinja2
 
     text = resources.files("roigen.templates").joinpath("bench_table.md.j2").read_text()
     return jinja2.Template(text, trim_blocks=True, lstrip_blocks=True).render(
-        rows=rows, repeats=repeats, machine=machine(), allocator=allocator)
+        rows=rows, repeats=repeats, machine=machine(device, target), allocator=allocator)

@@ -1,4 +1,9 @@
-"""Build = spec + target + schedule → one compiled module, cached in memory and on disk."""
+"""Build = spec + target + schedule → compiled kernels, cached in memory and on disk.
+
+Per runtime, the artifact is: `llvm` a shared library of host code; `cuda` a
+shared library with the cubin embedded, plus the CUDA source and ptxas's
+resource report; `wgpu` the WGSL of each kernel with what launching it needs.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import cache
-from .runtime import Kernels
 from .target import Target, resolve
-
 
 
 @functools.cache
@@ -20,8 +23,9 @@ def _source_digest() -> str:
     """Hash of the code that generates kernels, so an edit invalidates old entries."""
     import roigen.schedules
 
-    roots = [Path(__file__).parent / "specs.py", Path(__file__).parent / "lower.py",
-             Path(__file__).parent / "compute", Path(roigen.schedules.__file__).parent]
+    here = Path(__file__).parent
+    roots = [here / "specs.py", here / "lower.py", here / "compute", here / "cuda.py", here / "vulkan.py",
+             Path(roigen.schedules.__file__).parent]
     digest = hashlib.sha256()
     for root in roots:
         for path in sorted([root] if root.is_file() else root.rglob("*.py")):
@@ -48,24 +52,84 @@ def entry_name(spec, target: Target) -> str:
     return f"{spec.name}-{target.name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
-def build(spec, target: str | Target = "host") -> Kernels:
+def _target(target) -> Target:
+    return resolve(target) if isinstance(target, str) else target
+
+
+def _check_dtype(spec, target: Target) -> None:
+    if target.runtime == "wgpu" and spec.compute_dtype == "float64":
+        raise TypeError(f"input dtype float64 is not supported on target {target.name!r}: "
+                        "WGSL has no 64-bit floats; pass float32 (or a half type)")
+
+
+def compile_kernels(spec, target: Target):
+    """Compile with TVM: (executable, funcs, extra files by suffix)."""
+    import tvm
+
+    from roigen.schedules import schedule_for
+
+    from .lower import as_module, kernel_funcs
+
+    funcs = kernel_funcs(spec, target, schedule_for(spec, target))
+    mod = as_module(funcs)
+    if target.runtime == "cuda":
+        from . import cuda
+
+        executable = tvm.compile(mod, target=target.tvm_target)
+        build = cuda.nvcc(cuda.source_of(executable), target.tvm["arch"], schedule_for(spec, target).registers)
+        return executable, funcs, {".cu": build.source, ".cubin": build.cubin, ".ptxas.txt": build.report,
+                                   ".ptxas.json": json.dumps(build.resources, indent=2, sort_keys=True)}
+    if target.runtime == "wgpu":
+        from . import vulkan
+
+        # Without CSE every scalar a kernel reads is a shape variable the
+        # Vulkan launcher can name (CSE hoists host-computed temporaries).
+        with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}):
+            executable = tvm.compile(mod, target=target.tvm_target)
+        return executable, funcs, {".wgsl.json": vulkan.dumps(vulkan.artifact(executable, funcs))}
+    return tvm.compile(mod, target=target.tvm_target), funcs, {}
+
+
+def ensure_built(spec, target) -> str:
+    """Compile `spec` for `target` into the cache unless it is there; returns the entry name."""
+    target = _target(target)
+    spec = spec.kernel_spec()
+    _check_dtype(spec, target)
+    name = entry_name(spec, target)
+    artifact = ".wgsl.json" if target.runtime == "wgpu" else ".so"
+    if not cache.path(name, artifact).exists():
+        executable, _, files = compile_kernels(spec, target)
+        cache.store(name, describe(spec, target), None if target.runtime == "wgpu" else executable, files)
+    return name
+
+
+def build(spec, target: str | Target = "host"):
     """The compiled kernels for `spec` (half dtypes share the float32 build)."""
-    return _build(spec.kernel_spec(), resolve(target) if isinstance(target, str) else target)
+    target = _target(target)
+    _check_dtype(spec.kernel_spec(), target)
+    return _build(spec.kernel_spec(), target)
 
 
 @functools.lru_cache(maxsize=256)
-def _build(spec, target: Target) -> Kernels:
+def _build(spec, target: Target):
     from roigen.schedules import schedule_for
 
-    sched = schedule_for(spec, target)
-    name = entry_name(spec, target)
-    module = cache.load(name)
-    if module is None:
-        import tvm  # the compiler, only on a cache miss
+    from .gpu_runtime import CudaLauncher, GpuKernels, VulkanLauncher
+    from .runtime import Kernels
 
-        from .lower import lower
+    for _ in range(2):  # a second pass rebuilds an entry found unreadable
+        name = ensure_built(spec, target)
+        if target.runtime == "cuda":
+            return GpuKernels(spec, CudaLauncher(cache.path(name, ".so"), cache.path(name, ".cu"),
+                                                 cache.path(name, ".cubin")))
+        if target.runtime == "wgpu":
+            from .vulkan import VulkanModule
 
-        executable = tvm.compile(lower(spec, sched), target=target.tvm_target)
-        cache.store(name, executable, describe(spec, target))
-        module = cache.load(name)
-    return Kernels(spec, sched.lanes, module)
+            data = cache.load_json(name, ".wgsl.json")
+            if data is not None:
+                return GpuKernels(spec, VulkanLauncher(VulkanModule(data)))
+        else:
+            module = cache.load(name)
+            if module is not None:
+                return Kernels(spec, schedule_for(spec, target).lanes, module)
+    raise RuntimeError(f"roigen: could not build or load {name}")

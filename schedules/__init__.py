@@ -4,9 +4,9 @@ A family's `schedule(spec, target)` returns the knobs its kernels are built
 with; the compute (`roigen.compute`) reads nothing else about the target.
 """
 
-from . import cpu
+from . import cpu, gpu
 
-FAMILIES = {"cpu": cpu.schedule}
+FAMILIES = {"cpu": cpu.schedule, "gpu": gpu.schedule}
 
 
 def schedule_for(spec, target):

@@ -20,4 +20,4 @@ class CpuSchedule:
 
 
 def schedule(spec, target) -> CpuSchedule:
-    return CpuSchedule(lanes=target.vector_bits // (8 * _ITEMSIZE[spec.compute_dtype]))
+    return CpuSchedule(lanes=int(target.fact("vector_bits")) // (8 * _ITEMSIZE[spec.compute_dtype]))

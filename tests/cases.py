@@ -8,6 +8,7 @@ oracle here.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Callable
@@ -66,8 +67,15 @@ class OpCase:
             return fn(x, rois, spatial_scale=scale, **self.kwargs)
         return fn(x, rois, output, scale, **self.kwargs)
 
-    def roigen(self, x, rois, **kw):
-        return self._call(getattr(roigen.ops, self.name), x, rois, **kw)
+    def spec(self, dtype="float32"):
+        """The op's spec for this case at the matrix's output size and scale (float32)."""
+        fields = {f.name for f in self.spec_cls.op_fields()}
+        fixed = {"spatial_scale": SCALE, "pooled_height": OUTPUT[0], "pooled_width": OUTPUT[1]}
+        return self.spec_cls(**self.kwargs, **{k: v for k, v in fixed.items() if k in fields}, dtype=dtype)
+
+    def roigen(self, x, rois, target="auto", deterministic=False, **kw):
+        fn = functools.partial(getattr(roigen.ops, self.name), target=target, deterministic=deterministic)
+        return self._call(fn, x, rois, **kw)
 
     def reference(self, x, rois, **kw):
         return self._call(reference.REFERENCES[self.name], x, rois, **kw)

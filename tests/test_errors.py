@@ -150,10 +150,11 @@ def test_backward_refuses_a_missing_argmax(x, rois):
     out, aux = torch.ops.roigen.roi_pool(x, rois, 1.0, 2, 2, False)
     assert aux.numel() == 0
     with pytest.raises(ValueError, match="keep_aux"):
-        torch.ops.roigen.roi_pool_backward(torch.ones_like(out), rois, aux, *x.shape, False, 1.0, 2, 2)
+        torch.ops.roigen.roi_pool_backward(torch.ones_like(out), rois, aux, *x.shape, False, 1.0, 2, 2,
+                                           "auto", False)
     with pytest.raises(ValueError, match="grad has shape"):
         torch.ops.roigen.roi_align_backward(torch.ones(1, 3, 2, 2), rois, aux, *x.shape, False, 1.0, 2, 2, -1,
-                                            False, "avg")
+                                            False, "avg", "auto", False)
 
 
 def test_inference_skips_the_argmax_but_training_keeps_it(x, rois):

@@ -29,12 +29,34 @@ def c_round(x, dt):
     return tirx.if_then_else(T.fabs(x) >= big, x, rounded)
 
 
-def sample_grid(extent, pooled: int, sampling_ratio: int, dt):
+def sample_grid(extent, pooled: int, sampling_ratio: int, dt, itype="int64"):
     """Samples per bin along one axis: fixed, or adaptive ceil(extent / pooled), never < 0."""
     if sampling_ratio > 0:
-        return tirx.const(sampling_ratio, "int64")
-    adaptive = T.Cast("int64", T.ceil(extent / tirx.const(pooled, dt)))
-    return T.max(adaptive, tirx.const(0, "int64"))
+        return tirx.const(sampling_ratio, itype)
+    adaptive = T.Cast(itype, T.ceil(extent / tirx.const(pooled, dt)))
+    return T.max(adaptive, tirx.const(0, itype))
+
+
+def sample_pos(start, bin_size, grid, s, dt):
+    """Coordinate of sample s along one axis: bin s // grid, sub-sample s % grid."""
+    return (start + T.Cast(dt, s // grid) * bin_size
+            + (T.Cast(dt, s % grid) + tirx.const(0.5, dt)) * bin_size / T.Cast(dt, grid))
+
+
+def axis_corners(pos, limit, dt, itype="int64"):
+    """(low, high, low weight, high weight) of one sample coordinate on an axis of `limit` pixels.
+
+    Both weights are zero where the sample falls outside [-1, limit] (torchvision
+    skips the sample there); at the last pixel the edge value is read alone.
+    """
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    inside = tirx.all(pos >= -one, pos <= T.Cast(dt, limit))
+    clamped = T.max(pos, zero)
+    low = T.min(T.Cast(itype, clamped), limit - 1)
+    frac = T.if_then_else(low >= limit - 1, zero, clamped - T.Cast(dt, low))
+    high = T.min(low + 1, limit - 1)
+    return (low, high, T.if_then_else(inside, one - frac, zero), T.if_then_else(inside, frac, zero))
 
 
 def axis_table_macro(dt: str):
@@ -44,26 +66,14 @@ def axis_table_macro(dt: str):
     `base + 2*s` and `base + 2*s + 1`: the low and high corner indices times
     `stride` (int32: a row*W + col offset), and their weights times `scale` (zeroed outside [-1, limit]).
     """
-    zero = tirx.const(0.0, dt)
-    one = tirx.const(1.0, dt)
-    half = tirx.const(0.5, dt)
 
     @T.macro
     def fill(itab, ftab, row, base, count, start, bin_size, grid, limit, stride, scale):
         for s in range(count):
-            pos = (
-                start
-                + T.Cast(dt, s // grid) * bin_size
-                + (T.Cast(dt, s % grid) + half) * bin_size / T.Cast(dt, grid)
-            )
-            inside = pos >= -one and pos <= T.Cast(dt, limit)
-            clamped = T.max(pos, zero)
-            low = T.min(T.Cast("int64", clamped), limit - 1)
-            # At the last row/column torchvision reads the edge value alone.
-            frac = T.if_then_else(low >= limit - 1, zero, clamped - T.Cast(dt, low))
+            low, high, w_low, w_high = T.meta_var(axis_corners(sample_pos(start, bin_size, grid, s, dt), limit, dt))
             itab[row, base + 2 * s] = T.Cast("int32", low * stride)
-            itab[row, base + 2 * s + 1] = T.Cast("int32", T.min(low + 1, limit - 1) * stride)
-            ftab[row, base + 2 * s] = T.if_then_else(inside, (one - frac) * scale, zero)
-            ftab[row, base + 2 * s + 1] = T.if_then_else(inside, frac * scale, zero)
+            itab[row, base + 2 * s + 1] = T.Cast("int32", high * stride)
+            ftab[row, base + 2 * s] = w_low * scale
+            ftab[row, base + 2 * s + 1] = w_high * scale
 
     return fill

@@ -1,8 +1,13 @@
 """Generic PyTorch registration: a spec class → `torch.ops.roigen.<op>` and `<op>_backward`.
 
 The schema is derived from the spec's `op_param` fields, so an op is declared
-once.  Each op gets a CPU kernel, a fake kernel (shapes only, for
+once.  Each op gets CPU and CUDA kernels, a fake kernel (shapes only, for
 torch.compile and FakeTensor) and autograd that calls the backward op.
+
+Every forward also takes `target` ("auto": the host CPU for CPU tensors, the
+device's CUDA target for CUDA tensors; or a target name such as "vulkan",
+which takes CPU tensors) and `deterministic` (GPU backward without atomics;
+also chosen by `torch.use_deterministic_algorithms(True)`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import torch
 
 from ..runtime import channels_last
 from ..specs import SPECS, OpSpec
+from ..target import Target, cuda_name, resolve, runnable_here
 from ._checks import boxes_to_rois, check_input, check_rois, dtype_name
 
 NAMESPACE = "roigen"
@@ -23,9 +29,31 @@ def _params_schema(spec_cls: type[OpSpec]) -> str:
     return ", ".join(f"{f.metadata['schema']} {f.name}" for f in spec_cls.op_fields())
 
 
-def _spec(spec_cls, values, dtype, is_channels_last: bool) -> OpSpec:
+def _spec(spec_cls, values, dtype, is_channels_last: bool, target: Target | None = None) -> OpSpec:
+    # GPU kernels read NHWC whatever the input's layout (runtime converts).
+    nhwc = (target is not None and target.family == "gpu") or (is_channels_last and spec_cls.packed)
     return spec_cls(**dict(zip(_PARAM_NAMES[spec_cls], values)), dtype=dtype_name(dtype),
-                    layout="NHWC" if is_channels_last and spec_cls.packed else "NCHW")
+                    layout="NHWC" if nhwc else "NCHW")
+
+
+def select_target(name: str, device: torch.device) -> Target:
+    """The target that runs an op on tensors of `device`; clear errors where none can."""
+    if device.type == "cuda":
+        target = resolve(cuda_name(torch.cuda.get_device_capability(device)) if name == "auto" else name)
+        if target.runtime != "cuda":
+            raise ValueError(f"target {name!r} does not run CUDA tensors; move the input to the CPU "
+                             "or pass a CUDA target")
+        return target
+    if device.type != "cpu":
+        raise ValueError(f"input is on {device}: roigen runs CPU tensors (CPU or Vulkan targets) "
+                         "and CUDA tensors")
+    target = resolve("host" if name == "auto" else name)
+    if target.runtime == "cuda":
+        raise ValueError(f"target {name!r} runs CUDA tensors, but input is on the CPU")
+    if target.runtime == "llvm" and not runnable_here(target):
+        raise ValueError(f"target {name!r} is for another machine; build its kernels with "
+                         "`roigen generate` and run them there")
+    return target
 
 
 def _split(spec_cls, args):
@@ -35,13 +63,18 @@ def _split(spec_cls, args):
     return args[0], None, args[1:]
 
 
+# Trailing forward arguments with defaults, which may come positionally or as keywords.
+_OPTIONS = (("keep_aux", True), ("target", "auto"), ("deterministic", False))
+
+
 def _forward_args(spec_cls, args, kwargs):
-    """(tensor, rois or None, params, keep_aux): keep_aux may come positionally or,
-    having a default, as a keyword."""
+    """(tensor, rois or None, params, options dict)."""
     input, rois, rest = _split(spec_cls, args)
     count = len(_PARAM_NAMES[spec_cls])
-    keep_aux = kwargs.get("keep_aux", rest[count] if len(rest) > count else True)
-    return input, rois, tuple(rest[:count]), keep_aux
+    given = rest[count:]
+    options = {key: kwargs.get(key, given[i] if i < len(given) else default)
+               for i, (key, default) in enumerate(_OPTIONS)}
+    return input, rois, tuple(rest[:count]), options
 
 
 def register(spec_cls: type[OpSpec]) -> None:
@@ -52,51 +85,52 @@ def register(spec_cls: type[OpSpec]) -> None:
     rois_arg = "Tensor rois, " if spec_cls.takes_boxes else ""
     # keep_aux=False (inference: no gradient will be asked for) skips writing the
     # argmax tensor some ops keep for backward, as large as the output itself.
-    torch.library.define(qualname, f"(Tensor input, {rois_arg}{params}, bool keep_aux=True) -> (Tensor, Tensor)",
-                         lib=_LIB)
+    torch.library.define(qualname, f"(Tensor input, {rois_arg}{params}, bool keep_aux=True, "
+                         'str target="auto", bool deterministic=False) -> (Tensor, Tensor)', lib=_LIB)
     torch.library.define(
         backward_qualname,
         f"(Tensor grad, {rois_arg}Tensor aux, SymInt batch, SymInt channels, SymInt height, "
-        f"SymInt width, bool channels_last, {params}) -> Tensor",
+        f"SymInt width, bool channels_last, {params}, str target, bool deterministic) -> Tensor",
         lib=_LIB,
     )
 
-    @torch.library.impl(qualname, "CPU", lib=_LIB)
-    def forward_cpu(*args, **kwargs):
+    def forward_impl(*args, **kwargs):
         from ..build import build
 
-        input, rois, values, keep_aux = _forward_args(spec_cls, args, kwargs)
+        input, rois, values, options = _forward_args(spec_cls, args, kwargs)
         check_input(input)
         if rois is not None:
             check_rois(rois, input)
+        target = select_target(options["target"], input.device)
         nhwc = channels_last(input)
-        spec = _spec(spec_cls, values, input.dtype, nhwc)
+        spec = _spec(spec_cls, values, input.dtype, nhwc, target)
         spec.check_input_shape(input.shape)
-        kernels = build(spec)
+        kernels = build(spec, target)
         x = input.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
-        out, aux = kernels.forward(x, None if rois is None else rois.to(kernels.dtype).contiguous(), keep_aux)
+        boxes = None if rois is None else rois.to(kernels.dtype).contiguous()
+        out, aux = kernels.forward(x, boxes, options["keep_aux"])
         return out.to(input.dtype), aux
 
     @torch.library.register_fake(qualname, lib=_LIB)
     def forward_fake(*args, **kwargs):
-        input, rois, values, keep_aux = _forward_args(spec_cls, args, kwargs)
+        input, rois, values, options = _forward_args(spec_cls, args, kwargs)
         torch._check(input.dim() == 4, lambda: f"input must be 4-D, got {input.dim()}-D")
         if rois is not None:
             torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "boxes must be a Tensor[K, 5]")
         spec = _spec(spec_cls, values, input.dtype, False)
         rows = rois.shape[0] if rois is not None else input.shape[0]
         shape = spec.output_shape(input.shape, rows)
-        aux = math.prod(shape) if spec.aux_outputs and keep_aux else 0
+        aux = math.prod(shape) if spec.aux_outputs and options["keep_aux"] else 0
         return input.new_empty(shape), input.new_empty((aux,), dtype=torch.int32)
 
-    @torch.library.impl(backward_qualname, "CPU", lib=_LIB)
-    def backward_cpu(*args):
+    def backward_impl(*args):
         from ..build import build
 
         grad, rois, rest = _split(spec_cls, args)
-        aux, batch, channels, height, width, is_channels_last, *values = rest
-        spec = _spec(spec_cls, values, grad.dtype, is_channels_last)
+        aux, batch, channels, height, width, is_channels_last, *values, target_name, deterministic = rest
+        target = select_target(target_name, grad.device)
+        spec = _spec(spec_cls, values, grad.dtype, is_channels_last, target)
         rows = batch if rois is None else rois.shape[0]
         out_shape = spec.output_shape((batch, channels, height, width), rows)
         if tuple(grad.shape) != out_shape:
@@ -104,12 +138,21 @@ def register(spec_cls: type[OpSpec]) -> None:
         if spec.aux_outputs and aux.numel() != math.prod(out_shape):  # the kernel would read past it
             raise ValueError(f"aux holds {aux.numel()} values, expected {math.prod(out_shape)}: "
                              "the forward ran with keep_aux=False")
-        kernels = build(spec)
+        kernels = build(spec, target)
         rois = None if rois is None else rois.to(kernels.dtype).contiguous()
-        grad_input = kernels.backward(grad.to(kernels.dtype).contiguous(), rois, aux.contiguous(),
-                                      (batch, channels, height, width))
+        shape = (batch, channels, height, width)
+        grad = grad.to(kernels.dtype).contiguous()
+        if target.family == "gpu":
+            deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
+            grad_input = kernels.backward(grad, rois, aux.contiguous(), shape, deterministic)
+        else:  # the CPU backward is deterministic by construction
+            grad_input = kernels.backward(grad, rois, aux.contiguous(), shape)
         fmt = torch.channels_last if is_channels_last else torch.contiguous_format
         return grad_input.to(grad.dtype).contiguous(memory_format=fmt)
+
+    for key in ("CPU", "CUDA"):
+        torch.library.impl(qualname, key, forward_impl, lib=_LIB)
+        torch.library.impl(backward_qualname, key, backward_impl, lib=_LIB)
 
     @torch.library.register_fake(backward_qualname, lib=_LIB)
     def backward_fake(*args):
@@ -120,7 +163,7 @@ def register(spec_cls: type[OpSpec]) -> None:
                            memory_format=fmt)
 
     def setup_context(ctx, inputs, output):
-        input, rois, values, _ = _forward_args(spec_cls, inputs, {})
+        input, rois, values, options = _forward_args(spec_cls, inputs, {})
         # Otherwise autograd fills a zero "gradient" for the int32 aux output on
         # every backward (43 MB for spp_window: most of its backward time).
         ctx.set_materialize_grads(False)
@@ -128,6 +171,7 @@ def register(spec_cls: type[OpSpec]) -> None:
         ctx.input_shape = tuple(input.shape)
         ctx.channels_last = channels_last(input)
         ctx.values = values
+        ctx.options = (options["target"], options["deterministic"])
         # keep_aux is True whenever a gradient can flow (see call()).
         ctx.grads_count = len(inputs)
 
@@ -135,13 +179,15 @@ def register(spec_cls: type[OpSpec]) -> None:
         if grad_output is None:
             return (None,) * ctx.grads_count
         op = getattr(torch.ops.roigen, f"{name}_backward")
-        grad_input = op(grad_output, *ctx.saved_tensors, *ctx.input_shape, ctx.channels_last, *ctx.values)
+        grad_input = op(grad_output, *ctx.saved_tensors, *ctx.input_shape, ctx.channels_last, *ctx.values,
+                        *ctx.options)
         return (grad_input,) + (None,) * (ctx.grads_count - 1)
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=_LIB)
 
 
-def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, **params) -> torch.Tensor:
+def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, *, target: str = "auto",
+         deterministic: bool = False, **params) -> torch.Tensor:
     """Run an op on tensors through the dispatcher (autograd, compile, fake).
 
     `params` are the spec's op fields.  Eager calls validate them up front by
@@ -150,6 +196,10 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, **params) -> torch.
     """
     if not torch.compiler.is_compiling():
         spec_cls(**params)
+        if not isinstance(deterministic, bool):
+            raise TypeError(f"deterministic must be bool, got {deterministic!r}")
+        if not isinstance(target, str):
+            raise TypeError(f"target must be a target name, got {target!r}")
     check_input(input)
     args = [input]
     if spec_cls.takes_boxes:
@@ -158,7 +208,7 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, **params) -> torch.
         args.append(rois)
     keep_aux = torch.is_grad_enabled() and input.requires_grad
     op = getattr(torch.ops.roigen, spec_cls.name)
-    out, _ = op(*args, *(params[n] for n in _PARAM_NAMES[spec_cls]), keep_aux)
+    out, _ = op(*args, *(params[n] for n in _PARAM_NAMES[spec_cls]), keep_aux, target, deterministic)
     return out
 
 

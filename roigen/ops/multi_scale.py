@@ -33,40 +33,43 @@ def _align_args(output_size, scale, sampling_ratio, aligned):
 
 @torch.library.custom_op("roigen::multi_scale_roi_align", mutates_args=())
 def _multi_scale(features: list[Tensor], rois: Tensor, levels: Tensor, output_size: list[int],
-                 scales: list[float], sampling_ratio: int, aligned: bool) -> Tensor:
+                 scales: list[float], sampling_ratio: int, aligned: bool, target: str = "auto",
+                 deterministic: bool = False) -> Tensor:
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *output_size))
     for level, (feature, scale) in enumerate(zip(features, scales)):
         index = torch.nonzero(levels == level).flatten()
         if len(index):
             part, _ = torch.ops.roigen.roi_align(feature, rois[index],
-                                                 *_align_args(output_size, scale, sampling_ratio, aligned))
+                                                 *_align_args(output_size, scale, sampling_ratio, aligned),
+                                                 True, target, deterministic)
             out[index] = part
     return out
 
 
 @_multi_scale.register_fake
-def _(features, rois, levels, output_size, scales, sampling_ratio, aligned):
+def _(features, rois, levels, output_size, scales, sampling_ratio, aligned, target="auto", deterministic=False):
     return features[0].new_empty((rois.shape[0], features[0].shape[1], *output_size))
 
 
 def _setup_context(ctx, inputs, output):
-    features, rois, levels, output_size, scales, sampling_ratio, aligned = inputs
+    features, rois, levels, output_size, scales, sampling_ratio, aligned, target, deterministic = inputs
     ctx.save_for_backward(rois, levels)
     ctx.shapes = [(tuple(f.shape), channels_last(f), f.dtype) for f in features]
     ctx.args = (output_size, scales, sampling_ratio, aligned)
+    ctx.options = (target, deterministic)
 
 
 def _backward(ctx, grad):
     rois, levels = ctx.saved_tensors
     output_size, scales, sampling_ratio, aligned = ctx.args
-    no_aux = torch.empty(0, dtype=torch.int32)
+    no_aux = torch.empty(0, dtype=torch.int32, device=grad.device)
     grads = []
     for level, ((shape, nhwc, dtype), scale) in enumerate(zip(ctx.shapes, scales)):
         index = torch.nonzero(levels == level).flatten()
         grads.append(torch.ops.roigen.roi_align_backward(
             grad[index].to(dtype), rois[index], no_aux, *shape, nhwc,
-            *_align_args(output_size, scale, sampling_ratio, aligned)))
-    return grads, None, None, None, None, None, None
+            *_align_args(output_size, scale, sampling_ratio, aligned), *ctx.options))
+    return grads, None, None, None, None, None, None, None, None
 
 
 _multi_scale.register_autograd(_backward, setup_context=_setup_context)
@@ -74,7 +77,8 @@ _multi_scale.register_autograd(_backward, setup_context=_setup_context)
 
 def multi_scale_roi_align(features, boxes, output_size, scales, sampling_ratio: int = -1,
                           aligned: bool = False, canonical_scale: float = 224,
-                          canonical_level: int = 4) -> Tensor:
+                          canonical_level: int = 4, *, target: str = "auto",
+                          deterministic: bool = False) -> Tensor:
     """FPN RoIAlign over a pyramid: `features` finest first, `scales` their spatial scales.
 
     Each box goes to level floor(canonical_level + log2(sqrt(area)/canonical_scale) + 1e-6),
@@ -99,7 +103,8 @@ def multi_scale_roi_align(features, boxes, output_size, scales, sampling_ratio: 
     rois = boxes_to_rois(boxes)
     check_rois(rois, features[0], values=False)
     levels = assign_levels(rois, scales, canonical_scale, canonical_level)
-    return _multi_scale(list(features), rois, levels, [ph, pw], scales, sampling_ratio, bool(aligned))
+    return _multi_scale(list(features), rois, levels, [ph, pw], scales, sampling_ratio, bool(aligned),
+                        target, deterministic)
 
 
 def infer_scale(feature: Tensor, original_size) -> float:

@@ -10,19 +10,19 @@ from ._registry import call
 
 
 def ps_roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
-                 sampling_ratio: int = -1) -> Tensor:
+                 sampling_ratio: int = -1, *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """Position-sensitive RoIAlign (torchvision.ops.ps_roi_align): input has
     C_out * PH * PW channels; returns Tensor[K, C_out, PH, PW]."""
     ph, pw = output_size_pair(output_size)
     return call(PSRoIAlignSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,
-                pooled_width=pw, sampling_ratio=sampling_ratio)
+                pooled_width=pw, sampling_ratio=sampling_ratio, target=target, deterministic=deterministic)
 
 
-def ps_roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0) -> Tensor:
+def ps_roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0, *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """Position-sensitive RoIPool, an average per bin (torchvision.ops.ps_roi_pool)."""
     ph, pw = output_size_pair(output_size)
     return call(PSRoIPoolSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,
-                pooled_width=pw)
+                pooled_width=pw, target=target, deterministic=deterministic)
 
 
 class PSRoIAlign(nn.Module):

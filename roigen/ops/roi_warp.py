@@ -10,12 +10,12 @@ from ._registry import call
 
 
 def roi_warp(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
-             sampling_ratio: int = -1, mode: str = "avg") -> Tensor:
+             sampling_ratio: int = -1, mode: str = "avg", *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """RoIWarp: box corners rounded to the grid (C round), then RoIAlign's bins and
     bilinear samples (`mode` "avg" or "max").  Returns Tensor[K, C, PH, PW]."""
     ph, pw = output_size_pair(output_size)
     return call(RoIWarpSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,
-                pooled_width=pw, sampling_ratio=sampling_ratio, mode=mode)
+                pooled_width=pw, sampling_ratio=sampling_ratio, mode=mode, target=target, deterministic=deterministic)
 
 
 class RoIWarp(nn.Module):

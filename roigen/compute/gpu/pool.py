@@ -1,0 +1,303 @@
+"""Max- and average-pooling over integer bins on GPUs: roi_pool, roi_spp, ps_roi_pool.
+
+One thread per output element.  A bin's geometry is a handful of integer
+operations on its box, less than a shared-memory round trip would cost, so
+each thread computes its own.  roi_pool and roi_spp put channels innermost
+(a warp reads one pixel's channels: coalesced on NHWC); ps_roi_pool puts bins
+innermost, where consecutive bins read consecutive input channels.
+
+The deterministic backward runs one thread per (image, input channel), walking
+that image's boxes in order (no atomics); backward_atomic (CUDA) scatters from
+each output element.  `aux` (roi_pool, roi_spp): each bin's first maximum as
+the pixel index h*W + w, -1 for an empty bin, as torchvision's argmax.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from ..roi_pool import pick
+from ..sampling import c_round
+
+I32 = "int32"
+# torchvision starts every max bin at -FLT_MAX, whatever the dtype.
+LOWEST = -3.4028234663852886e38
+
+
+def roi_pool_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
+    return pool_family(spec, sched, ((spec.pooled_height, spec.pooled_width),))
+
+
+def roi_spp_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
+    return pool_family(spec, sched, spec.grids)
+
+
+def _snapped(rois, k, col, scale, dt):
+    return T.Cast(I32, c_round(rois[k, col] * scale, dt))
+
+
+def _bin_edge(first, size, pooled, index, rounding, limit, dt):
+    """Edge of bin `index` of `pooled` over `size` pixels from `first` (float bins, as
+    torchvision), clipped to [0, limit]."""
+    edge = T.Cast(I32, rounding(T.Cast(dt, index) * (T.Cast(dt, size) / T.Cast(dt, pooled))))
+    return T.min(T.max(edge + first, tirx.const(0, I32)), limit)
+
+
+def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
+    """A pyramid of RoIPool grids: out (K, D), for each grid in order C channels of GH*GW bins."""
+    dt = spec.compute_dtype
+    TPB = sched.threads
+    S = sum(gh * gw for gh, gw in grids)
+    offsets = [sum(gh * gw for gh, gw in grids[:i]) for i in range(len(grids))]
+    scale = tirx.const(spec.spatial_scale, dt)
+    zero = tirx.const(0.0, dt)
+    one_i = tirx.const(1, I32)
+
+    def level(b):
+        expr = tirx.const(0, I32)
+        for off in offsets[1:]:
+            expr = expr + T.Cast(I32, b >= off)
+        return expr
+
+    def GH(lv):
+        return pick(lv, [g[0] for g in grids], I32)
+
+    def GW(lv):
+        return pick(lv, [g[1] for g in grids], I32)
+
+    def OFF(lv):
+        return pick(lv, offsets, I32)
+
+    def size(rois, k, col):
+        return T.max(_snapped(rois, k, col + 2, scale, dt) - _snapped(rois, k, col, scale, dt) + one_i, one_i)
+
+    @T.prim_func
+    def forward(x_h: T.handle, r_h: T.handle, o_h: T.handle, a_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int32()
+        H = T.int32()
+        W = T.int32()
+        C = T.int32()
+        K = T.int32()
+        D = T.int32()
+        A = T.int32()
+        x = T.match_buffer(x_h, (N, H, W, C), dt)
+        rois = T.match_buffer(r_h, (K, 5), dt)
+        out = T.match_buffer(o_h, (K, D), dt)
+        aux = T.match_buffer(a_h, (A,), I32)
+        for blk in T.thread_binding((K * S * C + TPB - 1) // TPB, thread="blockIdx.x"):
+            for t in T.thread_binding(TPB, thread="threadIdx.x"):
+                acc = T.alloc_buffer((1,), dt, scope="local")
+                arg = T.alloc_buffer((1,), I32, scope="local")
+                if blk * TPB + t < K * S * C:
+                    c = (blk * TPB + t) % C
+                    b = (blk * TPB + t) // C % S
+                    k = (blk * TPB + t) // (C * S)
+                    lv = level(b)
+                    gh = GH(lv)
+                    gw = GW(lv)
+                    q = b - OFF(lv)
+                    n = T.Cast(I32, rois[k, 0])
+                    y1 = _snapped(rois, k, 2, scale, dt)
+                    x1 = _snapped(rois, k, 1, scale, dt)
+                    hs = _bin_edge(y1, size(rois, k, 2), gh, q // gw, T.floor, H, dt)
+                    he = _bin_edge(y1, size(rois, k, 2), gh, q // gw + 1, T.ceil, H, dt)
+                    ws = _bin_edge(x1, size(rois, k, 1), gw, q % gw, T.floor, W, dt)
+                    we = _bin_edge(x1, size(rois, k, 1), gw, q % gw + 1, T.ceil, W, dt)
+                    acc[0] = tirx.const(LOWEST, dt)
+                    arg[0] = -1
+                    for h in range(hs, he):
+                        for w in range(ws, we):
+                            if x[n, h, w, c] > acc[0]:
+                                acc[0] = x[n, h, w, c]
+                                arg[0] = h * W + w
+                    out[k, OFF(lv) * C + c * gh * gw + q] = T.Select(he <= hs or we <= ws, zero, acc[0])
+                    if A > 0:
+                        aux[k * D + OFF(lv) * C + c * gh * gw + q] = arg[0]
+
+    @T.prim_func
+    def backward(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int32()
+        H = T.int32()
+        W = T.int32()
+        C = T.int32()
+        K = T.int32()
+        D = T.int32()
+        A = T.int32()
+        grad = T.match_buffer(g_h, (K, D), dt)
+        rois = T.match_buffer(r_h, (K, 5), dt)
+        aux = T.match_buffer(a_h, (A,), I32)
+        grad_input = T.match_buffer(gi_h, (N, H, W, C), dt)
+        for blk in T.thread_binding((N * C + TPB - 1) // TPB, thread="blockIdx.x"):
+            for t in T.thread_binding(TPB, thread="threadIdx.x"):
+                if blk * TPB + t < N * C:
+                    n = (blk * TPB + t) // C
+                    c = (blk * TPB + t) % C
+                    for k in range(K):
+                        if T.Cast(I32, rois[k, 0]) == n:
+                            for b in range(S):
+                                lv = level(b)
+                                j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
+                                a = aux[k * D + j]
+                                if a >= 0:
+                                    grad_input[n, a // W, a % W, c] += grad[k, j]
+
+    kernels = {"forward": forward, "backward": backward}
+    if not sched.atomics:
+        return kernels
+
+    @T.prim_func
+    def backward_atomic(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int32()
+        H = T.int32()
+        W = T.int32()
+        C = T.int32()
+        K = T.int32()
+        D = T.int32()
+        A = T.int32()
+        grad = T.match_buffer(g_h, (K, D), dt)
+        rois = T.match_buffer(r_h, (K, 5), dt)
+        aux = T.match_buffer(a_h, (A,), I32)
+        grad_input = T.match_buffer(gi_h, (N, H, W, C), dt)
+        for blk in T.thread_binding((K * S * C + TPB - 1) // TPB, thread="blockIdx.x"):
+            for t in T.thread_binding(TPB, thread="threadIdx.x"):
+                if blk * TPB + t < K * S * C:
+                    c = (blk * TPB + t) % C
+                    b = (blk * TPB + t) // C % S
+                    k = (blk * TPB + t) // (C * S)
+                    lv = level(b)
+                    j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
+                    a = aux[k * D + j]
+                    if a >= 0:
+                        T.evaluate(T.cuda.atomic_add(
+                            T.address_of(grad_input[T.Cast(I32, rois[k, 0]), a // W, a % W, c]), grad[k, j]))
+
+    kernels["backward_atomic"] = backward_atomic
+    return kernels
+
+
+def ps_roi_pool_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
+    """torchvision's ps_roi_pool: bins of the snapped box (size >= 1, no +1) clipped to
+    [0, H-1) x [0, W-1) as its forward, averaged; the true gradient of that."""
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    TPB = sched.threads
+    scale = tirx.const(spec.spatial_scale, dt)
+    zero = tirx.const(0.0, dt)
+    one_i = tirx.const(1, I32)
+
+    def size(rois, k, col):
+        return T.max(_snapped(rois, k, col + 2, scale, dt) - _snapped(rois, k, col, scale, dt), one_i)
+
+    @T.macro
+    def region(bounds, rois, k, b, H, W):
+        """Fill bounds with the bin's [hs, he) x [ws, we)."""
+        bounds[0] = _bin_edge(_snapped(rois, k, 2, scale, dt), size(rois, k, 2), PH, b // PW, T.floor, H - 1, dt)
+        bounds[1] = _bin_edge(_snapped(rois, k, 2, scale, dt), size(rois, k, 2), PH, b // PW + 1, T.ceil, H - 1, dt)
+        bounds[2] = _bin_edge(_snapped(rois, k, 1, scale, dt), size(rois, k, 1), PW, b % PW, T.floor, W - 1, dt)
+        bounds[3] = _bin_edge(_snapped(rois, k, 1, scale, dt), size(rois, k, 1), PW, b % PW + 1, T.ceil, W - 1, dt)
+
+    def area(bounds):
+        return T.Cast(dt, (bounds[1] - bounds[0]) * (bounds[3] - bounds[2]))
+
+    def nonempty(bounds):
+        return tirx.all(bounds[1] > bounds[0], bounds[3] > bounds[2])
+
+    @T.prim_func
+    def forward(x_h: T.handle, r_h: T.handle, o_h: T.handle, a_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int32()
+        H = T.int32()
+        W = T.int32()
+        CI = T.int32()
+        K = T.int32()
+        CO = T.int32()
+        A = T.int32()
+        x = T.match_buffer(x_h, (N, H, W, CI), dt)
+        rois = T.match_buffer(r_h, (K, 5), dt)
+        out = T.match_buffer(o_h, (K, CO, P), dt)
+        T.match_buffer(a_h, (A,), I32)  # no aux: an average needs none
+        for blk in T.thread_binding((K * CO * P + TPB - 1) // TPB, thread="blockIdx.x"):
+            for t in T.thread_binding(TPB, thread="threadIdx.x"):
+                bounds = T.alloc_buffer((4,), I32, scope="local")
+                acc = T.alloc_buffer((1,), dt, scope="local")
+                if blk * TPB + t < K * CO * P:
+                    b = (blk * TPB + t) % P
+                    c = (blk * TPB + t) // P % CO
+                    k = (blk * TPB + t) // (P * CO)
+                    n = T.Cast(I32, rois[k, 0])
+                    region(bounds, rois, k, b, H, W)
+                    acc[0] = zero
+                    for h in range(bounds[0], bounds[1]):
+                        for w in range(bounds[2], bounds[3]):
+                            acc[0] = acc[0] + x[n, h, w, c * P + b]
+                    out[k, c, b] = T.Select(nonempty(bounds), acc[0] / area(bounds), zero)
+
+    @T.prim_func
+    def backward(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int32()
+        H = T.int32()
+        W = T.int32()
+        CI = T.int32()
+        K = T.int32()
+        CO = T.int32()
+        A = T.int32()
+        grad = T.match_buffer(g_h, (K, CO, P), dt)
+        rois = T.match_buffer(r_h, (K, 5), dt)
+        T.match_buffer(a_h, (A,), I32)
+        grad_input = T.match_buffer(gi_h, (N, H, W, CI), dt)
+        for blk in T.thread_binding((N * CI + TPB - 1) // TPB, thread="blockIdx.x"):
+            for t in T.thread_binding(TPB, thread="threadIdx.x"):
+                bounds = T.alloc_buffer((4,), I32, scope="local")
+                if blk * TPB + t < N * CI:
+                    n = (blk * TPB + t) // CI
+                    ci = (blk * TPB + t) % CI
+                    for k in range(K):
+                        if T.Cast(I32, rois[k, 0]) == n:
+                            region(bounds, rois, k, ci % P, H, W)
+                            if nonempty(bounds):
+                                gv = grad[k, ci // P, ci % P] / area(bounds)
+                                for h in range(bounds[0], bounds[1]):
+                                    for w in range(bounds[2], bounds[3]):
+                                        grad_input[n, h, w, ci] += gv
+
+    kernels = {"forward": forward, "backward": backward}
+    if not sched.atomics:
+        return kernels
+
+    @T.prim_func
+    def backward_atomic(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int32()
+        H = T.int32()
+        W = T.int32()
+        CI = T.int32()
+        K = T.int32()
+        CO = T.int32()
+        A = T.int32()
+        grad = T.match_buffer(g_h, (K, CO, P), dt)
+        rois = T.match_buffer(r_h, (K, 5), dt)
+        T.match_buffer(a_h, (A,), I32)
+        grad_input = T.match_buffer(gi_h, (N, H, W, CI), dt)
+        for blk in T.thread_binding((K * CO * P + TPB - 1) // TPB, thread="blockIdx.x"):
+            for t in T.thread_binding(TPB, thread="threadIdx.x"):
+                bounds = T.alloc_buffer((4,), I32, scope="local")
+                if blk * TPB + t < K * CO * P:
+                    b = (blk * TPB + t) % P
+                    c = (blk * TPB + t) // P % CO
+                    k = (blk * TPB + t) // (P * CO)
+                    region(bounds, rois, k, b, H, W)
+                    if nonempty(bounds):
+                        gv = grad[k, c, b] / area(bounds)
+                        for h in range(bounds[0], bounds[1]):
+                            for w in range(bounds[2], bounds[3]):
+                                T.evaluate(T.cuda.atomic_add(
+                                    T.address_of(grad_input[T.Cast(I32, rois[k, 0]), h, w, c * P + b]), gv))
+
+    kernels["backward_atomic"] = backward_atomic
+    return kernels

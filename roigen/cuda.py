@@ -1,0 +1,114 @@
+"""CUDA: TVM's CUDA source compiled by nvcc to a cubin, with ptxas's resource report.
+
+TVM 0.27 keeps the CUDA *source* in the exported library and compiles it when
+the library is loaded, through the `tvm_callback_cuda_compile` hook (NVRTC by
+default, which needs the cuda-bindings package).  roigen compiles at build
+time instead, with the nvcc on PATH, keeping `-Xptxas -v`'s report
+(registers, spills, shared memory per kernel) and the cubin beside the
+library; at load time its hook hands the runtime that prebuilt cubin,
+matched by the source's sha256, so nothing compiles on the GPU machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_FUNCTION = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
+_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers")
+_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+# TVM's own ptxas options (tvm.support.nvcc).
+_PTXAS = ["-Xptxas", "-v,--register-usage-level=10,--warn-on-local-memory-usage"]
+# Unused temporaries in TVM's generated code (declared but never referenced).
+_QUIET = ["-diag-suppress", "177,550"]
+
+
+class NvccMissing(RuntimeError):
+    pass
+
+
+@dataclass
+class CudaBuild:
+    """What nvcc made of TVM's CUDA source: the source, the cubin and ptxas's report."""
+
+    source: str = ""
+    cubin: bytes = b""
+    report: str = ""
+    resources: dict = field(default_factory=dict)
+
+
+def parse_report(text: str) -> dict:
+    """ptxas -v output → {kernel: {arch, registers, spill_stores, spill_loads, stack, shared}}."""
+    found: dict[str, dict] = {}
+    current = None
+    for line in text.splitlines():
+        if m := _FUNCTION.search(line):
+            current = found.setdefault(m.group(1), {"arch": m.group(2), "registers": 0, "spill_stores": 0,
+                                                    "spill_loads": 0, "stack": 0, "shared": 0})
+        elif current is not None and (m := _FRAME.search(line)):
+            current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        elif current is not None and (m := _USED.search(line)):
+            current["registers"] = int(m.group(1))
+            if s := _SMEM.search(line):
+                current["shared"] = int(s.group(1))
+    return found
+
+
+def nvcc(code: str, arch: str, registers: int = 255) -> CudaBuild:
+    """Compile CUDA C to a cubin for `arch` (e.g. "sm_90"), at most `registers` per thread."""
+    exe = shutil.which("nvcc")
+    if exe is None:
+        raise NvccMissing("CUDA targets compile with nvcc, which is not on PATH (install the CUDA toolkit)")
+    with tempfile.TemporaryDirectory(prefix="roigen-nvcc-") as tmp:
+        src, out = Path(tmp) / "kernels.cu", Path(tmp) / "kernels.cubin"
+        src.write_text(code)
+        run = subprocess.run([exe, "--cubin", "-O3", f"-arch={arch}", f"-maxrregcount={registers}", *_PTXAS, *_QUIET, "-o", str(out), str(src)],
+                             capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"nvcc failed for {arch}:\n{run.stderr[-4000:]}")
+        return CudaBuild(source=code, cubin=out.read_bytes(), report=run.stderr,
+                         resources=parse_report(run.stderr))
+
+
+# sha256 of a CUDA source → its prebuilt cubin, for the load-time hook.
+_PREBUILT: dict[str, bytes] = {}
+
+
+def source_of(executable) -> str:
+    """The CUDA C of a compiled module (its one CUDA import)."""
+    return executable.mod.imports[0].inspect_source()
+
+
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def provide_cubin(code: str, cubin: bytes) -> None:
+    """Let the next load of a library holding `code` use `cubin` instead of compiling."""
+    _PREBUILT[_digest(code)] = cubin
+    _install_hook()
+
+
+@functools.cache
+def _install_hook() -> None:
+    import tvm_ffi
+
+    def load_time_compile(code):
+        cubin = _PREBUILT.get(_digest(code))
+        if cubin is None:  # not built by roigen: compile for this GPU
+            import torch
+
+            major, minor = torch.cuda.get_device_capability()
+            cubin = nvcc(code, f"sm_{major}{minor}").cubin
+        return bytearray(cubin)
+
+    tvm_ffi.register_global_func("tvm_callback_cuda_compile", load_time_compile, override=True)

@@ -1,0 +1,37 @@
+"""The GPU schedule (CUDA and Vulkan): thread-block size, sample-table size, atomics.
+
+The compute (`roigen.compute.gpu`) maps threads over output elements with
+channels innermost; what the target decides is how many threads share a
+block (its limit, capped at 256: more gives no occupancy here and a block of
+one bin's channels rarely has more), how many samples per axis a block's
+shared table holds, and whether float atomics may scatter the backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Threads per block are a multiple of the 32-wide warp (NVIDIA) / subgroup.
+_BLOCK_CAP = 256
+# Samples per axis in one shared-memory table fill; the adaptive grid of a
+# typical box (FPN levels: 2-4) fits in one, and larger grids loop.
+_TABLE = 32
+# 32-bit registers per SM on every CUDA architecture since Kepler.
+_REGISTER_FILE = 65536
+
+
+@dataclass(frozen=True)
+class GpuSchedule:
+    threads: int  # threads per block
+    table: int  # sample-table slots per axis (<= threads: one thread fills one slot)
+    atomics: bool  # whether backward_atomic is built
+    registers: int  # per-thread register cap (CUDA): room for two resident blocks per SM
+
+
+def schedule(spec, target) -> GpuSchedule:
+    threads = min(_BLOCK_CAP, int(target.fact("max_threads_per_block")))
+    # ptxas left to itself capped the forward at 48 registers and spilled;
+    # two 256-thread blocks per SM leave 128 (of 64K registers) to each thread.
+    registers = min(255, _REGISTER_FILE // (2 * threads))
+    return GpuSchedule(threads=threads, table=min(_TABLE, threads), atomics=bool(target.fact("atomics")),
+                       registers=registers)
