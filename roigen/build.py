@@ -62,23 +62,24 @@ def _check_dtype(spec, target: Target) -> None:
                         "WGSL has no 64-bit floats; pass float32 (or a half type)")
 
 
-def compile_kernels(spec, target: Target):
-    """Compile with TVM: (executable, funcs, extra files by suffix)."""
+def compile_funcs(funcs: dict, target: Target, sched):
+    """Compile named PrimFuncs with TVM: (executable, extra files by suffix).
+
+    CUDA: the CUDA C, nvcc's cubin and ptxas's report; Vulkan: the launch
+    artifact (roigen.vulkan).
+    """
     import tvm
 
-    from roigen.schedules import schedule_for
+    from .lower import as_module
 
-    from .lower import as_module, kernel_funcs
-
-    funcs = kernel_funcs(spec, target, schedule_for(spec, target))
     mod = as_module(funcs)
     if target.runtime == "cuda":
         from . import cuda
 
         executable = tvm.compile(mod, target=target.tvm_target)
-        build = cuda.nvcc(cuda.source_of(executable), target.tvm["arch"], schedule_for(spec, target).registers)
-        return executable, funcs, {".cu": build.source, ".cubin": build.cubin, ".ptxas.txt": build.report,
-                                   ".ptxas.json": json.dumps(build.resources, indent=2, sort_keys=True)}
+        build = cuda.nvcc(cuda.source_of(executable), target.tvm["arch"], sched.registers)
+        return executable, {".cu": build.source, ".cubin": build.cubin, ".ptxas.txt": build.report,
+                            ".ptxas.json": json.dumps(build.resources, indent=2, sort_keys=True)}
     if target.runtime == "wgpu":
         from . import vulkan
 
@@ -86,8 +87,25 @@ def compile_kernels(spec, target: Target):
         # Vulkan launcher can name (CSE hoists host-computed temporaries).
         with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}):
             executable = tvm.compile(mod, target=target.tvm_target)
-        return executable, funcs, {".wgsl.json": vulkan.dumps(vulkan.artifact(executable, funcs))}
-    return tvm.compile(mod, target=target.tvm_target), funcs, {}
+        return executable, {".wgsl.json": vulkan.dumps(vulkan.artifact(executable, funcs))}
+    return tvm.compile(mod, target=target.tvm_target), {}
+
+
+def export(executable, target: Target, path) -> None:
+    """Write the shared library, linked by the target's cross compiler where it names one."""
+    executable.export_library(str(path), **({"cc": target.cc} if target.cc else {}))
+
+
+def compile_kernels(spec, target: Target):
+    """Compile one spec's kernels: (executable, funcs, extra files by suffix)."""
+    from roigen.schedules import schedule_for
+
+    from .lower import kernel_funcs
+
+    sched = schedule_for(spec, target)
+    funcs = kernel_funcs(spec, target, sched)
+    executable, files = compile_funcs(funcs, target, sched)
+    return executable, funcs, files
 
 
 def ensure_built(spec, target) -> str:
@@ -99,7 +117,8 @@ def ensure_built(spec, target) -> str:
     artifact = ".wgsl.json" if target.runtime == "wgpu" else ".so"
     if not cache.path(name, artifact).exists():
         executable, _, files = compile_kernels(spec, target)
-        cache.store(name, describe(spec, target), None if target.runtime == "wgpu" else executable, files)
+        library = None if target.runtime == "wgpu" else (lambda tmp: export(executable, target, tmp))
+        cache.store(name, describe(spec, target), library, files)
     return name
 
 

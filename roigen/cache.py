@@ -76,10 +76,11 @@ def load_json(name: str, suffix: str):
         return None
 
 
-def store(name: str, meta: dict, executable=None, files: dict | None = None) -> None:
-    """Write an entry: the exported library (if any), extra files by suffix, then the key."""
-    if executable is not None:
-        atomic_write(path(name, ".so"), lambda tmp: executable.export_library(tmp))
+def store(name: str, meta: dict, library=None, files: dict | None = None) -> None:
+    """Write an entry: the library (if any: `library(path)` writes it), extra files by
+    suffix, then the key."""
+    if library is not None:
+        atomic_write(path(name, ".so"), library)
     for suffix, content in (files or {}).items():
         mode = "wb" if isinstance(content, bytes) else "w"
         atomic_write(path(name, suffix), lambda tmp, c=content, m=mode: open(tmp, m).write(c))

@@ -57,10 +57,14 @@ def demo(args) -> int:
 
 
 def targets(args) -> int:
-    from .target import available, host_name
+    from .target import available, host_name, resolve
 
     for name in available():
-        print(f"{name}  ->  {host_name()}" if name == "host" else name)
+        if name == "host":
+            print(f"host  ->  {host_name()}")
+            continue
+        t = resolve(name)
+        print(f"{name:18s} family={t.family:4s} runtime={t.runtime:5s} tvm={t.tvm}")
     return 0
 
 
@@ -70,6 +74,56 @@ def ops(args) -> int:
     for name, cls in SPECS.items():
         params = ", ".join(f"{f.name}: {f.metadata['schema']}" for f in cls.op_fields())
         print(f"{name}({params})")
+    return 0
+
+
+def _split_ops(text: str) -> list[str]:
+    from .specs import SPECS
+
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in SPECS]
+    if unknown:
+        raise ValueError(f"unknown op {unknown[0]!r}; ops: {', '.join(SPECS)}")
+    return names
+
+
+def generate(args) -> int:
+    import os
+    from pathlib import Path
+
+    from .package import generate as write_package
+    from .package import parse_spec
+    from .target import resolve
+
+    target = resolve(args.target)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out: cannot create {out}: {err.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"--out: cannot write to {out}")
+    specs = [parse_spec(text) for text in args.spec]
+    ops_ = _split_ops(args.ops) if args.ops else sorted({s.name for s in specs}) or None
+    if ops_ is None:
+        from .specs import SPECS
+
+        ops_ = list(SPECS)
+    manifest = write_package(target, ops_, out, specs or None,
+                             progress=lambda m: print(f"roigen generate: {m}", file=sys.stderr, flush=True))
+    print(manifest.parent)
+    return 0
+
+
+def bench_cmd(args) -> int:
+    from . import bench
+
+    device = "cuda" if args.target.startswith("cuda") else "cpu"
+    rows = []
+    for name in args.workloads.split(","):
+        print(f"roigen bench: measuring {name}", file=sys.stderr, flush=True)
+        rows.append(bench.measure(name, args.repeats, device, target="auto" if device == "cuda" else args.target))
+    print(bench.render(rows, args.repeats, device=device, target=args.target))
     return 0
 
 
@@ -84,10 +138,24 @@ def main(argv=None) -> int:
     p.set_defaults(func=demo)
     sub.add_parser("targets", help="list target descriptions").set_defaults(func=targets)
     sub.add_parser("ops", help="list ops and their parameters").set_defaults(func=ops)
+    p = sub.add_parser("generate", help="write a self-contained kernel package for a target",
+                       description="Write a kernel package: library, sources, manifest and a Python loader.")
+    p.add_argument("--target", required=True, help="a target name (roigen targets), or host")
+    p.add_argument("--ops", default="", help="comma-separated ops (default: every op, or those of --spec)")
+    p.add_argument("--spec", action="append", default=[], metavar="OP:KEY=VALUE,...",
+                   help="a parameter set to include, e.g. roi_align:output_size=7,spatial_scale=0.125,"
+                        "sampling_ratio=2,aligned=true (repeatable; default: the workloads' sets)")
+    p.add_argument("--out", required=True, help="the package folder; its name is the package's import name")
+    p.set_defaults(func=generate)
+    p = sub.add_parser("bench", help="time roigen against torchvision on the workloads")
+    p.add_argument("--workloads", default=",".join(CPU_WORKLOADS))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--target", default="auto", help="auto (this CPU), vulkan, or cuda (the current GPU)")
+    p.set_defaults(func=bench_cmd)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OSError) as err:
         print(f"roigen: {err}", file=sys.stderr)
         return 2
 

@@ -20,8 +20,9 @@ class CudaLauncher:
     """TVM's CUDA module of one build, loaded on first use (loading needs a GPU driver)
     with the cubin nvcc made at build time (see roigen.cuda)."""
 
-    def __init__(self, library, source, cubin):
+    def __init__(self, library, source, cubin, prefix: str = ""):
         self.paths = (str(library), source, cubin)
+        self.prefix = prefix
         self._module = None
 
     def _load(self):
@@ -36,25 +37,26 @@ class CudaLauncher:
         return self._module
 
     def implements(self, name: str) -> bool:
-        return self._load().implements_function(name)
+        return self._load().implements_function(self.prefix + name)
 
     def __call__(self, name: str, *tensors: torch.Tensor) -> None:
         import tvm_ffi
 
-        fn = self._load()[name]
+        fn = self._load()[self.prefix + name]
         with tvm_ffi.use_torch_stream():
             fn(*(to_tvm(t) for t in tensors))
 
 
 class VulkanLauncher:
-    def __init__(self, module):
+    def __init__(self, module, prefix: str = ""):
         self.module = module
+        self.prefix = prefix
 
     def implements(self, name: str) -> bool:
-        return self.module.implements(name)
+        return self.module.implements(self.prefix + name)
 
     def __call__(self, name: str, *tensors: torch.Tensor) -> None:
-        self.module[name](*tensors)
+        self.module[self.prefix + name](*tensors)
 
 
 def _check_size(*tensors) -> None:

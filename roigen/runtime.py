@@ -65,16 +65,16 @@ class Kernels:
     """One op's compiled module: pack, forward, backward, unpack, and for the
     RoIAlign family the per-box sample tables (table_size, tables)."""
 
-    def __init__(self, spec, lanes: int, module):
+    def __init__(self, spec, lanes: int, module, prefix: str = ""):
+        """`prefix`: the kernels' names in `module` start with it (a package holds many ops)."""
         self.spec = spec
         self.lanes = lanes
         self.dtype = TORCH_DTYPES[spec.compute_dtype]
         names = ("pack", "unpack", "forward", "backward") if spec.packed else ("forward", "backward")
-        self._fn = {name: module[name] for name in names}
-        self._has_tables = module.implements_function("tables")
+        self._has_tables = module.implements_function(prefix + "tables")
         if self._has_tables:
-            self._fn["table_size"] = module["table_size"]
-            self._fn["tables"] = module["tables"]
+            names += ("table_size", "tables")
+        self._fn = {name: module[prefix + name] for name in names}
 
     def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
         """The (K, S) sample tables some ops read, filled once per call; () for others."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ class Target:
     facts_json: str = "{}"  # the [schedule] table: what the schedule family reads
     machine: str = ""  # CPU targets: the architecture they run on (platform.machine())
     cpu_flags: tuple = ()  # CPU targets: /proc/cpuinfo flags they need
+    cc: str = ""  # the C compiler that links the library, when not the host's (cross targets)
+    device_key: str = ""  # how tuning records name the device: see device_key()
 
     @property
     def tvm(self) -> dict:
@@ -51,27 +54,41 @@ class Target:
 
         return tvm.target.Target(self.tvm)
 
+    @classmethod
+    def from_description(cls, d: dict) -> "Target":
+        """The inverse of describe() (a generated package rebuilds its target from its manifest)."""
+        return cls(name=d["name"], family=d["family"], runtime=d["runtime"],
+                   tvm_json=json.dumps(d["tvm"], sort_keys=True), facts_json=json.dumps(d["schedule"], sort_keys=True),
+                   machine=d.get("machine", ""), cpu_flags=tuple(d.get("cpu_flags", ())), cc=d.get("cc", ""),
+                   device_key=d.get("device_key", ""))
+
     def describe(self) -> dict:
         return {"name": self.name, "family": self.family, "runtime": self.runtime,
                 "schedule": self.facts, "tvm": self.tvm, "machine": self.machine,
-                "cpu_flags": list(self.cpu_flags)}
+                "cpu_flags": list(self.cpu_flags), "cc": self.cc, "device_key": self.device_key}
 
 
 def _target_files() -> dict[str, Path]:
-    folder = resources.files("roigen.targets")
-    return {p.name[: -len(".toml")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+    """Target files by name: roigen's own, then those in ROIGEN_TARGETS_PATH's folders (which win)."""
+    folders = [Path(str(resources.files("roigen.targets")))]
+    folders += [Path(p) for p in os.environ.get("ROIGEN_TARGETS_PATH", "").split(os.pathsep) if p]
+    return {p.name[: -len(".toml")]: p for folder in folders if folder.is_dir()
+            for p in sorted(folder.iterdir()) if p.name.endswith(".toml")}
 
 
 def available() -> list[str]:
     return sorted(_target_files()) + ["host"]
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    for line in text.splitlines():
+        return ""
+
+
+def _cpu_flags() -> set[str]:
+    for line in _cpuinfo().splitlines():
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
@@ -98,7 +115,8 @@ def load_file(path: Path) -> Target:
         target = Target(name=data["name"], family=data["family"], runtime=data["runtime"],
                         tvm_json=json.dumps(data["tvm"], sort_keys=True),
                         facts_json=json.dumps(data.get("schedule", {}), sort_keys=True),
-                        machine=data.get("machine", ""), cpu_flags=tuple(data.get("cpu_flags", ())))
+                        machine=data.get("machine", ""), cpu_flags=tuple(data.get("cpu_flags", ())),
+                        cc=data.get("cc", ""), device_key=data.get("device_key", ""))
     except KeyError as err:
         raise ValueError(f"target file {path} lacks the key {err.args[0]!r}") from None
     if target.runtime not in RUNTIMES:
@@ -106,8 +124,13 @@ def load_file(path: Path) -> Target:
     return target
 
 
-@functools.cache
 def resolve(name: str = "host") -> Target:
+    """The target called `name` ("host": this machine's CPU)."""
+    return _resolve(name, os.environ.get("ROIGEN_TARGETS_PATH", ""))
+
+
+@functools.cache
+def _resolve(name: str, _targets_path: str) -> Target:  # cached per ROIGEN_TARGETS_PATH value
     if name == "host":
         name = host_name()
     files = _target_files()
@@ -128,3 +151,33 @@ def cuda_name(capability: tuple[int, int]) -> str:
         raise ValueError(f"no CUDA target for compute capability {major}.{capability[1]}; "
                          f"available: {available()} (add a targets/ file for it)")
     return name
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text).split()) or "unknown"
+
+
+def device_key(target: Target) -> str:
+    """`<target>/<the actual device>`: which records a build may use (see the target's device_key).
+
+    cpu-model: the CPU's model name; cuda-device: GPU name and compute
+    capability; vulkan-adapter: the adapter's name.
+    """
+    kind = target.device_key or {"llvm": "cpu-model", "cuda": "cuda-device", "wgpu": "vulkan-adapter"}[target.runtime]
+    if kind == "cpu-model":
+        model = next((line.split(":", 1)[1] for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                     platform.processor() or platform.machine())
+        device = model
+    elif kind == "cuda-device":
+        import torch
+
+        major, minor = torch.cuda.get_device_capability()
+        device = f"{torch.cuda.get_device_name()} sm{major}{minor}"
+    elif kind == "vulkan-adapter":
+        from .vulkan import adapter_info
+
+        device = adapter_info().get("device", "")
+    else:
+        raise ValueError(f"target {target.name!r}: unknown device_key {kind!r} "
+                         "(cpu-model, cuda-device or vulkan-adapter)")
+    return f"{target.name}/{_slug(device)}"

@@ -26,3 +26,15 @@ def make_inputs(workload: dict, dtype=torch.float32):
     boxes = torch.stack([batch.float(), x1, y1, torch.clamp(x1 + bw, max=wi - 1), torch.clamp(y1 + bh, max=hi - 1)], 1)
     features = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(workload["seed"] + 1))
     return features.to(dtype), boxes.to(dtype)
+
+
+def spec_of(workload: dict, dtype: str = "float32"):
+    """The spec of a workload's op with its parameters (what `bench.run_op` calls)."""
+    from .specs import SPECS
+
+    spec_cls = SPECS[workload["op"]]
+    fields = {f.name for f in spec_cls.op_fields()}
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in workload.items() if k in fields}
+    if "output_size" in workload:
+        params["pooled_height"] = params["pooled_width"] = workload["output_size"]
+    return spec_cls(**params, dtype=dtype)

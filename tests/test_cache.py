@@ -28,10 +28,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, cache, mode):
+def _run(tmp_path, cache, mode, stderr=None):
     env = {**os.environ, "ROIGEN_CACHE_DIR": str(cache)}
     result = tmp_path / f"{mode}.pt"
-    subprocess.run([sys.executable, "-c", SCRIPT, mode, str(result)], env=env, check=True, capture_output=True)
+    run = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(result)], env=env, check=True,
+                         capture_output=True, text=True)
+    if stderr is not None:
+        stderr.append(run.stderr)
     return torch.load(result)
 
 
@@ -59,6 +62,30 @@ def test_corrupted_entry_is_rebuilt(tmp_path):
     first = _run(tmp_path, cache, "build")
     (library,) = cache.glob("*.so")
     library.write_bytes(library.read_bytes()[:100])  # truncated
-    again = _run(tmp_path, cache, "build")
+    stderr = []
+    again = _run(tmp_path, cache, "build", stderr)
     torch.testing.assert_close(first, again)
     assert Path(library).stat().st_size > 100
+    assert stderr[0].count("discarding unreadable cache entry") == 1  # reported once
+    _run(tmp_path, cache, "forbid-compile")  # and the rebuilt entry is whole
+
+
+def test_concurrent_builds_leave_one_valid_entry(tmp_path):
+    """Two processes compiling the same kernel at once: atomic renames leave one whole entry."""
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    waiting = textwrap.dedent(f"""
+        import os, time
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
+    """)
+    env = {**os.environ, "ROIGEN_CACHE_DIR": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", waiting + SCRIPT, "build", str(tmp_path / f"{i}.pt")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    go.touch()
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+    names = sorted(p.name for p in cache.iterdir())
+    assert [n for n in names if n.endswith(".so")] and len([n for n in names if n.endswith(".so")]) == 1
+    assert not [n for n in names if n.startswith(".")], names  # no temporary files left behind
+    torch.testing.assert_close(torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt"))
+    torch.testing.assert_close(_run(tmp_path, cache, "forbid-compile"), torch.load(tmp_path / "0.pt"))

@@ -16,44 +16,29 @@ import math
 
 import torch
 
+from .. import NAMESPACE
 from ..runtime import channels_last
 from ..specs import SPECS, OpSpec
-from ..target import Target, cuda_name, resolve, runnable_here
+from . import _provider
 from ._checks import boxes_to_rois, check_input, check_rois, dtype_name
 
-NAMESPACE = "roigen"
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
+
+
+def ops_namespace():
+    """`torch.ops.<NAMESPACE>`: roigen's ops, or a generated package's."""
+    return getattr(torch.ops, NAMESPACE)
 
 
 def _params_schema(spec_cls: type[OpSpec]) -> str:
     return ", ".join(f"{f.metadata['schema']} {f.name}" for f in spec_cls.op_fields())
 
 
-def _spec(spec_cls, values, dtype, is_channels_last: bool, target: Target | None = None) -> OpSpec:
+def _spec(spec_cls, values, dtype, is_channels_last: bool, target=None) -> OpSpec:
     # GPU kernels read NHWC whatever the input's layout (runtime converts).
     nhwc = (target is not None and target.family == "gpu") or (is_channels_last and spec_cls.packed)
     return spec_cls(**dict(zip(_PARAM_NAMES[spec_cls], values)), dtype=dtype_name(dtype),
                     layout="NHWC" if nhwc else "NCHW")
-
-
-def select_target(name: str, device: torch.device) -> Target:
-    """The target that runs an op on tensors of `device`; clear errors where none can."""
-    if device.type == "cuda":
-        target = resolve(cuda_name(torch.cuda.get_device_capability(device)) if name == "auto" else name)
-        if target.runtime != "cuda":
-            raise ValueError(f"target {name!r} does not run CUDA tensors; move the input to the CPU "
-                             "or pass a CUDA target")
-        return target
-    if device.type != "cpu":
-        raise ValueError(f"input is on {device}: roigen runs CPU tensors (CPU or Vulkan targets) "
-                         "and CUDA tensors")
-    target = resolve("host" if name == "auto" else name)
-    if target.runtime == "cuda":
-        raise ValueError(f"target {name!r} runs CUDA tensors, but input is on the CPU")
-    if target.runtime == "llvm" and not runnable_here(target):
-        raise ValueError(f"target {name!r} is for another machine; build its kernels with "
-                         "`roigen generate` and run them there")
-    return target
 
 
 def _split(spec_cls, args):
@@ -95,17 +80,15 @@ def register(spec_cls: type[OpSpec]) -> None:
     )
 
     def forward_impl(*args, **kwargs):
-        from ..build import build
-
         input, rois, values, options = _forward_args(spec_cls, args, kwargs)
         check_input(input)
         if rois is not None:
             check_rois(rois, input)
-        target = select_target(options["target"], input.device)
+        target = _provider.select_target(options["target"], input.device)
         nhwc = channels_last(input)
         spec = _spec(spec_cls, values, input.dtype, nhwc, target)
         spec.check_input_shape(input.shape)
-        kernels = build(spec, target)
+        kernels = _provider.kernels(spec, target)
         x = input.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
         boxes = None if rois is None else rois.to(kernels.dtype).contiguous()
@@ -125,11 +108,9 @@ def register(spec_cls: type[OpSpec]) -> None:
         return input.new_empty(shape), input.new_empty((aux,), dtype=torch.int32)
 
     def backward_impl(*args):
-        from ..build import build
-
         grad, rois, rest = _split(spec_cls, args)
         aux, batch, channels, height, width, is_channels_last, *values, target_name, deterministic = rest
-        target = select_target(target_name, grad.device)
+        target = _provider.select_target(target_name, grad.device)
         spec = _spec(spec_cls, values, grad.dtype, is_channels_last, target)
         rows = batch if rois is None else rois.shape[0]
         out_shape = spec.output_shape((batch, channels, height, width), rows)
@@ -138,7 +119,7 @@ def register(spec_cls: type[OpSpec]) -> None:
         if spec.aux_outputs and aux.numel() != math.prod(out_shape):  # the kernel would read past it
             raise ValueError(f"aux holds {aux.numel()} values, expected {math.prod(out_shape)}: "
                              "the forward ran with keep_aux=False")
-        kernels = build(spec, target)
+        kernels = _provider.kernels(spec, target)
         rois = None if rois is None else rois.to(kernels.dtype).contiguous()
         shape = (batch, channels, height, width)
         grad = grad.to(kernels.dtype).contiguous()
@@ -178,7 +159,7 @@ def register(spec_cls: type[OpSpec]) -> None:
     def backward(ctx, grad_output, _grad_aux):
         if grad_output is None:
             return (None,) * ctx.grads_count
-        op = getattr(torch.ops.roigen, f"{name}_backward")
+        op = getattr(ops_namespace(), f"{name}_backward")
         grad_input = op(grad_output, *ctx.saved_tensors, *ctx.input_shape, ctx.channels_last, *ctx.values,
                         *ctx.options)
         return (grad_input,) + (None,) * (ctx.grads_count - 1)
@@ -207,7 +188,7 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, *, target: str = "a
         check_rois(rois, input, values=False)
         args.append(rois)
     keep_aux = torch.is_grad_enabled() and input.requires_grad
-    op = getattr(torch.ops.roigen, spec_cls.name)
+    op = getattr(ops_namespace(), spec_cls.name)
     out, _ = op(*args, *(params[n] for n in _PARAM_NAMES[spec_cls]), keep_aux, target, deterministic)
     return out
 

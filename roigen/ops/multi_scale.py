@@ -13,9 +13,11 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .. import NAMESPACE
 from ..runtime import channels_last
 from ..specs import output_size_pair
 from ._checks import as_float, boxes_to_rois, check_input, check_rois
+from ._registry import ops_namespace
 
 
 def assign_levels(rois: Tensor, scales, canonical_scale: float = 224, canonical_level: int = 4,
@@ -31,7 +33,7 @@ def _align_args(output_size, scale, sampling_ratio, aligned):
     return (float(scale), output_size[0], output_size[1], sampling_ratio, aligned, "avg")
 
 
-@torch.library.custom_op("roigen::multi_scale_roi_align", mutates_args=())
+@torch.library.custom_op(f"{NAMESPACE}::multi_scale_roi_align", mutates_args=())
 def _multi_scale(features: list[Tensor], rois: Tensor, levels: Tensor, output_size: list[int],
                  scales: list[float], sampling_ratio: int, aligned: bool, target: str = "auto",
                  deterministic: bool = False) -> Tensor:
@@ -39,7 +41,7 @@ def _multi_scale(features: list[Tensor], rois: Tensor, levels: Tensor, output_si
     for level, (feature, scale) in enumerate(zip(features, scales)):
         index = torch.nonzero(levels == level).flatten()
         if len(index):
-            part, _ = torch.ops.roigen.roi_align(feature, rois[index],
+            part, _ = ops_namespace().roi_align(feature, rois[index],
                                                  *_align_args(output_size, scale, sampling_ratio, aligned),
                                                  True, target, deterministic)
             out[index] = part
@@ -66,7 +68,7 @@ def _backward(ctx, grad):
     grads = []
     for level, ((shape, nhwc, dtype), scale) in enumerate(zip(ctx.shapes, scales)):
         index = torch.nonzero(levels == level).flatten()
-        grads.append(torch.ops.roigen.roi_align_backward(
+        grads.append(ops_namespace().roi_align_backward(
             grad[index].to(dtype), rois[index], no_aux, *shape, nhwc,
             *_align_args(output_size, scale, sampling_ratio, aligned), *ctx.options))
     return grads, None, None, None, None, None, None, None, None
