@@ -33,22 +33,33 @@ def _source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def describe(spec, target: Target) -> dict:
-    """Everything a compiled kernel depends on: its cache key is a hash of this."""
+def plan(spec, target: Target, knobs: dict | None = None):
+    """(schedule, where its knobs came from): the given knobs, else this device's tuning
+    record for the spec, else the family default."""
     from roigen.schedules import schedule_for
 
-    sched = schedule_for(spec, target)
+    from . import records
+
+    if knobs is not None:
+        return schedule_for(spec, target, knobs), {"knobs": dict(knobs)}
+    found, source = records.lookup(spec, target)
+    return schedule_for(spec, target, found), source
+
+
+def describe(spec, target: Target, sched, source) -> dict:
+    """Everything a compiled kernel depends on (`plan`'s schedule and record): its cache key is a hash of this."""
     return {
         "spec": json.loads(spec.key()),
         "target": target.describe(),
         "schedule": {"type": type(sched).__name__, **asdict(sched)},
+        "tuning": source,  # the record used, if any
         "tvm": importlib.metadata.version("apache-tvm"),
         "source": _source_digest(),
     }
 
 
-def entry_name(spec, target: Target) -> str:
-    text = json.dumps(describe(spec, target), sort_keys=True)
+def _entry_name(meta: dict, spec, target: Target) -> str:
+    text = json.dumps(meta, sort_keys=True)
     return f"{spec.name}-{target.name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
@@ -96,48 +107,46 @@ def export(executable, target: Target, path) -> None:
     executable.export_library(str(path), **({"cc": target.cc} if target.cc else {}))
 
 
-def compile_kernels(spec, target: Target):
+def compile_kernels(spec, target: Target, sched):
     """Compile one spec's kernels: (executable, funcs, extra files by suffix)."""
-    from roigen.schedules import schedule_for
-
     from .lower import kernel_funcs
 
-    sched = schedule_for(spec, target)
     funcs = kernel_funcs(spec, target, sched)
     executable, files = compile_funcs(funcs, target, sched)
     return executable, funcs, files
 
 
-def ensure_built(spec, target) -> str:
-    """Compile `spec` for `target` into the cache unless it is there; returns the entry name."""
+def ensure_built(spec, target, knobs: dict | None = None):
+    """Compile `spec` for `target` into the cache unless it is there: (entry name, schedule)."""
     target = _target(target)
     spec = spec.kernel_spec()
     _check_dtype(spec, target)
-    name = entry_name(spec, target)
+    sched, source = plan(spec, target, knobs)
+    meta = describe(spec, target, sched, source)
+    name = _entry_name(meta, spec, target)
     artifact = ".wgsl.json" if target.runtime == "wgpu" else ".so"
     if not cache.path(name, artifact).exists():
-        executable, _, files = compile_kernels(spec, target)
+        executable, _, files = compile_kernels(spec, target, sched)
         library = None if target.runtime == "wgpu" else (lambda tmp: export(executable, target, tmp))
-        cache.store(name, describe(spec, target), library, files)
-    return name
+        cache.store(name, meta, library, files)
+    return name, sched
 
 
-def build(spec, target: str | Target = "host"):
-    """The compiled kernels for `spec` (half dtypes share the float32 build)."""
+def build(spec, target: str | Target = "host", knobs: dict | None = None):
+    """The compiled kernels for `spec` (half dtypes share the float32 build); `knobs`
+    overrides the schedule (tuning), else this device's tuning record or the default."""
     target = _target(target)
     _check_dtype(spec.kernel_spec(), target)
-    return _build(spec.kernel_spec(), target)
+    return _build(spec.kernel_spec(), target, None if knobs is None else tuple(sorted(knobs.items())))
 
 
 @functools.lru_cache(maxsize=256)
-def _build(spec, target: Target):
-    from roigen.schedules import schedule_for
-
+def _build(spec, target: Target, knobs: tuple | None):
     from .gpu_runtime import CudaLauncher, GpuKernels, VulkanLauncher
     from .runtime import Kernels
 
     for _ in range(2):  # a second pass rebuilds an entry found unreadable
-        name = ensure_built(spec, target)
+        name, sched = ensure_built(spec, target, None if knobs is None else dict(knobs))
         if target.runtime == "cuda":
             return GpuKernels(spec, CudaLauncher(cache.path(name, ".so"), cache.path(name, ".cu"),
                                                  cache.path(name, ".cubin")))
@@ -150,5 +159,5 @@ def _build(spec, target: Target):
         else:
             module = cache.load(name)
             if module is not None:
-                return Kernels(spec, schedule_for(spec, target).lanes, module)
+                return Kernels(spec, sched.lanes, module)
     raise RuntimeError(f"roigen: could not build or load {name}")

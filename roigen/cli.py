@@ -115,6 +115,20 @@ def generate(args) -> int:
     return 0
 
 
+def tune_cmd(args) -> int:
+    from pathlib import Path
+
+    from .tune import table, tune
+
+    _split_ops(args.op)
+    print(f"roigen tune: {args.op} on {args.workload}, target {args.target}, up to {args.trials} trials",
+          file=sys.stderr, flush=True)
+    result = tune(args.op, args.workload, args.target, args.trials, args.repeats,
+                  Path(args.db) if args.db else None, args.rpc, args.device_key)
+    print(table(result))
+    return 0
+
+
 def bench_cmd(args) -> int:
     from . import bench
 
@@ -147,6 +161,18 @@ def main(argv=None) -> int:
                         "sampling_ratio=2,aligned=true (repeatable; default: the workloads' sets)")
     p.add_argument("--out", required=True, help="the package folder; its name is the package's import name")
     p.set_defaults(func=generate)
+    p = sub.add_parser("tune", help="search a target's schedule space for an op; record the best per device",
+                       description="Tune an op's forward and backward kernels on one workload; the best "
+                                   "schedule is recorded for this device and used by every later build.")
+    p.add_argument("--op", required=True)
+    p.add_argument("--workload", required=True, help="a workloads.json name (its shapes and parameters)")
+    p.add_argument("--target", default="host", help="cpu/host, vulkan, cuda-sm80, cuda-sm90, ...")
+    p.add_argument("--trials", type=int, default=64, help="points of the space to measure (at most)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per kernel and trial")
+    p.add_argument("--db", help="records folder (default: ROIGEN_TUNING_DIR or ~/.local/share/roigen/tuning)")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="measure on devices of this TVM RPC tracker")
+    p.add_argument("--device-key", help="with --rpc: the tracker key of the devices (names the records)")
+    p.set_defaults(func=tune_cmd)
     p = sub.add_parser("bench", help="time roigen against torchvision on the workloads")
     p.add_argument("--workloads", default=",".join(CPU_WORKLOADS))
     p.add_argument("--repeats", type=int, default=5)

@@ -132,9 +132,7 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
 
     Returns the manifest's path.  `progress(message)` is called as work proceeds.
     """
-    from roigen.schedules import schedule_for
-
-    from .build import compile_funcs, export
+    from .build import compile_funcs, export, plan
     from .lower import kernel_funcs
 
     say = progress or (lambda message: None)
@@ -150,10 +148,12 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
     if target.runtime == "wgpu" and any(s.compute_dtype == "float64" for s in builds):
         raise ValueError("target 'vulkan' has no float64 kernels (WGSL has no 64-bit floats)")
 
-    funcs, entries = {}, []
+    funcs, entries, records = {}, [], []
     sched = None
     for i, spec in enumerate(builds):
-        sched = schedule_for(spec, target)
+        sched, source = plan(spec, target)
+        if source:
+            records.append({"op": spec.name, "key": spec.key(), **source})
         prefix = f"k{i}_"
         own = kernel_funcs(spec, target, sched)
         funcs.update({prefix + k: f for k, f in own.items()})
@@ -186,7 +186,7 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
         "target": target.describe(),
         "roigen": importlib.metadata.version("roigen"),
         "tvm": importlib.metadata.version("apache-tvm"),
-        "tuning_records": [],
+        "tuning_records": records,
         "specs": entries,
     }
     (out / "__init__.py").write_text(_render("package_init.py.j2", name=name, target=target.name,

@@ -153,7 +153,8 @@ def cuda_name(capability: tuple[int, int]) -> str:
     return name
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A name fit for a folder: runs of other characters become one dash."""
     return "-".join("".join(c if c.isalnum() else " " for c in text).split()) or "unknown"
 
 
@@ -161,8 +162,11 @@ def device_key(target: Target) -> str:
     """`<target>/<the actual device>`: which records a build may use (see the target's device_key).
 
     cpu-model: the CPU's model name; cuda-device: GPU name and compute
-    capability; vulkan-adapter: the adapter's name.
+    capability; vulkan-adapter: the adapter's name.  ROIGEN_DEVICE_KEY overrides
+    the device part (the name a remote device was tuned under, see `roigen tune --rpc`).
     """
+    if os.environ.get("ROIGEN_DEVICE_KEY"):  # a fleet machine, named as on the RPC tracker
+        return f"{target.name}/{slug(os.environ['ROIGEN_DEVICE_KEY'])}"
     kind = target.device_key or {"llvm": "cpu-model", "cuda": "cuda-device", "wgpu": "vulkan-adapter"}[target.runtime]
     if kind == "cpu-model":
         model = next((line.split(":", 1)[1] for line in _cpuinfo().splitlines() if line.startswith("model name")),
@@ -180,4 +184,4 @@ def device_key(target: Target) -> str:
     else:
         raise ValueError(f"target {target.name!r}: unknown device_key {kind!r} "
                          "(cpu-model, cuda-device or vulkan-adapter)")
-    return f"{target.name}/{_slug(device)}"
+    return f"{target.name}/{slug(device)}"

@@ -1,17 +1,28 @@
 """Per-target schedules, one module per target family (installed as `roigen.schedules`).
 
-A family's `schedule(spec, target)` returns the knobs its kernels are built
-with; the compute (`roigen.compute`) reads nothing else about the target.
+A family module has `space(spec, target)`, each tunable knob's candidates
+(the default first), and `schedule(spec, target, **knobs)`, the knobs its
+kernels are built with; the compute (`roigen.compute`) reads nothing else
+about the target.  `roigen.tune` searches the space and records the best
+point per device; builds read those records.
 """
 
 from . import cpu, gpu
 
-FAMILIES = {"cpu": cpu.schedule, "gpu": gpu.schedule}
+FAMILIES = {"cpu": cpu, "gpu": gpu}
 
 
-def schedule_for(spec, target):
+def family(target):
     try:
-        rule = FAMILIES[target.family]
+        return FAMILIES[target.family]
     except KeyError:
         raise ValueError(f"target {target.name!r} names the unknown schedule family {target.family!r}") from None
-    return rule(spec, target)
+
+
+def space_for(spec, target) -> dict[str, list]:
+    return family(target).space(spec, target)
+
+
+def schedule_for(spec, target, knobs: dict | None = None):
+    """The schedule for `spec` on `target`: the family default, or these knob values."""
+    return family(target).schedule(spec, target, **(knobs or {}))

@@ -2,9 +2,9 @@
 
 The compute (`roigen.compute.gpu`) maps threads over output elements with
 channels innermost; what the target decides is how many threads share a
-block (its limit, capped at 256: more gives no occupancy here and a block of
-one bin's channels rarely has more), how many samples per axis a block's
-shared table holds, and whether float atomics may scatter the backward.
+block (by default its limit, capped at 256), how many samples per axis a
+block's shared table holds, and whether float atomics may scatter the
+backward.  Tunable: `threads` and `table`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,17 @@ class GpuSchedule:
     registers: int  # per-thread register cap (CUDA): room for two resident blocks per SM
 
 
-def schedule(spec, target) -> GpuSchedule:
-    threads = min(_BLOCK_CAP, int(target.fact("max_threads_per_block")))
+def space(spec, target) -> dict[str, list]:
+    """Each knob's candidates, the default first."""
+    limit = min(_BLOCK_CAP, int(target.fact("max_threads_per_block")))
+    return {"threads": [t for t in dict.fromkeys((limit, 128, 64)) if t <= limit],
+            "table": [_TABLE, 16, 8]}
+
+
+def schedule(spec, target, **knobs) -> GpuSchedule:
+    chosen = {**{name: values[0] for name, values in space(spec, target).items()}, **knobs}
+    threads = chosen["threads"]
     # ptxas left to itself capped the forward at 48 registers and spilled;
     # two 256-thread blocks per SM leave 128 (of 64K registers) to each thread.
-    registers = min(255, _REGISTER_FILE // (2 * threads))
-    return GpuSchedule(threads=threads, table=min(_TABLE, threads), atomics=bool(target.fact("atomics")),
-                       registers=registers)
+    return GpuSchedule(threads=threads, table=min(chosen["table"], threads), atomics=bool(target.fact("atomics")),
+                       registers=min(255, _REGISTER_FILE // (2 * threads)))

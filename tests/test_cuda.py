@@ -29,7 +29,7 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GP
 @pytest.mark.parametrize("target", ARCHS)
 @pytest.mark.parametrize("case", COMPILE_CASES, ids=str)
 def test_compiles_without_spills(case, target):
-    name = ensure_built(case.spec(), target)
+    name, _ = ensure_built(case.spec(), target)
     arch = target.replace("cuda-sm", "sm_")
     cubin = cache.path(name, ".cubin").read_bytes()
     assert cubin[:4] == ELF_MAGIC and int.from_bytes(cubin[18:20], "little") == EM_CUDA

@@ -1,0 +1,124 @@
+"""Timing kernels on a device of a TVM RPC tracker, through meta_schedule's RPCRunner.
+
+The runner uploads the library we export and calls our evaluator with a
+session on the remote device.  Its default argument allocation fills every
+buffer with random bytes, which for RoI kernels means random batch indices
+(out-of-bounds reads), so `problem` carries the workload's own arrays and the
+call sequence of the kernel contract (the same sequence `runtime.Kernels` and
+`gpu_runtime.GpuKernels` make with torch tensors), and the evaluator times
+the forward and backward kernels alone.  LLVM and CUDA targets: Vulkan
+kernels are run by wgpu, which TVM's RPC server does not host.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _problem(spec, target, sched, workload: dict) -> dict:
+    """The arrays and calls that run the op's kernels once forward and once backward."""
+    import torch
+
+    from . import workloads
+
+    x, rois = workloads.make_inputs(workload)
+    n, c, h, w = x.shape
+    k = rois.shape[0]
+    out_shape = spec.kernel_output_shape(x.shape, k)
+    aux = math.prod(out_shape) if spec.aux_outputs else 0
+    grad = torch.randn(out_shape, generator=torch.Generator().manual_seed(7))
+    arrays = {"rois": rois.numpy(), "grad": grad.numpy(), "out": np.zeros(out_shape, "float32"),
+              "aux": np.zeros(aux, "int32")}
+    if target.family == "gpu":
+        arrays["x"] = x.permute(0, 2, 3, 1).contiguous().numpy()
+        arrays["grad_input"] = np.zeros((n, h, w, c), "float32")
+        backward = "backward_atomic" if sched.atomics else "backward"
+        return {"arrays": arrays, "setup": [],
+                "timed": [("forward", ["x", "rois", "out", "aux"]),
+                          (backward, ["grad", "rois", "aux", "grad_input"])]}
+    arrays["x"] = x.numpy()
+    setup, boxes = [], ["rois"]
+    if spec.packed:
+        packed = (n, math.ceil(c / sched.lanes), h, w, sched.lanes)
+        arrays["data"], arrays["grad_data"] = np.zeros(packed, "float32"), np.zeros(packed, "float32")
+        setup.append(("pack", ["x", "data"]))
+        source, sink = "data", "grad_data"
+    else:
+        arrays["grad_input"] = np.zeros((n, c, h, w), "float32")
+        source, sink = "x", "grad_input"
+    if spec.name in ("roi_align", "roi_warp", "ps_roi_align"):  # the align family's sample tables
+        setup.append(("tables", None))
+        boxes = ["rois", "itab", "ftab"]
+    return {"arrays": arrays, "setup": setup, "height": h, "width": w,
+            "timed": [("forward", [source, *boxes, "out", "aux"]), ("backward", ["grad", *boxes, "aux", sink])]}
+
+
+def _alloc(session, device, args_info, alloc_repeat):
+    return [[]]  # the evaluator uploads the workload's own arrays
+
+
+def evaluator(problem: dict):
+    """An RPCRunner f_run_evaluator timing problem's kernels (seconds, forward then backward)."""
+
+    def run(session, rt_mod, device, evaluator_config, repeated_args):
+        import tvm
+
+        args = {name: tvm.runtime.tensor(value, device) for name, value in problem["arrays"].items()}
+        for name, names in problem["setup"]:
+            if name == "tables":
+                size = tvm.runtime.tensor(np.zeros(1, "int64"), device)
+                rt_mod["table_size"](args["rois"], size)
+                entries = int(size.numpy()[0])
+                k = problem["arrays"]["rois"].shape[0]
+                args["itab"] = tvm.runtime.tensor(np.zeros((k, entries), "int32"), device)
+                args["ftab"] = tvm.runtime.tensor(np.zeros((k, entries), "float32"), device)
+                rt_mod["tables"](args["rois"], args["itab"], args["ftab"], problem["height"], problem["width"])
+            else:
+                rt_mod[name](*(args[n] for n in names))
+        seconds = []
+        for name, names in problem["timed"]:
+            timer = rt_mod.time_evaluator(name, device, number=evaluator_config.number,
+                                          repeat=evaluator_config.repeat,
+                                          min_repeat_ms=evaluator_config.min_repeat_ms)
+            seconds.append(statistics.median(timer(*(args[n] for n in names)).results))
+        return seconds
+
+    return run
+
+
+def measure_remote(spec, target, knobs: dict, workload: dict, repeats: int, tracker: str,
+                   key: str) -> tuple[float, float]:
+    """(forward ms, backward ms) of the kernels built with `knobs`, on a device the tracker
+    at HOST:PORT lends under `key`."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from .build import compile_kernels, export, plan
+
+    if target.runtime == "wgpu":
+        raise ValueError("--rpc: Vulkan kernels run through wgpu, which TVM's RPC server does not host; "
+                         "tune Vulkan devices locally")
+    host, _, port = tracker.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--rpc must be HOST:PORT, got {tracker!r}")
+    sched, _ = plan(spec, target, knobs)
+    executable, _, _ = compile_kernels(spec, target, sched)
+    with tempfile.TemporaryDirectory(prefix="roigen-rpc-") as tmp:
+        library = Path(tmp) / "kernels.so"
+        export(executable, target, library)
+        runner = ms.runner.RPCRunner(
+            rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+                                           session_timeout_sec=300),
+            evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=0),
+            f_alloc_argument=_alloc, f_run_evaluator=evaluator(_problem(spec, target, sched, workload)))
+        device_type = "cuda" if target.runtime == "cuda" else "cpu"
+        (future,) = runner.run([ms.runner.RunnerInput(str(library), device_type, [])])
+        result = future.result()
+    if result.error_msg:
+        raise RuntimeError(result.error_msg.strip().splitlines()[-1])
+    forward, backward = (float(s) * 1e3 for s in result.run_secs)
+    return forward, backward

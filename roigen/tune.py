@@ -1,0 +1,159 @@
+"""Autotuning: search a target's knob space for one op and workload; keep the best per device.
+
+    roigen tune --op roi_align --workload fpn_box --target cpu --trials 64
+    roigen tune ... --rpc HOST:PORT --device-key KEY      # measured on a device of the RPC tracker
+
+Each trial is one point of the family's space (`schedules/<family>.py`): the
+default first, then the others in a seeded random order, without repeats.
+A trial builds in this process (tvm.compile, no worker pool: meta_schedule's
+LocalBuilder needed minutes per trial on a 2-core machine) and times the op's
+forward and backward kernels on the workload's own inputs, median of repeats.
+
+Locally the kernels run through roigen's runtime (CPU, CUDA or Vulkan, as
+the ops run them).  With --rpc, the library is exported here and run on the
+tracker's device by meta_schedule's RPCRunner, whose argument allocation and
+evaluator are replaced by `roigen.remote` (the workload's boxes must be real
+boxes, not random bytes).  The best point is committed as a meta_schedule
+TuningRecord (`roigen.records`) under <db>/<target>/<device>/.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import records, workloads
+from .target import Target, device_key, resolve, slug
+
+
+@dataclass
+class Trial:
+    knobs: dict
+    forward_ms: float = float("nan")
+    backward_ms: float = float("nan")
+    error: str = ""
+
+    @property
+    def total_ms(self) -> float:
+        return self.forward_ms + self.backward_ms if not self.error else float("inf")
+
+
+def points(space: dict[str, list], trials: int, seed: int = 0) -> list[dict]:
+    """Up to `trials` distinct points of the space: the default (first candidates) first."""
+    names = sorted(space)
+    grid = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
+    default, rest = grid[0], grid[1:]
+    random.Random(seed).shuffle(rest)
+    return [default, *rest][:max(1, trials)]
+
+
+def workload_spec(op: str, workload: str, target: Target):
+    """The spec the ops build for this workload's inputs on `target` (NCHW float32 input)."""
+    table = workloads.load()["workloads"]
+    if workload not in table:
+        raise ValueError(f"unknown workload {workload!r}; workloads: {', '.join(table)}")
+    if table[workload]["op"] != op:
+        raise ValueError(f"workload {workload!r} runs {table[workload]['op']}, not {op!r}")
+    spec = workloads.spec_of(table[workload])
+    return replace(spec, layout="NHWC") if target.family == "gpu" else spec, table[workload]
+
+
+def _median_ms(fn, repeats: int, sync) -> float:
+    fn()  # warm-up (and first-call set-up)
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def measure_local(spec, target: Target, knobs: dict, workload: dict, repeats: int) -> tuple[float, float]:
+    """(forward ms, backward ms) of the kernels built with `knobs`, on this machine."""
+    from .build import build
+
+    kernels = build(spec, target, knobs)
+    device = "cuda" if target.runtime == "cuda" else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    x, rois = (t.to(device) for t in workloads.make_inputs(workload))
+    out, aux = kernels.forward(x, rois)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(device)
+    forward = _median_ms(lambda: kernels.forward(x, rois), repeats, sync)
+    backward = _median_ms(lambda: kernels.backward(grad, rois, aux, tuple(x.shape)), repeats, sync)
+    return forward, backward
+
+
+def _bar(done: int, total: int, best: Trial | None, width: int = 24) -> str:
+    filled = int(width * done / total)
+    tail = f" best {best.total_ms:.2f} ms {best.knobs}" if best and best.error == "" else ""
+    return f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}{tail}"
+
+
+def tune(op: str, workload: str, target: str = "host", trials: int = 64, repeats: int = 5,
+         db: Path | None = None, rpc: str | None = None, device: str | None = None,
+         progress=sys.stderr) -> dict:
+    """Tune one op on one workload; commit the best point; return the trials and the table."""
+    from roigen.schedules import space_for
+
+    tgt = resolve("host" if target == "cpu" else target)
+    spec, wl = workload_spec(op, workload, tgt)
+    space = space_for(spec, tgt)
+    candidates = points(space, trials)
+    if rpc:
+        if not device:
+            raise ValueError("--rpc needs --device-key: the tracker key of the devices to tune")
+        from .remote import measure_remote
+
+        def measure(knobs):
+            return measure_remote(spec, tgt, knobs, wl, repeats, rpc, device)
+
+        key = f"{tgt.name}/{slug(device)}"
+    else:
+        def measure(knobs):
+            return measure_local(spec, tgt, knobs, wl, repeats)
+
+        key = device_key(tgt)
+    results: list[Trial] = []
+    best = None
+    for i, knobs in enumerate(candidates):
+        trial = Trial(knobs)
+        try:
+            trial.forward_ms, trial.backward_ms = measure(knobs)
+        except Exception as err:  # noqa: BLE001 - a failing point is skipped, not fatal
+            trial.error = f"{type(err).__name__}: {err}"
+        results.append(trial)
+        if trial.error == "" and (best is None or trial.total_ms < best.total_ms):
+            best = trial
+        if progress:
+            progress.write(_bar(i + 1, len(candidates), best))
+            progress.flush()
+    if progress:
+        progress.write("\n")
+    if best is None:
+        raise RuntimeError(f"every trial failed; the first: {results[0].error}")
+    folder = (db or records.user_dir()) / key
+    records.commit(folder, spec, tgt, best.knobs, best.total_ms / 1e3)
+    default = results[0]
+    return {"op": op, "workload": workload, "target": tgt.name, "device_key": key, "database": str(folder),
+            "space": space, "trials": results, "default": default, "best": best}
+
+
+def table(result: dict) -> str:
+    """Markdown: default vs best per kernel."""
+    d, b = result["default"], result["best"]
+    rows = [f"| kernel | default {d.knobs} (ms) | best {b.knobs} (ms) | speed-up |", "|---|---:|---:|---:|"]
+    for kernel, dv, bv in (("forward", d.forward_ms, b.forward_ms), ("backward", d.backward_ms, b.backward_ms)):
+        rows.append(f"| {result['op']} {kernel} | {dv:.2f} | {bv:.2f} | {dv / bv:.2f}x |")
+    ok = sum(1 for t in result["trials"] if not t.error)
+    rows.append(f"\n{result['op']} on {result['workload']}, target {result['target']}: {ok}/{len(result['trials'])} "
+                f"trials ran; record in {result['database']}")
+    return "\n".join(rows)

@@ -1,0 +1,2 @@
+"""Tuning records shipped with roigen (installed as `roigen.tuning`): one meta_schedule
+JSON database per device, under <target>/<device>/ (see roigen.records)."""
