@@ -30,9 +30,8 @@ def main(argv=None) -> int:
     parser.add_argument("--retain-freed-memory", action="store_true",
                         help="rerun under glibc tunables that keep freed memory for reuse")
     args = parser.parse_args(argv)
-    if args.retain_freed_memory and os.environ.get("MALLOC_MMAP_MAX_") != "0":
-        env = {**os.environ, "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    if args.retain_freed_memory:
+        bench.retain_freed_memory()
     rows = []
     for name in args.workloads.split(","):
         rows.append(bench.measure(name, args.repeats))

@@ -23,12 +23,18 @@ class CpuSchedule:
     lanes: int  # channels per block
 
 
+def _register(spec, target) -> int:
+    return int(target.fact("vector_bits")) // (8 * _ITEMSIZE[spec.compute_dtype])
+
+
 def space(spec, target) -> dict[str, list]:
-    """Each knob's candidates, the default first."""
-    register = int(target.fact("vector_bits")) // (8 * _ITEMSIZE[spec.compute_dtype])
+    """Each knob's candidates, the default first.  Ops on plain NCHW (the position-sensitive
+    ones) have no channel blocks, so nothing to tune."""
+    if not spec.packed:
+        return {}
+    register = _register(spec, target)
     return {"lanes": [register, max(1, register // 2), register * 2]}
 
 
 def schedule(spec, target, **knobs) -> CpuSchedule:
-    default = {name: values[0] for name, values in space(spec, target).items()}
-    return CpuSchedule(**{**default, **knobs})
+    return CpuSchedule(**{"lanes": _register(spec, target), **knobs})

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from boxes import KINDS, random_rois
+from devices import require_vulkan
 
 from roigen import reference
 from roigen.package import generate, parse_spec
@@ -120,14 +121,7 @@ def test_aarch64_package_is_an_aarch64_library(tmp_path):
 
 
 def test_vulkan_package_runs(tmp_path, gen):
-    from roigen import vulkan
-
-    try:
-        vulkan.device()
-    except vulkan.VulkanUnavailable:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("no Vulkan device")
+    require_vulkan()
     out = tmp_path / "vk_kernels"
     generate("vulkan", [], out, [parse_spec(s) for s in SPECS])
     assert (out / "kernels.wgsl.json").exists() and "@compute" in (out / "sources" / "kernels.wgsl").read_text()

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from devices import require_vulkan
 
 from roigen import records
 from roigen.build import ensure_built, plan
@@ -107,7 +108,9 @@ def test_a_bad_database_falls_back_with_a_warning(tmp_path, tuning_dir, damage):
         assert "[[16,8,32]" in text
         path.write_text(text.replace("[[16,8,32]", "[[16,7,32]"))
     seen, stderr, out = _fresh(tmp_path, tuning_dir)
-    assert seen["lanes"] == 16 and seen["source"] is None  # the default schedule
+    # Not the damaged record's lanes=8: the default, or a record shipped with roigen.
+    assert seen["lanes"] == 16
+    assert seen["source"] is None or seen["source"]["database"] != str(folder)
     assert "ignoring" in stderr and out.shape == (2, 24, 7, 7)
 
 
@@ -134,14 +137,7 @@ def test_tuning_on_an_rpc_device(tmp_path):
 
 
 def test_tuning_on_vulkan(tmp_path):
-    from roigen import vulkan
-
-    try:
-        vulkan.device()
-    except vulkan.VulkanUnavailable:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("no Vulkan device")
+    require_vulkan()
     result = tune("roi_pool", "fast_rcnn_pool", "vulkan", trials=2, repeats=1, db=tmp_path / "db", progress=None)
     assert [t.error for t in result["trials"]] == ["", ""]
     assert result["trials"][0].knobs == {"table": 32, "threads": 256}

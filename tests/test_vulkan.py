@@ -6,12 +6,11 @@ machine with no Vulkan device they skip, except under CI where that is a failure
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from boxes import KINDS, random_rois
 from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP
+from devices import require_vulkan
 
 import roigen.ops
 from roigen import vulkan
@@ -21,12 +20,7 @@ N, H, W = 2, 9, 12
 
 @pytest.fixture(scope="module", autouse=True)
 def vulkan_device():
-    try:
-        vulkan.device()
-    except vulkan.VulkanUnavailable as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(err))
+    require_vulkan()
 
 
 def _problem(case, gen, dtype=torch.float32, kinds=KINDS + ("inverted",), count=14):

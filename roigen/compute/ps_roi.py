@@ -22,7 +22,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .roi_align import align_tables
-from .sampling import c_round
+from .sampling import box_rule, c_round
 
 
 def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
@@ -30,17 +30,8 @@ def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
     P = PH * PW
-    scale = tirx.const(spec.spatial_scale, dt)
-    half = tirx.const(0.5, dt)
     zero = tirx.const(0.0, dt)
-
-    def start(rois, k, col):
-        return rois[k, col] * scale - half
-
-    def extent(rois, k, col):
-        return start(rois, k, col + 2) - start(rois, k, col)
-
-    grids, table_kernels = align_tables(spec, start, extent)
+    grids, table_kernels = align_tables(spec, *box_rule(spec))
 
     @T.prim_func
     def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):

@@ -23,37 +23,16 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ..specs import RoIAlignSpec, RoIWarpSpec
-from .sampling import axis_table_macro, c_round, sample_grid
+from .sampling import axis_table_macro, box_rule, sample_grid
 
 
 def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
-    """RoIAlign: the box scaled, shifted by half a pixel when aligned, extent >= 1 unless aligned."""
-    dt = spec.compute_dtype
-    scale = tirx.const(spec.spatial_scale, dt)
-    offset = tirx.const(0.5 if spec.aligned else 0.0, dt)
-
-    def start(rois, k, col):
-        return rois[k, col] * scale - offset
-
-    def extent(rois, k, col):
-        size = start(rois, k, col + 2) - start(rois, k, col)
-        return size if spec.aligned else T.max(size, tirx.const(1.0, dt))
-
-    return align_family_kernels(spec, lanes, start, extent)
+    return align_family_kernels(spec, lanes, *box_rule(spec))
 
 
 def roi_warp_kernels(spec: RoIWarpSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
     """RoIWarp: RoIAlign's bins and samples in a box snapped to the grid (C round)."""
-    dt = spec.compute_dtype
-    scale = tirx.const(spec.spatial_scale, dt)
-
-    def start(rois, k, col):
-        return c_round(rois[k, col] * scale, dt)
-
-    def extent(rois, k, col):
-        return T.max(start(rois, k, col + 2) - start(rois, k, col), tirx.const(1.0, dt))
-
-    return align_family_kernels(spec, lanes, start, extent)
+    return align_family_kernels(spec, lanes, *box_rule(spec))
 
 
 def align_tables(spec, start, extent):

@@ -29,6 +29,36 @@ def c_round(x, dt):
     return tirx.if_then_else(T.fabs(x) >= big, x, rounded)
 
 
+def box_rule(spec):
+    """(start, extent) of the align family's box, each `f(rois, k, col)` along x (col 1)
+    or y (col 2) in feature-map units, for RoIAlign, RoIWarp and PS-RoIAlign.
+
+    RoIAlign: scaled, shifted by half a pixel when aligned, extent >= 1 unless
+    aligned.  RoIWarp: corners snapped to the grid (C round), extent >= 1.
+    PS-RoIAlign: always aligned, no minimum extent.
+    """
+    dt = spec.compute_dtype
+    scale = tirx.const(spec.spatial_scale, dt)
+    one = tirx.const(1.0, dt)
+    if spec.name == "roi_warp":
+        def start(rois, k, col):
+            return c_round(rois[k, col] * scale, dt)
+        minimum = True
+    else:
+        aligned = spec.name == "ps_roi_align" or spec.aligned
+        offset = tirx.const(0.5 if aligned else 0.0, dt)
+
+        def start(rois, k, col):
+            return rois[k, col] * scale - offset
+        minimum = not aligned
+
+    def extent(rois, k, col):
+        size = start(rois, k, col + 2) - start(rois, k, col)
+        return T.max(size, one) if minimum else size
+
+    return start, extent
+
+
 def sample_grid(extent, pooled: int, sampling_ratio: int, dt, itype="int64"):
     """Samples per bin along one axis: fixed, or adaptive ceil(extent / pooled), never < 0."""
     if sampling_ratio > 0:

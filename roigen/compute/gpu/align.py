@@ -20,51 +20,21 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..sampling import axis_corners, c_round, sample_grid, sample_pos
+from ..sampling import axis_corners, box_rule, sample_grid, sample_pos
 
 I32 = "int32"
 
 
 def roi_align_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
-    dt = spec.compute_dtype
-    scale = tirx.const(spec.spatial_scale, dt)
-    offset = tirx.const(0.5 if spec.aligned else 0.0, dt)
-
-    def start(rois, k, col):
-        return rois[k, col] * scale - offset
-
-    def extent(rois, k, col):
-        size = start(rois, k, col + 2) - start(rois, k, col)
-        return size if spec.aligned else T.max(size, tirx.const(1.0, dt))
-
-    return align_family(spec, sched, start, extent, position_sensitive=False)
+    return align_family(spec, sched, *box_rule(spec), position_sensitive=False)
 
 
 def roi_warp_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
-    dt = spec.compute_dtype
-    scale = tirx.const(spec.spatial_scale, dt)
-
-    def start(rois, k, col):
-        return c_round(rois[k, col] * scale, dt)
-
-    def extent(rois, k, col):
-        return T.max(start(rois, k, col + 2) - start(rois, k, col), tirx.const(1.0, dt))
-
-    return align_family(spec, sched, start, extent, position_sensitive=False)
+    return align_family(spec, sched, *box_rule(spec), position_sensitive=False)
 
 
 def ps_roi_align_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
-    dt = spec.compute_dtype
-    scale = tirx.const(spec.spatial_scale, dt)
-    half = tirx.const(0.5, dt)
-
-    def start(rois, k, col):
-        return rois[k, col] * scale - half
-
-    def extent(rois, k, col):
-        return start(rois, k, col + 2) - start(rois, k, col)
-
-    return align_family(spec, sched, start, extent, position_sensitive=True)
+    return align_family(spec, sched, *box_rule(spec), position_sensitive=True)
 
 
 def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[str, tirx.PrimFunc]:
