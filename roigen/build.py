@@ -59,7 +59,10 @@ def describe(spec, target: Target, sched, source) -> dict:
 
 
 def _entry_name(meta: dict, spec, target: Target) -> str:
-    text = json.dumps(meta, sort_keys=True)
+    # Where a record was found is kept in the entry's .json for reading, but the
+    # record itself (its trace) is what the kernels depend on.
+    tuning = {k: v for k, v in (meta["tuning"] or {}).items() if k != "database"}
+    text = json.dumps({**meta, "tuning": tuning}, sort_keys=True)
     return f"{spec.name}-{target.name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
