@@ -14,7 +14,7 @@ import torch
 from devices import require_vulkan
 
 from roigen import records
-from roigen.build import ensure_built, plan
+from roigen.build import ensure_built
 from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
 from roigen.tune import points, tune

@@ -18,7 +18,8 @@ def ps_roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
                 pooled_width=pw, sampling_ratio=sampling_ratio, target=target, deterministic=deterministic)
 
 
-def ps_roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0, *, target: str = "auto", deterministic: bool = False) -> Tensor:
+def ps_roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
+                *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """Position-sensitive RoIPool, an average per bin (torchvision.ops.ps_roi_pool)."""
     ph, pw = output_size_pair(output_size)
     return call(PSRoIPoolSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,

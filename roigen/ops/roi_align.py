@@ -10,7 +10,8 @@ from ._registry import call
 
 
 def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
-              sampling_ratio: int = -1, aligned: bool = False, mode: str = "avg", *, target: str = "auto", deterministic: bool = False) -> Tensor:
+              sampling_ratio: int = -1, aligned: bool = False, mode: str = "avg",
+              *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """RoIAlign of Mask R-CNN; the same arguments and results as `torchvision.ops.roi_align`.
 
     boxes: Tensor[K, 5] of (batch_index, x1, y1, x2, y2), or a list of
@@ -20,7 +21,8 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
     """
     ph, pw = output_size_pair(output_size)
     return call(RoIAlignSpec, input, boxes, spatial_scale=_as_float(spatial_scale), pooled_height=ph,
-                pooled_width=pw, sampling_ratio=sampling_ratio, aligned=aligned, mode=mode, target=target, deterministic=deterministic)
+                pooled_width=pw, sampling_ratio=sampling_ratio, aligned=aligned, mode=mode,
+                            target=target, deterministic=deterministic)
 
 
 class RoIAlign(nn.Module):

@@ -10,7 +10,8 @@ from ._registry import call
 
 
 def roi_warp(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
-             sampling_ratio: int = -1, mode: str = "avg", *, target: str = "auto", deterministic: bool = False) -> Tensor:
+             sampling_ratio: int = -1, mode: str = "avg",
+             *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """RoIWarp: box corners rounded to the grid (C round), then RoIAlign's bins and
     bilinear samples (`mode` "avg" or "max").  Returns Tensor[K, C, PH, PW]."""
     ph, pw = output_size_pair(output_size)

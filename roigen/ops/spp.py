@@ -9,7 +9,8 @@ from ._checks import as_float, as_levels
 from ._registry import call
 
 
-def spp(input: Tensor, levels=(4, 2, 1), mode: str = "max", *, target: str = "auto", deterministic: bool = False) -> Tensor:
+def spp(input: Tensor, levels=(4, 2, 1), mode: str = "max",
+        *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """Pool the map into n x n adaptive bins for each n in `levels` (max or avg).
 
     Returns Tensor[N, C * sum(n*n)]: levels in order, each flattened channel-major,
@@ -18,11 +19,13 @@ def spp(input: Tensor, levels=(4, 2, 1), mode: str = "max", *, target: str = "au
     return call(SPPSpec, input, None, levels=as_levels(levels), mode=mode, target=target, deterministic=deterministic)
 
 
-def roi_spp(input: Tensor, boxes, levels=(4, 2, 1), spatial_scale: float = 1.0, *, target: str = "auto", deterministic: bool = False) -> Tensor:
+def roi_spp(input: Tensor, boxes, levels=(4, 2, 1), spatial_scale: float = 1.0,
+            *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """SPPnet pooling inside boxes: the RoIPool grids of every level, computed in one
     pass per box.  Returns Tensor[K, C * sum(n*n)], equal to
     `cat([roi_pool(input, boxes, n, spatial_scale).flatten(1) for n in levels], 1)`."""
-    return call(RoISPPSpec, input, boxes, spatial_scale=as_float(spatial_scale), levels=as_levels(levels), target=target, deterministic=deterministic)
+    return call(RoISPPSpec, input, boxes, spatial_scale=as_float(spatial_scale), levels=as_levels(levels),
+                target=target, deterministic=deterministic)
 
 
 class SpatialPyramidPool(nn.Module):
