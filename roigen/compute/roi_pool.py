@@ -23,6 +23,14 @@ def pick(index, values, dtype="int64"):
     return expr
 
 
+def level_of(index, offsets, dtype="int32"):
+    """Which level of a pyramid bin `index` belongs to, given each level's first bin (offsets[0] == 0)."""
+    expr = tirx.const(0, dtype)
+    for off in offsets[1:]:
+        expr = expr + T.Cast(dtype, index >= off)
+    return expr
+
+
 def roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     return pool_family_kernels(spec, lanes, ((spec.pooled_height, spec.pooled_width),))
 

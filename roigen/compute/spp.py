@@ -16,6 +16,16 @@ from tvm.script import tirx as T
 from .roi_pool import pick
 
 
+def lo(i, size, n):
+    """First row (or column) of adaptive bin i of n over `size`: floor(i*size/n)."""
+    return i * size // n
+
+
+def hi(i, size, n):
+    """One past the last row of adaptive bin i of n: ceil((i+1)*size/n)."""
+    return ((i + 1) * size + n - 1) // n
+
+
 def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     dt = spec.compute_dtype
     L = lanes
@@ -33,12 +43,6 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
     def OFF(lv):
         return pick(lv, offsets)
-
-    def lo(i, size, n):
-        return i * size // n
-
-    def hi(i, size, n):
-        return ((i + 1) * size + n - 1) // n
 
     @T.prim_func
     def forward(d: T.handle, o: T.handle, a: T.handle):

@@ -74,6 +74,18 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
         fbuf[2 * slot] = w_low
         fbuf[2 * slot + 1] = w_high
 
+    @T.macro
+    def fill_tables(yi, yw, xi, xw, t, yc, xc, b, y0, bh, gh, H, x0, bw, gw, W):
+        """Chunk (yc, xc) of bin b's shared sample tables, one slot per thread of the
+        block's first S, between barriers (every thread of the block reaches them)."""
+        T.tvm_storage_sync("shared")
+        if t < S:
+            if yc * S + t < gh:
+                corners(yi, yw, t, y0, bh, gh, b // PW * gh + yc * S + t, H)
+            if xc * S + t < gw:
+                corners(xi, xw, t, x0, bw, gw, b % PW * gw + xc * S + t, W)
+        T.tvm_storage_sync("shared")
+
     @T.prim_func
     def forward(x_h: T.handle, r_h: T.handle, o_h: T.handle, a_h: T.handle):
         T.func_attr({"tirx.noalias": True})
@@ -111,13 +123,7 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
                 arg[0] = -1
                 for yc in range((gh + S - 1) // S):
                     for xc in range((gw + S - 1) // S):
-                        T.tvm_storage_sync("shared")
-                        if t < S:
-                            if yc * S + t < gh:
-                                corners(yi, yw, t, y0, bh, gh, b // PW * gh + yc * S + t, H)
-                            if xc * S + t < gw:
-                                corners(xi, xw, t, x0, bw, gw, b % PW * gw + xc * S + t, W)
-                        T.tvm_storage_sync("shared")
+                        fill_tables(yi, yw, xi, xw, t, yc, xc, b, y0, bh, gh, H, x0, bw, gw, W)
                         if c < CO:
                             for iy in range(T.min(S, gh - yc * S)):
                                 for ix in range(T.min(S, gw - xc * S)):
@@ -196,11 +202,12 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
 
     kernels = {"forward": forward, "backward": backward}
     if sched.atomics:
-        kernels["backward_atomic"] = _atomic_backward(spec, sched, start, bin_size, grid, corners, in_channel, count, avg)
+        kernels["backward_atomic"] = _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables,
+                                                      in_channel, count, avg)
     return kernels
 
 
-def _atomic_backward(spec, sched, start, bin_size, grid, corners, in_channel, count, avg):
+def _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables, in_channel, count, avg):
     """backward with the forward's blocks and sample tables, scattering by atomic adds."""
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
@@ -241,13 +248,7 @@ def _atomic_backward(spec, sched, start, bin_size, grid, corners, in_channel, co
                 if avg:
                     for yc in range((gh + S - 1) // S):
                         for xc in range((gw + S - 1) // S):
-                            T.tvm_storage_sync("shared")
-                            if t < S:
-                                if yc * S + t < gh:
-                                    corners(yi, yw, t, y0, bh, gh, b // PW * gh + yc * S + t, H)
-                                if xc * S + t < gw:
-                                    corners(xi, xw, t, x0, bw, gw, b % PW * gw + xc * S + t, W)
-                            T.tvm_storage_sync("shared")
+                            fill_tables(yi, yw, xi, xw, t, yc, xc, b, y0, bh, gh, H, x0, bw, gw, W)
                             if c < CO:
                                 for iy in range(T.min(S, gh - yc * S)):
                                     for ix in range(T.min(S, gw - xc * S)):

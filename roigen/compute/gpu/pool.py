@@ -17,7 +17,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..roi_pool import pick
+from ..roi_pool import level_of, pick
 from ..sampling import c_round
 
 I32 = "int32"
@@ -55,10 +55,7 @@ def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
     one_i = tirx.const(1, I32)
 
     def level(b):
-        expr = tirx.const(0, I32)
-        for off in offsets[1:]:
-            expr = expr + T.Cast(I32, b >= off)
-        return expr
+        return level_of(b, offsets, I32)
 
     def GH(lv):
         return pick(lv, [g[0] for g in grids], I32)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..roi_pool import pick
+from ..roi_pool import level_of, pick
+from ..spp import hi, lo
 
 I32 = "int32"
 
@@ -30,16 +31,7 @@ def spp_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
     zero = tirx.const(0.0, dt)
 
     def level(b):
-        expr = tirx.const(0, I32)
-        for off in offsets[1:]:
-            expr = expr + T.Cast(I32, b >= off)
-        return expr
-
-    def lo(i, size, n):
-        return i * size // n
-
-    def hi(i, size, n):
-        return ((i + 1) * size + n - 1) // n
+        return level_of(b, offsets, I32)
 
     @T.prim_func
     def forward(x_h: T.handle, o_h: T.handle, a_h: T.handle):
