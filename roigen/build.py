@@ -162,5 +162,5 @@ def _build(spec, target: Target, knobs: tuple | None):
         else:
             module = cache.load(name)
             if module is not None:
-                return Kernels(spec, sched.lanes, module)
+                return Kernels(spec, (sched.forward_lanes, sched.backward_lanes), module)
     raise RuntimeError(f"roigen: could not build or load {name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tvm
 
-from .compute import KERNELS, layout_kernels
+from .compute import FUSES_LAYOUT, KERNELS, layout_kernels
 from .compute.gpu import GPU_KERNELS
 
 
@@ -17,9 +17,21 @@ def kernel_funcs(spec, target, sched) -> dict:
         raise ValueError(f"no {target.family} compute registered for {type(spec).__name__}") from None
     if target.family == "gpu":
         return compute(spec, sched)
-    funcs = compute(spec, sched.lanes)
-    if spec.packed:
-        funcs.update(layout_kernels(spec.layout, spec.compute_dtype, sched.lanes))
+    return {**_cpu_kernels(spec, compute, sched, "forward", ("table_size", "tables", "forward"), "pack"),
+            **_cpu_kernels(spec, compute, sched, "backward", ("backward",), "unpack")}
+
+
+def _cpu_kernels(spec, compute, sched, direction: str, names: tuple, layout: str) -> dict:
+    """One direction's CPU kernels, built with that direction's knobs: `names` of the
+    compute's kernels, plus its layout kernel (`layout`) unless the kernels fuse it."""
+    lanes, fuse = sched.lanes(direction), sched.fuse(direction)
+    if fuse and type(spec) not in FUSES_LAYOUT:
+        raise ValueError(f"schedule knob {direction}_fuse: {spec.name} kernels cannot convert the layout "
+                         "in their tasks")
+    funcs = compute(spec, lanes, fuse=True) if fuse else compute(spec, lanes)
+    funcs = {name: funcs[name] for name in names if name in funcs}
+    if spec.packed and not fuse:
+        funcs[layout] = layout_kernels(spec.layout, spec.compute_dtype, lanes)[layout]
     return funcs
 
 

@@ -158,7 +158,7 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
         own = kernel_funcs(spec, target, sched)
         funcs.update({prefix + k: f for k, f in own.items()})
         entries.append({"op": spec.name, "spec": json.loads(spec.key()), "key": spec.key(), "prefix": prefix,
-                        "lanes": getattr(sched, "lanes", 0),
+                        "lanes": [getattr(sched, f"{d}_lanes", 0) for d in ("forward", "backward")],
                         "kernels": {k: _signature(f) for k, f in own.items()}})
     say(f"compiling {len(funcs)} kernels of {len(builds)} specs for {target.name}")
     executable, extra = compile_funcs(funcs, target, sched)

@@ -87,7 +87,7 @@ def replay(record, spec, target) -> dict:
     for (name, candidates), value in zip(space, values):
         if value not in candidates:
             raise ValueError(f"the record's {name}={value} is not among the candidates {candidates}")
-        knobs[name] = value
+        knobs[name] = candidates[candidates.index(value)]  # the candidate itself: True, not 1
     return knobs
 
 

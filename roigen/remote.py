@@ -43,14 +43,18 @@ def _problem(spec, target, sched, workload: dict) -> dict:
                           (backward, ["grad", "rois", "aux", "grad_input"])]}
     arrays["x"] = x.numpy()
     setup, boxes = [], ["rois"]
-    if spec.packed:
-        packed = (n, math.ceil(c / sched.lanes), h, w, sched.lanes)
-        arrays["data"], arrays["grad_data"] = np.zeros(packed, "float32"), np.zeros(packed, "float32")
+    # Each direction reads (writes) the map in its own blocks, or the caller's layout when fused.
+    source, sink = "x", "grad_input"
+    arrays["grad_input"] = np.zeros((n, c, h, w), "float32")
+    if spec.packed and not sched.forward_fuse:
+        lanes = sched.forward_lanes
+        arrays["data"] = np.zeros((n, math.ceil(c / lanes), h, w, lanes), "float32")
         setup.append(("pack", ["x", "data"]))
-        source, sink = "data", "grad_data"
-    else:
-        arrays["grad_input"] = np.zeros((n, c, h, w), "float32")
-        source, sink = "x", "grad_input"
+        source = "data"
+    if spec.packed and not sched.backward_fuse:
+        lanes = sched.backward_lanes
+        arrays["grad_data"] = np.zeros((n, math.ceil(c / lanes), h, w, lanes), "float32")
+        sink = "grad_data"
     if spec.name in ("roi_align", "roi_warp", "ps_roi_align"):  # the align family's sample tables
         setup.append(("tables", None))
         boxes = ["rois", "itab", "ftab"]

@@ -65,15 +65,23 @@ class Kernels:
     """One op's compiled module: pack, forward, backward, unpack, and for the
     RoIAlign family the per-box sample tables (table_size, tables)."""
 
-    def __init__(self, spec, lanes: int, module, prefix: str = ""):
-        """`prefix`: the kernels' names in `module` start with it (a package holds many ops)."""
+    def __init__(self, spec, lanes: tuple[int, int], module, prefix: str = ""):
+        """`lanes`: the (forward, backward) channel-block widths; `prefix`: the kernels'
+        names in `module` start with it (a package holds many ops)."""
         self.spec = spec
-        self.lanes = lanes
+        self.lanes = dict(zip(("forward", "backward"), lanes))
         self.dtype = TORCH_DTYPES[spec.compute_dtype]
-        names = ("pack", "unpack", "forward", "backward") if spec.packed else ("forward", "backward")
+        # A kernel built with the CPU schedule's `fuse` takes the caller's map (or
+        # gradient) itself: the module then has no pack (or unpack) kernel.
+        self.fused = {direction: spec.packed and not module.implements_function(prefix + layout)
+                      for direction, layout in (("forward", "pack"), ("backward", "unpack"))}
+        names = ["forward", "backward"]
+        if spec.packed:
+            names += [layout for direction, layout in (("forward", "pack"), ("backward", "unpack"))
+                      if not self.fused[direction]]
         self._has_tables = module.implements_function(prefix + "tables")
         if self._has_tables:
-            names += ("table_size", "tables")
+            names += ["table_size", "tables"]
         self._fn = {name: module[prefix + name] for name in names}
 
     def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
@@ -92,8 +100,9 @@ class Kernels:
         _call(self._fn["tables"], rois, itab, ftab, height, width)
         return itab, ftab
 
-    def _packed_shape(self, n, c, h, w) -> tuple:
-        return (n, math.ceil(c / self.lanes), h, w, self.lanes)
+    def _packed_shape(self, direction: str, n, c, h, w) -> tuple:
+        lanes = self.lanes[direction]
+        return (n, math.ceil(c / lanes), h, w, lanes)
 
     def _nchw_or_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         """`x` viewed in this build's layout (NHWC as a (N, H, W, C) view)."""
@@ -111,8 +120,10 @@ class Kernels:
         """
         n, c, h, w = x.shape
         rows = n if rois is None else rois.shape[0]
-        if self.spec.packed:
-            data = _workspace.get(self._packed_shape(n, c, h, w), self.dtype)
+        if self.fused["forward"]:
+            data = self._nchw_or_nhwc(x)
+        elif self.spec.packed:
+            data = _workspace.get(self._packed_shape("forward", n, c, h, w), self.dtype)
             _call(self._fn["pack"], self._nchw_or_nhwc(x), data)
         else:
             data = x
@@ -133,9 +144,12 @@ class Kernels:
             grad_input = torch.empty(n, c, h, w, dtype=self.dtype)
             _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, grad_input)
             return grad_input
-        packed = _workspace.get(self._packed_shape(n, c, h, w), self.dtype)
-        _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, packed)
         fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
         grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
+        if self.fused["backward"]:
+            _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, self._nchw_or_nhwc(grad_input))
+            return grad_input
+        packed = _workspace.get(self._packed_shape("backward", n, c, h, w), self.dtype)
+        _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, packed)
         _call(self._fn["unpack"], packed, self._nchw_or_nhwc(grad_input))
         return grad_input

@@ -45,13 +45,55 @@ class Trial:
         return self.forward_ms + self.backward_ms if not self.error else float("inf")
 
 
-def points(space: dict[str, list], trials: int, seed: int = 0) -> list[dict]:
-    """Up to `trials` distinct points of the space: the default (first candidates) first."""
+DIRECTIONS = ("forward", "backward")
+
+
+def _directions(space: dict[str, list]) -> list[dict[str, list]]:
+    """The space split into its forward_* and backward_* knobs, when every knob is one
+    of them (the kernels are then built apart, and each is timed alone); else whole."""
+    if space and all(name.startswith(tuple(d + "_" for d in DIRECTIONS)) for name in space):
+        return [{n: v for n, v in space.items() if n.startswith(d + "_")} for d in DIRECTIONS]
+    return [space]
+
+
+def _grid(space: dict[str, list], rng: random.Random) -> list[dict]:
+    """Every point of `space`, the default (first candidates) first, the rest shuffled."""
     names = sorted(space)
     grid = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
-    default, rest = grid[0], grid[1:]
-    random.Random(seed).shuffle(rest)
-    return [default, *rest][:max(1, trials)]
+    rest = grid[1:]
+    rng.shuffle(rest)
+    return grid[:1] + rest
+
+
+def points(space: dict[str, list], trials: int, seed: int = 0) -> list[dict]:
+    """Up to `trials` distinct points of the space: the default first.
+
+    A space of forward and backward knobs pairs the two halves diagonal by
+    diagonal, so the first max(|forward|, |backward|) trials already time every
+    forward point and every backward point once (`best` then combines them).
+    """
+    rng = random.Random(seed)
+    halves = [_grid(half, rng) for half in _directions(space)]
+    if len(halves) == 1:
+        return halves[0][:max(1, trials)]
+    fwd, bwd = halves
+    pairs = sorted(itertools.product(range(len(fwd)), range(len(bwd))),
+                   key=lambda p: ((p[1] - p[0]) % len(bwd), p[0]))
+    return [{**fwd[i], **bwd[j]} for i, j in pairs][:max(1, trials)]
+
+
+def best_point(space: dict[str, list], results: list[Trial]) -> dict | None:
+    """The knobs to keep: the fastest forward half with the fastest backward half where the
+    space splits that way, else the fastest trial in total."""
+    ok = [t for t in results if not t.error]
+    if not ok:
+        return None
+    halves = _directions(space)
+    if len(halves) == 1:
+        return min(ok, key=lambda t: t.total_ms).knobs
+    fwd = min(ok, key=lambda t: t.forward_ms).knobs
+    bwd = min(ok, key=lambda t: t.backward_ms).knobs
+    return {**{n: fwd[n] for n in halves[0]}, **{n: bwd[n] for n in halves[1]}}
 
 
 def workload_spec(op: str, workload: str, target: Target):
@@ -79,9 +121,9 @@ def measure_local(spec, target: Target, knobs: dict, workload: dict, repeats: in
     return forward, backward
 
 
-def _bar(done: int, total: int, best: Trial | None, width: int = 24) -> str:
+def _bar(done: int, total: int, best: dict | None, width: int = 24) -> str:
     filled = int(width * done / total)
-    tail = f" best {best.total_ms:.2f} ms {best.knobs}" if best and best.error == "" else ""
+    tail = f" best so far {best}" if best else ""
     return f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}{tail}"
 
 
@@ -122,7 +164,6 @@ def tune(op: str, workload: str, target: str = "host", trials: int = 64, repeats
 
         key = device_key(tgt)
     results: list[Trial] = []
-    best = None
     for i, knobs in enumerate(candidates):
         trial = Trial(knobs)
         try:
@@ -130,19 +171,20 @@ def tune(op: str, workload: str, target: str = "host", trials: int = 64, repeats
         except Exception as err:  # noqa: BLE001 - a failing point is skipped, not fatal
             trial.error = f"{type(err).__name__}: {err}"
         results.append(trial)
-        if trial.error == "" and (best is None or trial.total_ms < best.total_ms):
-            best = trial
         if progress:
-            progress.write(_bar(i + 1, len(candidates), best))
+            progress.write(_bar(i + 1, len(candidates), best_point(space, results)))
             progress.flush()
     if progress:
         progress.write("\n")
-    if best is None:
+    knobs = best_point(space, results)
+    if knobs is None:
         raise RuntimeError(f"every trial failed; the first: {results[0].error}")
     default = results[0]
+    best = next((t for t in results if t.knobs == knobs), Trial(knobs))
     if best is not default and not default.error:
-        # One pass is noisy (and the first trial pays warm-up costs): measure the
-        # default and the best again, alternately, and keep the medians.
+        # One pass is noisy (and the first trial pays warm-up costs; a combined
+        # point may not have run at all): measure the default and the best again,
+        # alternately, and keep the medians.
         default, best = _confirm(default, best, measure, rounds=3)
         best = min((default, best), key=lambda t: t.total_ms)
     folder = (db or records.user_dir()) / key

@@ -9,17 +9,27 @@ import sys
 import textwrap
 import time
 
+from dataclasses import replace
+
 import pytest
 import torch
+from boxes import random_rois
+from cases import cases
 from devices import require_vulkan
 
 from roigen import records
+from roigen.schedules import space_for
 from roigen.build import ensure_built
 from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
 from roigen.tune import points, tune
 
 SPEC = RoIAlignSpec(spatial_scale=0.125, pooled_height=7, pooled_width=7, sampling_ratio=2, aligned=True)
+
+
+def _point(**changes) -> dict:
+    """A point of SPEC's space on this host: the default with `changes`."""
+    return {**{k: v[0] for k, v in space_for(SPEC, resolve("host")).items()}, **changes}
 
 
 @pytest.fixture
@@ -63,7 +73,7 @@ FRESH = textwrap.dedent("""
     x = torch.randn(1, 24, 20, 20, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[0, 8.0, 8.0, 120.0, 100.0], [0, -20.0, 30.0, 60.0, 170.0]])
     out = roigen.ops.roi_align(x, boxes, 7, 0.125, 2, True)
-    print(json.dumps({"lanes": sched.lanes, "source": source,
+    print(json.dumps({"knobs": [sched.forward_lanes, sched.forward_fuse], "source": source,
                       "meta": json.loads(cache.path(name, ".json").read_text())["tuning"]}))
     torch.save(out, sys.argv[1])
 """)
@@ -82,16 +92,16 @@ def test_a_fresh_process_builds_with_the_record(tmp_path, tuning_dir):
 
     target = resolve("host")
     # Record a non-default point, so that applying it is visible.
-    records.commit(tuning_dir / device_key(target), SPEC, target, {"lanes": 8}, 0.001)
+    records.commit(tuning_dir / device_key(target), SPEC, target, _point(forward_lanes=8, forward_fuse=True), 0.001)
     seen, _, out = _fresh(tmp_path, tuning_dir)
-    assert seen["lanes"] == 8
+    assert seen["knobs"] == [8, True]
     assert "sample_categorical(candidates=[16, 8, 32]" in seen["source"]["trace"]
     assert seen["meta"] == seen["source"]  # the record is part of the cache key
     x = torch.randn(1, 24, 20, 20, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[0, 8.0, 8.0, 120.0, 100.0], [0, -20.0, 30.0, 60.0, 170.0]])
     torch.testing.assert_close(out.double(), reference.roi_align(x, boxes, 7, 0.125, 2, True), rtol=1e-5, atol=1e-5)
-    default_name, _ = ensure_built(SPEC, "host", {"lanes": 16})
-    tuned_name, _ = ensure_built(SPEC, "host", {"lanes": 8})
+    default_name, _ = ensure_built(SPEC, "host", _point())
+    tuned_name, _ = ensure_built(SPEC, "host", _point(forward_lanes=8, forward_fuse=True))
     assert default_name != tuned_name
 
 
@@ -99,7 +109,7 @@ def test_a_fresh_process_builds_with_the_record(tmp_path, tuning_dir):
 def test_a_bad_database_falls_back_with_a_warning(tmp_path, tuning_dir, damage):
     target = resolve("host")
     folder = tuning_dir / device_key(target)
-    records.commit(folder, SPEC, target, {"lanes": 8}, 0.001)
+    records.commit(folder, SPEC, target, _point(forward_lanes=8), 0.001)
     path = folder / records.RECORD_FILE
     if damage == "corrupted":
         path.write_text(path.read_text()[: len(path.read_text()) // 2])
@@ -108,9 +118,10 @@ def test_a_bad_database_falls_back_with_a_warning(tmp_path, tuning_dir, damage):
         assert "[[16,8,32]" in text
         path.write_text(text.replace("[[16,8,32]", "[[16,7,32]"))
     seen, stderr, out = _fresh(tmp_path, tuning_dir)
-    # Not the damaged record's lanes=8: the default, or a record shipped with roigen.
-    assert seen["lanes"] == 16
+    # Not the damaged record: the default, or a record shipped with roigen.
     assert seen["source"] is None or seen["source"]["database"] != str(folder)
+    if seen["source"] is None:
+        assert seen["knobs"] == [16, False]
     assert "ignoring" in stderr and out.shape == (2, 24, 7, 7)
 
 
@@ -142,3 +153,46 @@ def test_tuning_on_vulkan(tmp_path):
     assert [t.error for t in result["trials"]] == ["", ""]
     assert result["trials"][0].knobs == {"table": 32, "threads": 256}
     assert (tmp_path / "db" / device_key(resolve("vulkan")) / records.RECORD_FILE).exists()
+
+
+def _space_points(spec) -> list[dict]:
+    """The default and points that between them use every candidate of every knob,
+    forward and backward differing (they are built apart)."""
+    space = space_for(spec, resolve("host"))
+    width = max(len(v) for v in space.values())
+    shift = {name: (1 if name.startswith("backward") else 0) for name in space}
+    return [{name: values[(i + shift[name] * (i > 0)) % len(values)] for name, values in space.items()}
+            for i in range(width)]
+
+
+SPACE_CASES = [c for c in cases() if str(c) in (
+    "roi_align-sampling_ratio=0-aligned=True-mode=avg", "roi_align-sampling_ratio=2-aligned=False-mode=max",
+    "roi_warp-sampling_ratio=2-mode=avg", "roi_pool", "roi_spp-levels=(4, 2, 1)", "spp-levels=(3, 1)-mode=max")]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", SPACE_CASES, ids=str)
+def test_every_schedule_point_computes_the_op(case, layout, gen):
+    """Each knob's every candidate (lanes, fused layout) gives the reference's forward and
+    backward, channels not a multiple of the lanes."""
+    from roigen.build import build
+    from roigen.runtime import channels_last
+
+    spec = replace(case.spec(dtype="float64"), layout=layout)
+    x = torch.randn(2, 20, 11, 13, generator=gen, dtype=torch.float64)
+    if layout == "NHWC":
+        x = x.contiguous(memory_format=torch.channels_last)
+        assert channels_last(x)
+    rois = random_rois(2, 11, 13, 9, 0.5, gen, dtype=torch.float64) if case.takes_boxes else None
+    xr = x.detach().clone().requires_grad_()
+    ref = case.reference(xr, rois)
+    grad = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    ref.backward(grad)
+    points = _space_points(spec)
+    assert len(points) >= 3 and points[0] == {k: v[0] for k, v in space_for(spec, resolve("host")).items()}
+    for knobs in points:
+        kernels = build(spec, "host", knobs)
+        out, aux = kernels.forward(x, rois)
+        gx = kernels.backward(grad, rois, aux, tuple(x.shape))
+        torch.testing.assert_close(out.view(ref.shape), ref.detach(), rtol=1e-9, atol=1e-9, msg=str(knobs))
+        torch.testing.assert_close(gx, xr.grad, rtol=1e-9, atol=1e-9, msg=str(knobs))

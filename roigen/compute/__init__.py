@@ -3,7 +3,8 @@
 A compute function takes (spec, lanes) and returns named PrimFuncs that follow
 the kernel contract in `roi_align.py` (ops on channel blocks) or `ps_roi.py`
 (ops on plain NCHW, `spec.packed` False).  It knows no target: the schedule
-(`roigen.schedules`) chooses `lanes`, the channel-block width.
+(`roigen.schedules`) chooses `lanes`, the channel-block width, and for the
+ops in FUSES_LAYOUT whether the layout conversion runs inside their tasks.
 """
 
 from ..specs import PSRoIAlignSpec, PSRoIPoolSpec, RoIAlignSpec, RoIPoolSpec, RoISPPSpec, RoIWarpSpec, SPPSpec
@@ -23,4 +24,8 @@ KERNELS = {
     PSRoIPoolSpec: ps_roi_pool_kernels,
 }
 
-__all__ = ["KERNELS", "layout_kernels"]
+# Ops whose compute takes `fuse=True`: kernels that convert the caller's layout
+# inside their own tasks (no pack/unpack kernels; see roi_align.py).
+FUSES_LAYOUT = frozenset({RoIAlignSpec, RoIWarpSpec})
+
+__all__ = ["FUSES_LAYOUT", "KERNELS", "layout_kernels"]

@@ -23,16 +23,17 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ..specs import RoIAlignSpec, RoIWarpSpec
+from .layout import block_macros, map_shape
 from .sampling import axis_table_macro, box_rule, sample_grid
 
 
-def roi_align_kernels(spec: RoIAlignSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
-    return align_family_kernels(spec, lanes, *box_rule(spec))
+def roi_align_kernels(spec: RoIAlignSpec, lanes: int, fuse: bool = False) -> dict[str, tirx.PrimFunc]:
+    return align_family_kernels(spec, lanes, *box_rule(spec), fuse=fuse)
 
 
-def roi_warp_kernels(spec: RoIWarpSpec, lanes: int) -> dict[str, tirx.PrimFunc]:
+def roi_warp_kernels(spec: RoIWarpSpec, lanes: int, fuse: bool = False) -> dict[str, tirx.PrimFunc]:
     """RoIWarp: RoIAlign's bins and samples in a box snapped to the grid (C round)."""
-    return align_family_kernels(spec, lanes, *box_rule(spec))
+    return align_family_kernels(spec, lanes, *box_rule(spec), fuse=fuse)
 
 
 def align_tables(spec, start, extent):
@@ -90,8 +91,13 @@ def align_tables(spec, start, extent):
     return grids, {"table_size": table_size, "tables": tables}
 
 
-def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.PrimFunc]:
-    """The bilinear-sampling kernels over channel blocks, for any align-family box geometry."""
+def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False) -> dict[str, tirx.PrimFunc]:
+    """The bilinear-sampling kernels over channel blocks, for any align-family box geometry.
+
+    `fuse`: forward reads the caller's map and backward writes the caller's
+    gradient, each task converting its own (image, block) slab in a scratch
+    buffer (see `layout.block_macros`), so there are no pack/unpack passes.
+    """
     dt = spec.compute_dtype
     L = lanes
     PH, PW = spec.pooled_size
@@ -99,6 +105,102 @@ def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.Prim
     zero = tirx.const(0.0, dt)
     avg = spec.mode == "avg"
     grids, table_kernels = align_tables(spec, start, extent)
+    load, store = block_macros(spec.layout, dt, L)
+
+    @T.macro
+    def sample_boxes(data, dn, dcb, n, cb, rois, itab, ftab, out, argmax, K, C, A):
+        # Every box of image n, block cb of the channels, read from slab [dn, dcb] of `data`.
+        tile = T.alloc_buffer((L, P), dt)
+        atile = T.alloc_buffer((L, P), "int32")
+        for k in range(K):
+            if T.Cast("int64", rois[k, 0]) == n:
+                gh = T.meta_var(grids(rois, k)[0])
+                gw = T.meta_var(grids(rois, k)[1])
+                for ph, pw in T.grid(PH, PW):
+                    acc = T.alloc_buffer((L,), dt)
+                    arg = T.alloc_buffer((L,), "int32")
+                    for ci in T.vectorized(L):
+                        acc[ci] = zero
+                        arg[ci] = -1
+                    for iy, ix in T.grid(gh, gw):
+                        sy = 2 * (ph * gh + iy)
+                        sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                        for ci in T.vectorized(L):
+                            # data[dn, dcb, 0, row*W + col] addresses pixel (row, col).
+                            v = T.meta_var(ftab[k, sy] * (
+                                ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci]
+                                + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci]
+                            ) + ftab[k, sy + 1] * (
+                                ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci]
+                                + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci]
+                            ))
+                            if avg:
+                                acc[ci] = acc[ci] + v
+                            else:
+                                # meta_var inlines `better`, so arg must update before acc.
+                                better = T.meta_var(v > acc[ci] or (iy == 0 and ix == 0))
+                                arg[ci] = T.Select(better, T.Cast("int32", iy * gw + ix), arg[ci])
+                                acc[ci] = T.Select(better, v, acc[ci])
+                    # Scatter the bin into the tile in output order (channel-major):
+                    # then each (box, block) leaves as one contiguous run of the
+                    # output.  Transposing at write-out instead cost 40% more.
+                    for ci in range(L):
+                        tile[ci, ph * PW + pw] = acc[ci]
+                    if not avg:
+                        for ci in range(L):
+                            atile[ci, ph * PW + pw] = arg[ci]
+                for ci in range(T.min(L, C - cb * L)):
+                    for p in range(P):
+                        out[k, cb * L + ci, p] = tile[ci, p]
+                if not avg:
+                    if A > 0:
+                        for ci in range(T.min(L, C - cb * L)):
+                            for p in range(P):
+                                argmax[(k * C + cb * L + ci) * P + p] = atile[ci, p]
+
+    @T.macro
+    def scatter_boxes(grad, dn, dcb, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W):
+        # Block cb of image n's gradient, accumulated in slab [dn, dcb] of `grad`.
+        gtile = T.alloc_buffer((L, P), dt)
+        gvec = T.alloc_buffer((L,), dt)
+        for h, w in T.grid(H, W):
+            for ci in T.vectorized(L):
+                grad[dn, dcb, h, w, ci] = zero
+        for k in range(K):
+            if T.Cast("int64", rois[k, 0]) == n:
+                gh = T.meta_var(grids(rois, k)[0])
+                gw = T.meta_var(grids(rois, k)[1])
+                if avg:
+                    # The (box, block) gradient is one contiguous run of grad_out;
+                    # copy it whole, then gather each bin's channel vector from L1.
+                    for ci in range(L):
+                        for p in range(P):
+                            gtile[ci, p] = T.if_then_else(
+                                cb * L + ci < C, grad_out[k, T.min(cb * L + ci, C - 1), p], zero)
+                    for ph, pw in T.grid(PH, PW):
+                        for ci in range(L):
+                            gvec[ci] = gtile[ci, ph * PW + pw]
+                        for iy, ix in T.grid(gh, gw):
+                            sy = 2 * (ph * gh + iy)
+                            sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                            for ci in T.vectorized(L):
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gvec[ci]
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gvec[ci]
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gvec[ci]
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gvec[ci]
+                else:
+                    # Max: only the winning sample of each bin and channel gets the gradient.
+                    for ci in range(T.min(L, C - cb * L)):
+                        for ph, pw in T.grid(PH, PW):
+                            s = argmax[(k * C + cb * L + ci) * P + ph * PW + pw]
+                            if s >= 0:
+                                sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
+                                sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
+                                gv = grad_out[k, cb * L + ci, ph * PW + pw]
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gv
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gv
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gv
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
 
     @T.prim_func
     def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
@@ -120,53 +222,30 @@ def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.Prim
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            tile = T.alloc_buffer((L, P), dt)
-            atile = T.alloc_buffer((L, P), "int32")
-            for k in range(K):
-                if T.Cast("int64", rois[k, 0]) == n:
-                    gh = T.meta_var(grids(rois, k)[0])
-                    gw = T.meta_var(grids(rois, k)[1])
-                    for ph, pw in T.grid(PH, PW):
-                        acc = T.alloc_buffer((L,), dt)
-                        arg = T.alloc_buffer((L,), "int32")
-                        for ci in T.vectorized(L):
-                            acc[ci] = zero
-                            arg[ci] = -1
-                        for iy, ix in T.grid(gh, gw):
-                            sy = 2 * (ph * gh + iy)
-                            sx = 2 * PH * gh + 2 * (pw * gw + ix)
-                            for ci in T.vectorized(L):
-                                # data[n, cb, 0, row*W + col] addresses pixel (row, col).
-                                v = T.meta_var(ftab[k, sy] * (
-                                    ftab[k, sx] * data[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci]
-                                    + ftab[k, sx + 1] * data[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci]
-                                ) + ftab[k, sy + 1] * (
-                                    ftab[k, sx] * data[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci]
-                                    + ftab[k, sx + 1] * data[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci]
-                                ))
-                                if avg:
-                                    acc[ci] = acc[ci] + v
-                                else:
-                                    # meta_var inlines `better`, so arg must update before acc.
-                                    better = T.meta_var(v > acc[ci] or (iy == 0 and ix == 0))
-                                    arg[ci] = T.Select(better, T.Cast("int32", iy * gw + ix), arg[ci])
-                                    acc[ci] = T.Select(better, v, acc[ci])
-                        # Scatter the bin into the tile in output order (channel-major):
-                        # then each (box, block) leaves as one contiguous run of the
-                        # output.  Transposing at write-out instead cost 40% more.
-                        for ci in range(L):
-                            tile[ci, ph * PW + pw] = acc[ci]
-                        if not avg:
-                            for ci in range(L):
-                                atile[ci, ph * PW + pw] = arg[ci]
-                    for ci in range(T.min(L, C - cb * L)):
-                        for p in range(P):
-                            out[k, cb * L + ci, p] = tile[ci, p]
-                    if not avg:
-                        if A > 0:
-                            for ci in range(T.min(L, C - cb * L)):
-                                for p in range(P):
-                                    argmax[(k * C + cb * L + ci) * P + p] = atile[ci, p]
+            sample_boxes(data, n, cb, n, cb, rois, itab, ftab, out, argmax, K, C, A)
+
+    @T.prim_func
+    def forward_fused(x: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        C = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        A = T.int64()
+        S = T.int64()
+        src = T.match_buffer(x, map_shape(spec.layout, N, C, H, W), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        itab = T.match_buffer(it, (K, S), "int32")
+        ftab = T.match_buffer(ft, (K, S), dt)
+        out = T.match_buffer(o, (K, C, P), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        for task in T.parallel(N * ((C + L - 1) // L)):
+            n = task // ((C + L - 1) // L)
+            cb = task % ((C + L - 1) // L)
+            slab = T.alloc_buffer((1, 1, H, W, L), dt)
+            load(src, slab, n, cb, 0, 0, C, H, W)
+            sample_boxes(slab, 0, 0, n, cb, rois, itab, ftab, out, argmax, K, C, A)
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
@@ -188,45 +267,31 @@ def align_family_kernels(spec, lanes: int, start, extent) -> dict[str, tirx.Prim
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            gtile = T.alloc_buffer((L, P), dt)
-            gvec = T.alloc_buffer((L,), dt)
-            for h, w in T.grid(H, W):
-                for ci in T.vectorized(L):
-                    grad[n, cb, h, w, ci] = zero
-            for k in range(K):
-                if T.Cast("int64", rois[k, 0]) == n:
-                    gh = T.meta_var(grids(rois, k)[0])
-                    gw = T.meta_var(grids(rois, k)[1])
-                    if avg:
-                        # The (box, block) gradient is one contiguous run of grad_out;
-                        # copy it whole, then gather each bin's channel vector from L1.
-                        for ci in range(L):
-                            for p in range(P):
-                                gtile[ci, p] = T.if_then_else(
-                                    cb * L + ci < C, grad_out[k, T.min(cb * L + ci, C - 1), p], zero)
-                        for ph, pw in T.grid(PH, PW):
-                            for ci in range(L):
-                                gvec[ci] = gtile[ci, ph * PW + pw]
-                            for iy, ix in T.grid(gh, gw):
-                                sy = 2 * (ph * gh + iy)
-                                sx = 2 * PH * gh + 2 * (pw * gw + ix)
-                                for ci in T.vectorized(L):
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gvec[ci]
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gvec[ci]
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gvec[ci]
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gvec[ci]
-                    else:
-                        # Max: only the winning sample of each bin and channel gets the gradient.
-                        for ci in range(T.min(L, C - cb * L)):
-                            for ph, pw in T.grid(PH, PW):
-                                s = argmax[(k * C + cb * L + ci) * P + ph * PW + pw]
-                                if s >= 0:
-                                    sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
-                                    sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
-                                    gv = grad_out[k, cb * L + ci, ph * PW + pw]
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gv
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gv
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gv
-                                    grad[n, cb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
+            scatter_boxes(grad, n, cb, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W)
 
+    @T.prim_func
+    def backward_fused(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        N = T.int64()
+        C = T.int64()
+        H = T.int64()
+        W = T.int64()
+        K = T.int64()
+        A = T.int64()
+        S = T.int64()
+        grad_out = T.match_buffer(g, (K, C, P), dt)
+        rois = T.match_buffer(r, (K, 5), dt)
+        itab = T.match_buffer(it, (K, S), "int32")
+        ftab = T.match_buffer(ft, (K, S), dt)
+        argmax = T.match_buffer(a, (A,), "int32")
+        grad = T.match_buffer(gd, map_shape(spec.layout, N, C, H, W), dt)
+        for task in T.parallel(N * ((C + L - 1) // L)):
+            n = task // ((C + L - 1) // L)
+            cb = task % ((C + L - 1) // L)
+            slab = T.alloc_buffer((1, 1, H, W, L), dt)
+            scatter_boxes(slab, 0, 0, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W)
+            store(slab, grad, n, cb, 0, 0, C, H, W)
+
+    if fuse:
+        return {**table_kernels, "forward": forward_fused, "backward": backward_fused}
     return {**table_kernels, "forward": forward, "backward": backward}
