@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tvm
 
-from .compute import FUSES_LAYOUT, KERNELS, layout_kernels
+from .compute import KERNELS, OPTIONS, layout_kernels
 from .compute.gpu import GPU_KERNELS
 
 
@@ -24,13 +24,14 @@ def kernel_funcs(spec, target, sched) -> dict:
 def _cpu_kernels(spec, compute, sched, direction: str, names: tuple, layout: str) -> dict:
     """One direction's CPU kernels, built with that direction's knobs: `names` of the
     compute's kernels, plus its layout kernel (`layout`) unless the kernels fuse it."""
-    lanes, fuse = sched.lanes(direction), sched.fuse(direction)
-    if fuse and type(spec) not in FUSES_LAYOUT:
-        raise ValueError(f"schedule knob {direction}_fuse: {spec.name} kernels cannot convert the layout "
-                         "in their tasks")
-    funcs = compute(spec, lanes, fuse=True) if fuse else compute(spec, lanes)
+    lanes, options = sched.lanes(direction), sched.options(direction)
+    takes = OPTIONS.get(type(spec), {}).get(direction, ())
+    refused = [name for name, value in options.items() if value and name not in takes]
+    if refused:
+        raise ValueError(f"schedule knob {direction}_{refused[0]}: {spec.name} kernels have no such option")
+    funcs = compute(spec, lanes, **{name: options[name] for name in takes})
     funcs = {name: funcs[name] for name in names if name in funcs}
-    if spec.packed and not fuse:
+    if spec.packed and not options["fuse"]:
         funcs[layout] = layout_kernels(spec.layout, spec.compute_dtype, lanes)[layout]
     return funcs
 

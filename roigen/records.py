@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 WORKLOAD_FILE = "database_workload.json"
+MAX_RECORDS = 64  # records of one op a lookup considers, fastest first
 RECORD_FILE = "database_tuning_record.json"
 
 
@@ -129,16 +130,17 @@ def lookup(spec, target) -> tuple[dict | None, dict | None]:
         db = _database(str(folder))
         if db is None or not db.has_workload(mod):
             continue
-        records = db.get_top_k(db.commit_workload(mod), 1)
-        if not records:
-            continue
-        try:
-            knobs = replay(records[0], spec, target)
-        except Exception as err:  # noqa: BLE001 - a record of another knob space
-            warnings.warn(f"roigen: ignoring a tuning record in {folder} for {spec.name}: {err}", stacklevel=3)
-            continue
-        return knobs, {"database": str(folder), "trace": str(records[0].trace),
-                       "run_secs": [float(s) for s in records[0].run_secs]}
+        # Fastest first; a record of another knob space (an older roigen's) is
+        # skipped with a warning, and the next one tried.
+        for record in db.get_top_k(db.commit_workload(mod), MAX_RECORDS):
+            try:
+                knobs = replay(record, spec, target)
+            except Exception as err:  # noqa: BLE001 - a record of another knob space
+                warnings.warn(f"roigen: ignoring a tuning record in {folder} for {spec.name}: {err}",
+                              stacklevel=3)
+                continue
+            return knobs, {"database": str(folder), "trace": str(record.trace),
+                           "run_secs": [float(s) for s in record.run_secs]}
     return None, None
 
 

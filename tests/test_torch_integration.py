@@ -132,7 +132,8 @@ def test_multi_scale_matches_reference_and_gradcheck(gen):
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_feature_map_crosses_to_tvm_without_copy(monkeypatch, memory_format, gen):
-    """The map handed to the layout kernel is the caller's memory, not a copy."""
+    """The map handed to the kernels (the layout pass, or a fused RoI kernel) is the
+    caller's memory, not a copy."""
     x = torch.randn(2, 32, 6, 7, generator=gen).contiguous(memory_format=memory_format)
     rois = random_rois(2, 6, 7, 4, 1.0, gen)
     seen = []
@@ -145,7 +146,7 @@ def test_feature_map_crosses_to_tvm_without_copy(monkeypatch, memory_format, gen
 
     monkeypatch.setattr(runtime, "to_tvm", recording)
     R.roi_align(x, rois, 2)
-    assert seen[0] == x.data_ptr()
+    assert x.data_ptr() in seen
 
 
 def test_kernels_are_built_once_per_spec():

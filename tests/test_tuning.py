@@ -22,7 +22,7 @@ from roigen.schedules import space_for
 from roigen.build import ensure_built
 from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
-from roigen.tune import points, tune
+from roigen.tune import Trial, best_point, points, tune
 
 SPEC = RoIAlignSpec(spatial_scale=0.125, pooled_height=7, pooled_width=7, sampling_ratio=2, aligned=True)
 
@@ -47,6 +47,21 @@ def test_points_start_with_the_default_and_never_repeat():
     assert chosen[0] == {"threads": 256, "table": 32}
     assert len(chosen) == 9 and len({tuple(sorted(p.items())) for p in chosen}) == 9
     assert len(points(space, 4)) == 4
+
+
+def test_directional_spaces_time_every_half_early_and_combine_the_best():
+    space = {"forward_lanes": [16, 8, 32], "forward_fuse": [True, False], "backward_lanes": [16, 8, 32]}
+    chosen = points(space, 100)
+    assert len(chosen) == 18 and chosen[0] == {"forward_lanes": 16, "forward_fuse": True, "backward_lanes": 16}
+    first = chosen[:6]  # max(|forward| = 6, |backward| = 3)
+    assert len({(p["forward_lanes"], p["forward_fuse"]) for p in first}) == 6
+    assert {p["backward_lanes"] for p in first} == {16, 8, 32}
+    trials = [Trial({"forward_lanes": 8, "forward_fuse": True, "backward_lanes": 16}, 1.0, 9.0),
+              Trial({"forward_lanes": 16, "forward_fuse": False, "backward_lanes": 32}, 5.0, 2.0),
+              Trial({"forward_lanes": 32, "forward_fuse": True, "backward_lanes": 8}, 0.5, 0.5, error="boom")]
+    assert best_point(space, trials) == {"forward_lanes": 8, "forward_fuse": True, "backward_lanes": 32}
+    assert best_point({"threads": [256, 128]}, [Trial({"threads": 256}, 1.0, 9.0),
+                                                Trial({"threads": 128}, 5.0, 2.0)]) == {"threads": 128}
 
 
 def test_tiny_tuning_run_writes_a_record(tuning_dir):
@@ -92,16 +107,16 @@ def test_a_fresh_process_builds_with_the_record(tmp_path, tuning_dir):
 
     target = resolve("host")
     # Record a non-default point, so that applying it is visible.
-    records.commit(tuning_dir / device_key(target), SPEC, target, _point(forward_lanes=8, forward_fuse=True), 0.001)
+    records.commit(tuning_dir / device_key(target), SPEC, target, _point(forward_lanes=8, forward_fuse=False), 0.001)
     seen, _, out = _fresh(tmp_path, tuning_dir)
-    assert seen["knobs"] == [8, True]
+    assert seen["knobs"] == [8, False]
     assert "sample_categorical(candidates=[16, 8, 32]" in seen["source"]["trace"]
     assert seen["meta"] == seen["source"]  # the record is part of the cache key
     x = torch.randn(1, 24, 20, 20, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[0, 8.0, 8.0, 120.0, 100.0], [0, -20.0, 30.0, 60.0, 170.0]])
     torch.testing.assert_close(out.double(), reference.roi_align(x, boxes, 7, 0.125, 2, True), rtol=1e-5, atol=1e-5)
     default_name, _ = ensure_built(SPEC, "host", _point())
-    tuned_name, _ = ensure_built(SPEC, "host", _point(forward_lanes=8, forward_fuse=True))
+    tuned_name, _ = ensure_built(SPEC, "host", _point(forward_lanes=8, forward_fuse=False))
     assert default_name != tuned_name
 
 
@@ -121,7 +136,7 @@ def test_a_bad_database_falls_back_with_a_warning(tmp_path, tuning_dir, damage):
     # Not the damaged record: the default, or a record shipped with roigen.
     assert seen["source"] is None or seen["source"]["database"] != str(folder)
     if seen["source"] is None:
-        assert seen["knobs"] == [16, False]
+        assert seen["knobs"] == [16, True]
     assert "ignoring" in stderr and out.shape == (2, 24, 7, 7)
 
 
@@ -196,3 +211,17 @@ def test_every_schedule_point_computes_the_op(case, layout, gen):
         gx = kernels.backward(grad, rois, aux, tuple(x.shape))
         torch.testing.assert_close(out.view(ref.shape), ref.detach(), rtol=1e-9, atol=1e-9, msg=str(knobs))
         torch.testing.assert_close(gx, xr.grad, rtol=1e-9, atol=1e-9, msg=str(knobs))
+
+
+def test_a_stale_record_does_not_shadow_a_valid_one(tuning_dir):
+    """Records accumulate; one from another knob space (an older roigen), even the
+    fastest, is skipped with a warning for the next valid one."""
+    target = resolve("host")
+    folder = tuning_dir / device_key(target)
+    records.commit(folder, SPEC, target, _point(forward_lanes=8), 0.001)
+    path = folder / records.RECORD_FILE
+    path.write_text(path.read_text().replace("[[16,8,32]", "[[16,7,32]"))
+    records.commit(folder, SPEC, target, _point(forward_lanes=32), 0.002)
+    with pytest.warns(UserWarning, match="ignoring a tuning record"):
+        knobs, source = records.lookup(SPEC, target)
+    assert knobs == _point(forward_lanes=32) and source["database"] == str(folder)

@@ -3,8 +3,8 @@
 A compute function takes (spec, lanes) and returns named PrimFuncs that follow
 the kernel contract in `roi_align.py` (ops on channel blocks) or `ps_roi.py`
 (ops on plain NCHW, `spec.packed` False).  It knows no target: the schedule
-(`roigen.schedules`) chooses `lanes`, the channel-block width, and for the
-ops in FUSES_LAYOUT whether the layout conversion runs inside their tasks.
+(`roigen.schedules`) chooses `lanes`, the channel-block width, and the
+values of the options in OPTIONS.
 """
 
 from ..specs import PSRoIAlignSpec, PSRoIPoolSpec, RoIAlignSpec, RoIPoolSpec, RoISPPSpec, RoIWarpSpec, SPPSpec
@@ -24,8 +24,13 @@ KERNELS = {
     PSRoIPoolSpec: ps_roi_pool_kernels,
 }
 
-# Ops whose compute takes `fuse=True`: kernels that convert the caller's layout
-# inside their own tasks (no pack/unpack kernels; see roi_align.py).
-FUSES_LAYOUT = frozenset({RoIAlignSpec, RoIWarpSpec})
+# The keyword options a compute takes besides lanes, per kernel direction:
+# `fuse`, kernels that convert the caller's layout inside their own tasks (no
+# pack/unpack kernels); `shuffle`, output written through block transposes
+# (transpose.py).  See roi_align.py.
+OPTIONS = {
+    RoIAlignSpec: {"forward": ("fuse", "shuffle"), "backward": ("fuse",)},
+    RoIWarpSpec: {"forward": ("fuse", "shuffle"), "backward": ("fuse",)},
+}
 
-__all__ = ["FUSES_LAYOUT", "KERNELS", "layout_kernels"]
+__all__ = ["KERNELS", "OPTIONS", "layout_kernels"]

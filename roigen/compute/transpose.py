@@ -1,0 +1,125 @@
+"""L x L block transposes in vector registers, for moving between channel vectors and bin runs.
+
+The channel-block kernels compute one vector of L channels per bin, but the
+output keeps each channel's bins contiguous (torchvision's NCHW).  Writing a
+vector out lane by lane costs L scalar stores per bin; transposing L bins at
+a time with two-source shuffles (log2 L stages of L shuffles, `vpermt2ps` on
+AVX-512) turns them into L vector stores: c4_head's forward went from 47-49
+ms to 44 ms at 16 lanes.  (The backward's grad_out, read the same way, lost
+15 %, so it gathers from a copy in L1 instead: roi_align.py.)
+
+`block_transpose(L)` returns a macro `transpose(tr)` that transposes `tr[1]`
+of a (2, L, L) scratch buffer (any dtype); the result is in
+`tr[result_slot(L)]`.  L must be a power of two (every schedule's lanes are).
+"""
+
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+
+def _stages(lanes: int) -> list[tuple[int, list[int], list[int]]]:
+    """(b, lo, hi) per stage: rows i and i+b (bit b of i clear) exchange their b-blocks.
+
+    Over the 2L lanes of (row i, row i+b): row i keeps its lanes with bit b clear
+    and takes row i+b's matching ones; row i+b gets the rest.  After the stages
+    for b = L/2, ..., 1, row j holds column j.
+    """
+    out, b = [], lanes // 2
+    while b >= 1:
+        lo = [j if j & b == 0 else lanes + j - b for j in range(lanes)]
+        hi = [j + b if j & b == 0 else lanes + j for j in range(lanes)]
+        out.append((b, lo, hi))
+        b //= 2
+    return out
+
+
+def result_slot(lanes: int) -> int:
+    """Which half of the scratch buffer holds the transpose: stage s writes slot s % 2."""
+    return (len(_stages(lanes)) - 1) % 2 if lanes > 1 else 1
+
+
+def block_transpose(lanes: int):
+    L = lanes
+    stages = _stages(L)
+    if L & (L - 1):
+        raise ValueError(f"lanes={L}: block transposes need a power of two")
+
+    @T.macro
+    def stage(tr, src, dst, b, lo, hi):
+        for q in T.unroll(L // 2):
+            i = T.meta_var((q // b) * 2 * b + q % b)
+            tr[dst, i, T.Ramp(0, 1, L)] = T.Shuffle([tr[src, i, T.Ramp(0, 1, L)], tr[src, i + b, T.Ramp(0, 1, L)]], lo)
+            tr[dst, i + b, T.Ramp(0, 1, L)] = T.Shuffle(
+                [tr[src, i, T.Ramp(0, 1, L)], tr[src, i + b, T.Ramp(0, 1, L)]], hi)
+
+    # Stages are unrolled here, in Python: shuffle indices must be constants.
+    @T.macro
+    def transpose(tr):
+        if len(stages) > 0:
+            stage(tr, 1, 0, stages[0][0], stages[0][1], stages[0][2])
+        if len(stages) > 1:
+            stage(tr, 0, 1, stages[1][0], stages[1][1], stages[1][2])
+        if len(stages) > 2:
+            stage(tr, 1, 0, stages[2][0], stages[2][1], stages[2][2])
+        if len(stages) > 3:
+            stage(tr, 0, 1, stages[3][0], stages[3][1], stages[3][2])
+        if len(stages) > 4:
+            stage(tr, 1, 0, stages[4][0], stages[4][1], stages[4][2])
+        if len(stages) > 5:
+            stage(tr, 0, 1, stages[5][0], stages[5][1], stages[5][2])
+
+    if len(stages) > 6:
+        raise ValueError(f"lanes={L}: block transposes go up to 64 lanes")
+    return transpose
+
+
+def bin_tile(lanes: int, bins: int, shuffle: bool):
+    """(shape, put, move): a tile of one box and channel block's bins, and macros to
+    fill it and empty it into the channel-major run of a flat (rows * bins) tensor.
+
+    put(tile, p, acc) stores bin p's channel vector `acc`;
+    move(tile, tr, dst, row0, cb, C) writes rows row0 + cb*L + j, j < C - cb*L.
+
+    `shuffle`: the tile is bin-major (a vector store per bin) and full blocks
+    leave L bins at a time through block transposes in `tr`, a (2, L, L)
+    scratch of the tile's dtype.  Otherwise the tile is channel-major (L scalar
+    stores per bin) and leaves as a plain copy.  Which is faster depends on L
+    and the output size (at 32 lanes the 32-wide shuffles lost), so it is a
+    schedule knob.
+    """
+    L, P = lanes, bins
+    shuffle = shuffle and L > 1
+    full = P - P % L
+    slot = result_slot(L)
+    transpose = block_transpose(L) if shuffle else None
+
+    @T.macro
+    def put(tile, p, acc):
+        if shuffle:
+            for ci in T.vectorized(L):
+                tile[p, ci] = acc[ci]
+        else:
+            for ci in range(L):
+                tile[ci, p] = acc[ci]
+
+    @T.macro
+    def move(tile, tr, dst, row0, cb, C):
+        if shuffle:
+            if (cb + 1) * L <= C:
+                for chunk in range(P // L):
+                    for i in T.unroll(L):
+                        tr[1, i, T.Ramp(0, 1, L)] = tile[chunk * L + i, T.Ramp(0, 1, L)]
+                    transpose(tr)
+                    for j in T.unroll(L):
+                        dst[T.Ramp((row0 + cb * L + j) * P + chunk * L, T.int64(1), L)] = tr[slot, j, T.Ramp(0, 1, L)]
+                for ci, p in T.grid(L, P - full):
+                    dst[(row0 + cb * L + ci) * P + full + p] = tile[full + p, ci]
+            else:
+                for ci, p in T.grid(C - cb * L, P):
+                    dst[(row0 + cb * L + ci) * P + p] = tile[p, ci]
+        else:
+            for ci, p in T.grid(T.min(L, C - cb * L), P):
+                dst[(row0 + cb * L + ci) * P + p] = tile[ci, p]
+
+    return ((P, L) if shuffle else (L, P)), put, move
