@@ -6,9 +6,10 @@
 records shipped in tuning/ or ROIGEN_TUNING_DIR); "default" is the family's
 default point.  Both are measured here, in one run, alternating for
 --rounds rounds (medians of the rounds' medians): on this VM two measurements
-of the same kernels one after the other differ by up to 30 %.  The process
-keeps freed memory for reuse (bench.retain_freed_memory), so that page faults
-on fresh outputs, the same for every schedule, do not dilute the comparison.
+of the same kernels one after the other differ by up to 30 %.  Times are
+roigen.tune.measure_local's, the tuner's own: the ops' calls, with the output
+tensors reused across calls (a fresh 400 MB output faults in as many pages as
+the kernel takes time, the same for every schedule).
 
 The memory floor of a kernel is the time to read its input once and write its
 output once (forward: the map and the output; backward: the output gradient
@@ -25,7 +26,7 @@ import sys
 import torch
 
 from roigen import records, workloads
-from roigen.bench import memory_floor_ms, retain_freed_memory
+from roigen.bench import memory_floor_ms
 from roigen.schedules import space_for
 from roigen.target import resolve
 from roigen.tune import measure_local, workload_spec
@@ -38,7 +39,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    retain_freed_memory()
     target = resolve("host" if args.target == "cpu" else args.target)
     device = "cuda" if target.runtime == "cuda" else "cpu"
     table = workloads.load()["workloads"]
@@ -46,7 +46,17 @@ def main(argv=None) -> int:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     knob_lines = []
     ratios = []
-    for name in args.workloads.split(","):
+    names = args.workloads.split(",")
+    # Floors first: after a kernel runs, TVM's idle workers spin for a while and
+    # slow torch's own threads on a 2-core machine.
+    floors = {}
+    for name in names:
+        spec, wl = workload_spec(table[name]["op"], name, target)
+        x, _ = workloads.make_inputs(wl)
+        out = torch.randn(spec.kernel_output_shape(x.shape, wl["boxes"]))
+        floors[name] = {"forward": memory_floor_ms([x], [out], args.repeats, device),
+                        "backward": memory_floor_ms([out], [x.clone()], args.repeats, device)}
+    for name in names:
         spec, wl = workload_spec(table[name]["op"], name, target)
         default = {k: v[0] for k, v in space_for(spec, target).items()}
         tuned, _ = records.lookup(spec, target)
@@ -56,16 +66,13 @@ def main(argv=None) -> int:
             runs["default"].append(measure_local(spec, target, default, wl, args.repeats))
             runs["tuned"].append(measure_local(spec, target, tuned, wl, args.repeats))
         (d_fwd, d_bwd), (t_fwd, t_bwd) = ([statistics.median(v) for v in zip(*runs[k])] for k in ("default", "tuned"))
-        x, _ = workloads.make_inputs(wl)
-        out = torch.randn(spec.kernel_output_shape(x.shape, wl["boxes"]))
-        floors = {"forward": memory_floor_ms([x], [out], args.repeats, device),
-                  "backward": memory_floor_ms([out], [x.clone()], args.repeats, device)}
         for kernel, d, t in (("forward", d_fwd, t_fwd), ("backward", d_bwd, t_bwd)):
             ratios.append(d / t)
-            floor = floors[kernel]
+            floor = floors[name][kernel]
             lines.append(f"| {name} | {kernel} | {d:.1f} | {t:.1f} | {d / t:.2f}x | {floor:.1f} | "
                          f"{d / floor:.2f} | {t / floor:.2f} |")
-        knob_lines.append(f"- {name}: default {default}; tuned {tuned}")
+        changed = {k: v for k, v in tuned.items() if default.get(k) != v}
+        knob_lines.append(f"- {name}: the record changes {changed or 'nothing'} from the default {default}")
         print(f"measured {name}", file=sys.stderr, flush=True)
     geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
     lines.append(f"\nGeometric mean speed-up, tuned over default: {geomean:.2f}x (target {target.name}).\n")

@@ -121,10 +121,6 @@ def tune_cmd(args) -> int:
     from .tune import table, tune
 
     _split_ops(args.op)
-    if args.retain_freed_memory:
-        from .bench import retain_freed_memory
-
-        retain_freed_memory()
     print(f"roigen tune: {args.op} on {args.workload}, target {args.target}, up to {args.trials} trials",
           file=sys.stderr, flush=True)
     result = tune(args.op, args.workload, args.target, args.trials, args.repeats,
@@ -176,8 +172,6 @@ def main(argv=None) -> int:
     p.add_argument("--db", help="records folder (default: ROIGEN_TUNING_DIR or ~/.local/share/roigen/tuning)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="measure on devices of this TVM RPC tracker")
     p.add_argument("--device-key", help="with --rpc: the tracker key of the devices (names the records)")
-    p.add_argument("--retain-freed-memory", action="store_true",
-                   help="measure with glibc keeping freed memory (steadier CPU timings; see benchmarks/bench_cpu.py)")
     p.set_defaults(func=tune_cmd)
     p = sub.add_parser("bench", help="time roigen against torchvision on the workloads")
     p.add_argument("--workloads", default=",".join(CPU_WORKLOADS))

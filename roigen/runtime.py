@@ -111,12 +111,15 @@ class Kernels:
     def _box_args(self, rois, height: int, width: int) -> tuple:
         return () if rois is None else (rois, *self._tables(rois, height, width))
 
-    def forward(self, x: torch.Tensor, rois, keep_aux: bool = True):
+    def forward(self, x: torch.Tensor, rois, keep_aux: bool = True, out: torch.Tensor | None = None,
+                aux: torch.Tensor | None = None):
         """The kernel's output (spec.output_shape, compute dtype) and its aux tensor (flat int32).
 
         `x` is contiguous NCHW, or channels_last when the spec's layout is NHWC;
         `rois` is None for whole-map ops.  With keep_aux False the kernels skip
-        the aux tensor (they test its size).
+        the aux tensor (they test its size).  `out`, `aux`: memory for them
+        (contiguous, of the shapes this returns), reused by the tuner so that
+        page faults on fresh outputs do not swamp what it compares.
         """
         n, c, h, w = x.shape
         rows = n if rois is None else rois.shape[0]
@@ -127,25 +130,30 @@ class Kernels:
             _call(self._fn["pack"], self._nchw_or_nhwc(x), data)
         else:
             data = x
-        out = torch.empty(self.spec.kernel_output_shape(x.shape, rows), dtype=self.dtype)
-        aux = torch.empty(out.numel() if self.spec.aux_outputs and keep_aux else 0, dtype=torch.int32)
+        if out is None:
+            out = torch.empty(self.spec.kernel_output_shape(x.shape, rows), dtype=self.dtype)
+        if aux is None:
+            aux = torch.empty(out.numel() if self.spec.aux_outputs and keep_aux else 0, dtype=torch.int32)
         _call(self._fn["forward"], data, *self._box_args(rois, h, w), out, aux)
         return out.view(self.spec.output_shape(x.shape, rows)), aux
 
-    def backward(self, grad: torch.Tensor, rois, aux: torch.Tensor, input_shape):
+    def backward(self, grad: torch.Tensor, rois, aux: torch.Tensor, input_shape,
+                 grad_input: torch.Tensor | None = None):
         """d(input) in the compute dtype, laid out as the forward input was (packed ops)
-        or contiguous NCHW (the others)."""
+        or contiguous NCHW (the others); written into `grad_input` if given (as `out`)."""
         n, c, h, w = input_shape
         rows = n if rois is None else rois.shape[0]
         shape = self.spec.kernel_output_shape(input_shape, rows)
         # An empty gradient may carry stride-0 (expanded) strides, which TVM refuses.
         grad = grad.reshape(shape) if grad.numel() else torch.empty(shape, dtype=self.dtype)
         if not self.spec.packed:
-            grad_input = torch.empty(n, c, h, w, dtype=self.dtype)
+            if grad_input is None:
+                grad_input = torch.empty(n, c, h, w, dtype=self.dtype)
             _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, grad_input)
             return grad_input
-        fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
-        grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
+        if grad_input is None:
+            fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
+            grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
         if self.fused["backward"]:
             _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, self._nchw_or_nhwc(grad_input))
             return grad_input

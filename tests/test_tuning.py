@@ -225,3 +225,14 @@ def test_a_stale_record_does_not_shadow_a_valid_one(tuning_dir):
     with pytest.warns(UserWarning, match="ignoring a tuning record"):
         knobs, source = records.lookup(SPEC, target)
     assert knobs == _point(forward_lanes=32) and source["database"] == str(folder)
+
+
+def test_confirmed_halves_are_kept_apart():
+    from roigen.tune import _keep
+
+    space = {"forward_lanes": [16, 8], "backward_lanes": [16, 8]}
+    default = Trial({"forward_lanes": 16, "backward_lanes": 16}, 10.0, 5.0)
+    best = Trial({"forward_lanes": 8, "backward_lanes": 8}, 6.0, 5.5)
+    kept = _keep(space, default, best)
+    assert kept.knobs == {"forward_lanes": 8, "backward_lanes": 16}
+    assert (kept.forward_ms, kept.backward_ms) == (6.0, 5.0)
