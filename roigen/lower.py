@@ -5,6 +5,7 @@ from __future__ import annotations
 import tvm
 
 from .compute import KERNELS, OPTIONS, layout_kernels
+from .runtime import LAYOUT_PASS
 from .compute.gpu import GPU_KERNELS
 
 
@@ -17,13 +18,13 @@ def kernel_funcs(spec, target, sched) -> dict:
         raise ValueError(f"no {target.family} compute registered for {type(spec).__name__}") from None
     if target.family == "gpu":
         return compute(spec, sched)
-    return {**_cpu_kernels(spec, compute, sched, "forward", ("table_size", "tables", "forward"), "pack"),
-            **_cpu_kernels(spec, compute, sched, "backward", ("backward",), "unpack")}
+    return {**_cpu_kernels(spec, compute, sched, "forward", ("table_size", "tables", "forward")),
+            **_cpu_kernels(spec, compute, sched, "backward", ("backward",))}
 
 
-def _cpu_kernels(spec, compute, sched, direction: str, names: tuple, layout: str) -> dict:
+def _cpu_kernels(spec, compute, sched, direction: str, names: tuple) -> dict:
     """One direction's CPU kernels, built with that direction's knobs: `names` of the
-    compute's kernels, plus its layout kernel (`layout`) unless the kernels fuse it."""
+    compute's kernels, plus the direction's layout pass unless the kernels fuse it."""
     lanes, options = sched.lanes(direction), sched.options(direction)
     takes = OPTIONS.get(type(spec), {}).get(direction, ())
     refused = [name for name, value in options.items() if value and name not in takes]
@@ -32,6 +33,7 @@ def _cpu_kernels(spec, compute, sched, direction: str, names: tuple, layout: str
     funcs = compute(spec, lanes, **{name: options[name] for name in takes})
     funcs = {name: funcs[name] for name in names if name in funcs}
     if spec.packed and not options["fuse"]:
+        layout = LAYOUT_PASS[direction]
         funcs[layout] = layout_kernels(spec.layout, spec.compute_dtype, lanes)[layout]
     return funcs
 

@@ -13,6 +13,9 @@ import threading
 import torch
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# The layout kernel of each direction of a packed op; a kernel built with the
+# CPU schedule's `fuse` does that conversion itself, and the module lacks it.
+LAYOUT_PASS = {"forward": "pack", "backward": "unpack"}
 # Adaptive sampling (sampling_ratio <= 0) takes ceil(extent / bins) samples per
 # bin, so an absurd box means an absurd loop.  Past this many table entries
 # (a box of ~2000 feature-map pixels at 7 bins) it is refused, not run.
@@ -69,16 +72,12 @@ class Kernels:
         """`lanes`: the (forward, backward) channel-block widths; `prefix`: the kernels'
         names in `module` start with it (a package holds many ops)."""
         self.spec = spec
-        self.lanes = dict(zip(("forward", "backward"), lanes))
+        self.lanes = dict(zip(LAYOUT_PASS, lanes))
         self.dtype = TORCH_DTYPES[spec.compute_dtype]
-        # A kernel built with the CPU schedule's `fuse` takes the caller's map (or
-        # gradient) itself: the module then has no pack (or unpack) kernel.
         self.fused = {direction: spec.packed and not module.implements_function(prefix + layout)
-                      for direction, layout in (("forward", "pack"), ("backward", "unpack"))}
-        names = ["forward", "backward"]
-        if spec.packed:
-            names += [layout for direction, layout in (("forward", "pack"), ("backward", "unpack"))
-                      if not self.fused[direction]]
+                      for direction, layout in LAYOUT_PASS.items()}
+        names = ["forward", "backward"] + [layout for direction, layout in LAYOUT_PASS.items()
+                                           if spec.packed and not self.fused[direction]]
         self._has_tables = module.implements_function(prefix + "tables")
         if self._has_tables:
             names += ["table_size", "tables"]

@@ -45,12 +45,11 @@ class Trial:
         return self.forward_ms + self.backward_ms if not self.error else float("inf")
 
 
-DIRECTIONS = ("forward", "backward")
-
-
 def _directions(space: dict[str, list]) -> list[dict[str, list]]:
     """The space split into its forward_* and backward_* knobs, when every knob is one
     of them (the kernels are then built apart, and each is timed alone); else whole."""
+    from roigen.schedules.cpu import DIRECTIONS
+
     if space and all(name.startswith(tuple(d + "_" for d in DIRECTIONS)) for name in space):
         return [{n: v for n, v in space.items() if n.startswith(d + "_")} for d in DIRECTIONS]
     return [space]
