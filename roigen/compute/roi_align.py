@@ -2,7 +2,8 @@
 
 Kernel contract (shared by the channel-block kernels, see `roigen.compute`):
 - `data`/`grad`: the feature map in channel blocks, (N, Cb, H, W, L),
-  L = the schedule's vector lanes, channels zero-padded to Cb*L.
+  L = the schedule's vector lanes, channels zero-padded to Cb*L; or, built
+  with `fuse`, the caller's map (N, C, H, W), or (N, H, W, C) for NHWC.
 - `rois`: (K, 5) rows (batch, x1, y1, x2, y2) in the compute dtype, batch
   indices already checked to lie in [0, N).
 - `itab`/`ftab`: the per-box sample tables (K, S) from `tables`.
@@ -14,7 +15,9 @@ Kernel contract (shared by the channel-block kernels, see `roigen.compute`):
 Work is split into (image, channel block) tasks: a task reads one (H, W, L)
 slab of the map, which stays in L2 while every box of that image samples it,
 and in backward it owns that slab of the gradient, so threads never write the
-same memory and the result is deterministic without atomics.
+same memory and the result is deterministic without atomics.  Fused, the task
+first converts its slab into a scratch buffer (and the backward converts its
+slab of the gradient back on the way out).
 """
 
 from __future__ import annotations
@@ -203,58 +206,46 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                                 grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gv
                                 grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
 
+    def map_buffer_shape(N, Cb, C, H, W):
+        # Fused kernels take the caller's map (or gradient); the others, channel blocks.
+        return map_shape(spec.layout, N, C, H, W) if fuse else (N, Cb, H, W, L)
+
+    def blocks(Cb, C):
+        return (C + L - 1) // L if fuse else Cb
+
     @T.prim_func
     def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
         T.func_attr({"tirx.noalias": True})
         N = T.int64()
-        Cb = T.int64()
+        Cb = T.int64()  # unused when fused
         H = T.int64()
         W = T.int64()
         K = T.int64()
         C = T.int64()
         A = T.int64()
         S = T.int64()
-        data = T.match_buffer(d, (N, Cb, H, W, L), dt)
+        data = T.match_buffer(d, map_buffer_shape(N, Cb, C, H, W), dt)
         rois = T.match_buffer(r, (K, 5), dt)
         itab = T.match_buffer(it, (K, S), "int32")
         ftab = T.match_buffer(ft, (K, S), dt)
         out = T.match_buffer(o, (K, C, P), dt)
         argmax = T.match_buffer(a, (A,), "int32")
         flat_out = T.decl_buffer((K * C * P,), dt, data=out.data)
-        for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
-            sample_boxes(data, n, cb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A)
-
-    @T.prim_func
-    def forward_fused(x: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        A = T.int64()
-        S = T.int64()
-        src = T.match_buffer(x, map_shape(spec.layout, N, C, H, W), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        itab = T.match_buffer(it, (K, S), "int32")
-        ftab = T.match_buffer(ft, (K, S), dt)
-        out = T.match_buffer(o, (K, C, P), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
-        flat_out = T.decl_buffer((K * C * P,), dt, data=out.data)
-        for task in T.parallel(N * ((C + L - 1) // L)):
-            n = task // ((C + L - 1) // L)
-            cb = task % ((C + L - 1) // L)
-            slab = T.alloc_buffer((1, 1, H, W, L), dt)
-            load(src, slab, n, cb, 0, 0, C, H, W)
-            sample_boxes(slab, 0, 0, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A)
+        for task in T.parallel(N * blocks(Cb, C)):
+            n = task // blocks(Cb, C)
+            cb = task % blocks(Cb, C)
+            if fuse:
+                slab = T.alloc_buffer((1, 1, H, W, L), dt)
+                load(data, slab, n, cb, 0, 0, C, H, W)
+                sample_boxes(slab, 0, 0, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A)
+            else:
+                sample_boxes(data, n, cb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A)
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
         T.func_attr({"tirx.noalias": True})
         N = T.int64()
-        Cb = T.int64()
+        Cb = T.int64()  # unused when fused
         H = T.int64()
         W = T.int64()
         K = T.int64()
@@ -266,35 +257,15 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
         itab = T.match_buffer(it, (K, S), "int32")
         ftab = T.match_buffer(ft, (K, S), dt)
         argmax = T.match_buffer(a, (A,), "int32")
-        grad = T.match_buffer(gd, (N, Cb, H, W, L), dt)
-        for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
-            scatter_boxes(grad, n, cb, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W)
+        grad = T.match_buffer(gd, map_buffer_shape(N, Cb, C, H, W), dt)
+        for task in T.parallel(N * blocks(Cb, C)):
+            n = task // blocks(Cb, C)
+            cb = task % blocks(Cb, C)
+            if fuse:
+                slab = T.alloc_buffer((1, 1, H, W, L), dt)
+                scatter_boxes(slab, 0, 0, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W)
+                store(slab, grad, n, cb, 0, 0, C, H, W)
+            else:
+                scatter_boxes(grad, n, cb, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W)
 
-    @T.prim_func
-    def backward_fused(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        A = T.int64()
-        S = T.int64()
-        grad_out = T.match_buffer(g, (K, C, P), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        itab = T.match_buffer(it, (K, S), "int32")
-        ftab = T.match_buffer(ft, (K, S), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
-        grad = T.match_buffer(gd, map_shape(spec.layout, N, C, H, W), dt)
-        for task in T.parallel(N * ((C + L - 1) // L)):
-            n = task // ((C + L - 1) // L)
-            cb = task % ((C + L - 1) // L)
-            slab = T.alloc_buffer((1, 1, H, W, L), dt)
-            scatter_boxes(slab, 0, 0, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W)
-            store(slab, grad, n, cb, 0, 0, C, H, W)
-
-    if fuse:
-        return {**table_kernels, "forward": forward_fused, "backward": backward_fused}
     return {**table_kernels, "forward": forward, "backward": backward}
