@@ -53,25 +53,27 @@ def block_transpose(lanes: int):
             tr[dst, i + b, T.Ramp(0, 1, L)] = T.Shuffle(
                 [tr[src, i, T.Ramp(0, 1, L)], tr[src, i + b, T.Ramp(0, 1, L)]], hi)
 
-    # Stages are unrolled here, in Python: shuffle indices must be constants.
-    @T.macro
-    def transpose(tr):
-        if len(stages) > 0:
-            stage(tr, 1, 0, stages[0][0], stages[0][1], stages[0][2])
-        if len(stages) > 1:
-            stage(tr, 0, 1, stages[1][0], stages[1][1], stages[1][2])
-        if len(stages) > 2:
-            stage(tr, 1, 0, stages[2][0], stages[2][1], stages[2][2])
-        if len(stages) > 3:
-            stage(tr, 0, 1, stages[3][0], stages[3][1], stages[3][2])
-        if len(stages) > 4:
-            stage(tr, 1, 0, stages[4][0], stages[4][1], stages[4][2])
-        if len(stages) > 5:
-            stage(tr, 0, 1, stages[5][0], stages[5][1], stages[5][2])
+    def from_stage(k: int):
+        # Stage k reads slot (k + 1) % 2 and writes slot k % 2.  The stages are
+        # chained here, in Python: shuffle indices must be constants.
+        if k == len(stages):
+            @T.macro
+            def done(tr):
+                T.evaluate(0)
 
-    if len(stages) > 6:
-        raise ValueError(f"lanes={L}: block transposes go up to 64 lanes")
-    return transpose
+            return done
+        rest = from_stage(k + 1)
+        b, lo, hi = stages[k]
+        src, dst = (k + 1) % 2, k % 2
+
+        @T.macro
+        def step(tr):
+            stage(tr, src, dst, b, lo, hi)
+            rest(tr)
+
+        return step
+
+    return from_stage(0)
 
 
 def bin_tile(lanes: int, bins: int, shuffle: bool):
