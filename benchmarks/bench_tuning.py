@@ -1,10 +1,12 @@
 """Tuned vs default schedules on this machine: forward and backward kernels per workload.
 
     python benchmarks/bench_tuning.py [--workloads fpn_box,c4_head,mask_head] [--target cpu] [--repeats 7]
+                                      [--baseline '{"forward_fuse": false, "backward_fuse": false}']
 
 "tuned" is the schedule this device's tuning record gives (roigen tune; the
 records shipped in tuning/ or ROIGEN_TUNING_DIR); "default" is the family's
-default point.  Both are measured here, in one run, alternating for
+default point, or that point with --baseline's knobs (where the space has
+them), to compare with another point.  Both are measured here, in one run, alternating for
 --rounds rounds (medians of the rounds' medians): on this VM two measurements
 of the same kernels one after the other differ by up to 30 %.  Times are
 roigen.tune.measure_local's, the tuner's own: the ops' calls, with the output
@@ -19,6 +21,7 @@ and the map's gradient), see bench.memory_floor_ms.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -38,11 +41,14 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=json.loads, default={},
+                        help="JSON knobs replacing the default's, e.g. the previous default")
     args = parser.parse_args(argv)
     target = resolve("host" if args.target == "cpu" else args.target)
     device = "cuda" if target.runtime == "cuda" else "cpu"
     table = workloads.load()["workloads"]
-    lines = ["| workload | kernel | default (ms) | tuned (ms) | speed-up | floor (ms) | default / floor | tuned / floor |",
+    base = "baseline" if args.baseline else "default"
+    lines = [f"| workload | kernel | {base} (ms) | tuned (ms) | speed-up | floor (ms) | {base} / floor | tuned / floor |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     knob_lines = []
     ratios = []
@@ -58,7 +64,8 @@ def main(argv=None) -> int:
                         "backward": memory_floor_ms([out], [x.clone()], args.repeats, device)}
     for name in names:
         spec, wl = workload_spec(table[name]["op"], name, target)
-        default = {k: v[0] for k, v in space_for(spec, target).items()}
+        space = space_for(spec, target)
+        default = {k: args.baseline.get(k, v[0]) for k, v in space.items()}
         tuned, _ = records.lookup(spec, target)
         tuned = tuned or default
         runs = {"default": [], "tuned": []}
@@ -72,10 +79,10 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | {kernel} | {d:.1f} | {t:.1f} | {d / t:.2f}x | {floor:.1f} | "
                          f"{d / floor:.2f} | {t / floor:.2f} |")
         changed = {k: v for k, v in tuned.items() if default.get(k) != v}
-        knob_lines.append(f"- {name}: the record changes {changed or 'nothing'} from the default {default}")
+        knob_lines.append(f"- {name}: the record changes {changed or 'nothing'} from the {base} {default}")
         print(f"measured {name}", file=sys.stderr, flush=True)
     geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    lines.append(f"\nGeometric mean speed-up, tuned over default: {geomean:.2f}x (target {target.name}).\n")
+    lines.append(f"\nGeometric mean speed-up, tuned over {base}: {geomean:.2f}x (target {target.name}).\n")
     print("\n".join(lines + knob_lines))
     return 0
 
