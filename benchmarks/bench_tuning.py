@@ -30,7 +30,7 @@ import torch
 
 from roigen import records, workloads
 from roigen.bench import memory_floor_ms
-from roigen.schedules import space_for
+from roigen.schedules import default_point
 from roigen.target import resolve
 from roigen.tune import measure_local, workload_spec
 
@@ -64,8 +64,7 @@ def main(argv=None) -> int:
                         "backward": memory_floor_ms([out], [x.clone()], args.repeats, device)}
     for name in names:
         spec, wl = workload_spec(table[name]["op"], name, target)
-        space = space_for(spec, target)
-        default = {k: args.baseline.get(k, v[0]) for k, v in space.items()}
+        default = {k: args.baseline.get(k, v) for k, v in default_point(spec, target).items()}
         tuned, _ = records.lookup(spec, target)
         tuned = tuned or default
         runs = {"default": [], "tuned": []}

@@ -23,6 +23,11 @@ def space_for(spec, target) -> dict[str, list]:
     return family(target).space(spec, target)
 
 
+def default_point(spec, target) -> dict:
+    """The untuned build's knobs: each knob's first candidate."""
+    return {name: values[0] for name, values in space_for(spec, target).items()}
+
+
 def schedule_for(spec, target, knobs: dict | None = None):
     """The schedule for `spec` on `target`: the family default, or these knob values."""
     return family(target).schedule(spec, target, **(knobs or {}))

@@ -18,7 +18,7 @@ from cases import cases
 from devices import require_vulkan
 
 from roigen import records
-from roigen.schedules import space_for
+from roigen.schedules import default_point, space_for
 from roigen.build import ensure_built
 from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
@@ -29,7 +29,7 @@ SPEC = RoIAlignSpec(spatial_scale=0.125, pooled_height=7, pooled_width=7, sampli
 
 def _point(**changes) -> dict:
     """A point of SPEC's space on this host: the default with `changes`."""
-    return {**{k: v[0] for k, v in space_for(SPEC, resolve("host")).items()}, **changes}
+    return {**default_point(SPEC, resolve("host")), **changes}
 
 
 @pytest.fixture
@@ -204,7 +204,7 @@ def test_every_schedule_point_computes_the_op(case, layout, gen):
     grad = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
     ref.backward(grad)
     points = _space_points(spec)
-    assert len(points) >= 3 and points[0] == {k: v[0] for k, v in space_for(spec, resolve("host")).items()}
+    assert len(points) >= 3 and points[0] == default_point(spec, resolve("host"))
     for knobs in points:
         kernels = build(spec, "host", knobs)
         out, aux = kernels.forward(x, rois)
