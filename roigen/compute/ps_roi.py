@@ -22,7 +22,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .roi_align import align_tables
-from .sampling import box_rule, c_round
+from .sampling import box_rule, pool_edge
 
 
 def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
@@ -127,13 +127,8 @@ def ps_roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
 
-    def snapped(rois, k, col):
-        return T.Cast("int64", c_round(rois[k, col] * scale, dt))
-
-    def bin_edge(rois, k, col, pooled, index, rounding, limit):
-        size = T.max(snapped(rois, k, col + 2) - snapped(rois, k, col), tirx.const(1, "int64"))
-        edge = T.Cast("int64", rounding(T.Cast(dt, index) * (T.Cast(dt, size) / T.Cast(dt, pooled))))
-        return T.min(T.max(edge + snapped(rois, k, col), tirx.const(0, "int64")), limit)
+    def edge(rois, k, col, pooled, index, rounding, limit):
+        return pool_edge(rois, k, col, scale, False, pooled, index, rounding, limit, dt)
 
     def area(hs, he, ws, we):
         return T.Cast(dt, (he - hs) * (we - ws))
@@ -158,10 +153,10 @@ def ps_roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             pw = plane % PW
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
-                    he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
-                    ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
-                    we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
+                    hs = edge(rois, k, 2, PH, ph, T.floor, H - 1)
+                    he = edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
+                    ws = edge(rois, k, 1, PW, pw, T.floor, W - 1)
+                    we = edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
                     acc = T.alloc_buffer((1,), dt)
                     acc[0] = zero
                     for h, w in T.grid(he - hs, we - ws):
@@ -191,10 +186,10 @@ def ps_roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                 grad[n, plane, h, w] = zero
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    hs = bin_edge(rois, k, 2, PH, ph, T.floor, H - 1)
-                    he = bin_edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
-                    ws = bin_edge(rois, k, 1, PW, pw, T.floor, W - 1)
-                    we = bin_edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
+                    hs = edge(rois, k, 2, PH, ph, T.floor, H - 1)
+                    he = edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
+                    ws = edge(rois, k, 1, PW, pw, T.floor, W - 1)
+                    we = edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
                     if he > hs and we > ws:
                         gv = grad_out[k, plane // P, plane % P] / area(hs, he, ws, we)
                         for h, w in T.grid(he - hs, we - ws):

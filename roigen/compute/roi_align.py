@@ -28,7 +28,7 @@ from tvm.script import tirx as T
 from ..specs import RoIAlignSpec, RoIWarpSpec
 from .layout import block_macros, map_shape
 from .sampling import axis_table_macro, box_rule, sample_grid
-from .transpose import bin_tile
+from .transpose import MAX_TILE_BINS, bin_tile
 
 
 def roi_align_kernels(spec: RoIAlignSpec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
@@ -113,7 +113,37 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
     avg = spec.mode == "avg"
     grids, table_kernels = align_tables(spec, start, extent)
     load, store = block_macros(spec.layout, dt, L)
-    tile_shape, put_bin, move_bins = bin_tile(L, P, shuffle)
+    # A grid of more bins than a tile holds goes out in runs of whole rows of bins
+    # (scratch per task stays at most MAX_TILE_BINS or one row, whatever output_size).
+    chunked = P > MAX_TILE_BINS
+    rows = max(1, MAX_TILE_BINS // PW) if chunked else PH
+    tile_shape, put_bin, move_bins = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
+
+    @T.macro
+    def bin_value(data, dn, dcb, k, ph, pw, gh, gw, itab, ftab, acc, arg):
+        # Bin (ph, pw) of box k: its channel vector in acc (and max mode's winners in arg).
+        for ci in T.vectorized(L):
+            acc[ci] = zero
+            arg[ci] = -1
+        for iy, ix in T.grid(gh, gw):
+            sy = 2 * (ph * gh + iy)
+            sx = 2 * PH * gh + 2 * (pw * gw + ix)
+            for ci in T.vectorized(L):
+                # data[dn, dcb, 0, row*W + col] addresses pixel (row, col).
+                v = T.meta_var(ftab[k, sy] * (
+                    ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci]
+                    + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci]
+                ) + ftab[k, sy + 1] * (
+                    ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci]
+                    + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci]
+                ))
+                if avg:
+                    acc[ci] = acc[ci] + v
+                else:
+                    # meta_var inlines `better`, so arg must update before acc.
+                    better = T.meta_var(v > acc[ci] or (iy == 0 and ix == 0))
+                    arg[ci] = T.Select(better, T.Cast("int32", iy * gw + ix), arg[ci])
+                    acc[ci] = T.Select(better, v, acc[ci])
 
     @T.macro
     def sample_boxes(data, dn, dcb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A):
@@ -122,48 +152,40 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
         atile = T.alloc_buffer(tile_shape, "int32")
         tr = T.alloc_buffer((2, L, L), dt)
         atr = T.alloc_buffer((2, L, L), "int32")
+        acc = T.alloc_buffer((L,), dt)
+        arg = T.alloc_buffer((L,), "int32")
         for k in range(K):
             if T.Cast("int64", rois[k, 0]) == n:
                 gh = T.meta_var(grids(rois, k)[0])
                 gw = T.meta_var(grids(rois, k)[1])
-                for ph, pw in T.grid(PH, PW):
-                    acc = T.alloc_buffer((L,), dt)
-                    arg = T.alloc_buffer((L,), "int32")
-                    for ci in T.vectorized(L):
-                        acc[ci] = zero
-                        arg[ci] = -1
-                    for iy, ix in T.grid(gh, gw):
-                        sy = 2 * (ph * gh + iy)
-                        sx = 2 * PH * gh + 2 * (pw * gw + ix)
-                        for ci in T.vectorized(L):
-                            # data[dn, dcb, 0, row*W + col] addresses pixel (row, col).
-                            v = T.meta_var(ftab[k, sy] * (
-                                ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci]
-                                + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci]
-                            ) + ftab[k, sy + 1] * (
-                                ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci]
-                                + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci]
-                            ))
-                            if avg:
-                                acc[ci] = acc[ci] + v
-                            else:
-                                # meta_var inlines `better`, so arg must update before acc.
-                                better = T.meta_var(v > acc[ci] or (iy == 0 and ix == 0))
-                                arg[ci] = T.Select(better, T.Cast("int32", iy * gw + ix), arg[ci])
-                                acc[ci] = T.Select(better, v, acc[ci])
-                    put_bin(tile, ph * PW + pw, acc)
+                if chunked:
+                    for r0 in range((PH + rows - 1) // rows):
+                        for r, pw in T.grid(T.min(rows, PH - r0 * rows), PW):
+                            bin_value(data, dn, dcb, k, r0 * rows + r, pw, gh, gw, itab, ftab, acc, arg)
+                            for ci in range(L):
+                                tile[ci, r * PW + pw] = acc[ci]
+                                atile[ci, r * PW + pw] = arg[ci]
+                        for ci, j in T.grid(T.min(L, C - cb * L), T.min(rows, PH - r0 * rows) * PW):
+                            flat_out[(k * C + cb * L + ci) * P + r0 * rows * PW + j] = tile[ci, j]
+                            if not avg:
+                                if A > 0:
+                                    argmax[(k * C + cb * L + ci) * P + r0 * rows * PW + j] = atile[ci, j]
+                else:
+                    for ph, pw in T.grid(PH, PW):
+                        bin_value(data, dn, dcb, k, ph, pw, gh, gw, itab, ftab, acc, arg)
+                        put_bin(tile, ph * PW + pw, acc)
+                        if not avg:
+                            put_bin(atile, ph * PW + pw, arg)
+                    # The (box, block) run of the output is channel-major (transpose.py).
+                    move_bins(tile, tr, flat_out, k * C, cb, C)
                     if not avg:
-                        put_bin(atile, ph * PW + pw, arg)
-                # The (box, block) run of the output is channel-major (transpose.py).
-                move_bins(tile, tr, flat_out, k * C, cb, C)
-                if not avg:
-                    if A > 0:
-                        move_bins(atile, atr, argmax, k * C, cb, C)
+                        if A > 0:
+                            move_bins(atile, atr, argmax, k * C, cb, C)
 
     @T.macro
     def scatter_boxes(grad, dn, dcb, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W):
         # Block cb of image n's gradient, accumulated in slab [dn, dcb] of `grad`.
-        gtile = T.alloc_buffer((L, P), dt)
+        gtile = T.alloc_buffer((L, 1 if chunked else P), dt)
         gvec = T.alloc_buffer((L,), dt)
         for h, w in T.grid(H, W):
             for ci in T.vectorized(L):
@@ -176,14 +198,20 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                     # The (box, block) gradient is one contiguous run of grad_out;
                     # copy it whole, then gather each bin's channel vector from L1.
                     # (Transposing L bins at a time from grad_out, as the forward
-                    # does on its way out, measured 15 % slower here.)
-                    for ci in range(L):
-                        for p in range(P):
-                            gtile[ci, p] = T.if_then_else(
-                                cb * L + ci < C, grad_out[k, T.min(cb * L + ci, C - 1), p], zero)
+                    # does on its way out, measured 15 % slower here.)  A grid too
+                    # large for a tile reads each bin's vector from grad_out itself.
+                    if not chunked:
+                        for ci in range(L):
+                            for p in range(P):
+                                gtile[ci, p] = T.if_then_else(
+                                    cb * L + ci < C, grad_out[k, T.min(cb * L + ci, C - 1), p], zero)
                     for ph, pw in T.grid(PH, PW):
                         for ci in range(L):
-                            gvec[ci] = gtile[ci, ph * PW + pw]
+                            if chunked:
+                                gvec[ci] = T.if_then_else(
+                                    cb * L + ci < C, grad_out[k, T.min(cb * L + ci, C - 1), ph * PW + pw], zero)
+                            else:
+                                gvec[ci] = gtile[ci, ph * PW + pw]
                         for iy, ix in T.grid(gh, gw):
                             sy = 2 * (ph * gh + iy)
                             sx = 2 * PH * gh + 2 * (pw * gw + ix)
@@ -197,7 +225,7 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                     for ci in range(T.min(L, C - cb * L)):
                         for ph, pw in T.grid(PH, PW):
                             s = argmax[(k * C + cb * L + ci) * P + ph * PW + pw]
-                            if s >= 0:
+                            if s >= 0 and T.Cast("int64", s) < gh * gw:  # a sample of this bin, whoever forged it
                                 sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
                                 sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
                                 gv = grad_out[k, cb * L + ci, ph * PW + pw]

@@ -12,7 +12,8 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .sampling import c_round
+from .sampling import pool_edge
+from .transpose import MAX_TILE_BINS
 
 
 def pick(index, values, dtype="int64"):
@@ -59,6 +60,16 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     def OFF(lv):
         return pick(lv, offsets)
 
+    # A pyramid of more bins than a tile holds goes out level by level in runs of
+    # whole rows of bins (scratch per task: lanes x max(MAX_TILE_BINS, widest row)),
+    # and no level is derived from another (that needs them all in the tile).
+    chunked = S > MAX_TILE_BINS
+    tile_bins = max([MAX_TILE_BINS] + [gw for _, gw in grids]) if chunked else S
+    chunk_rows = [max(1, tile_bins // gw) for _, gw in grids]
+
+    def ROWS(lv):
+        return pick(lv, chunk_rows)
+
     # A level whose bins are exact unions of the previous level's (each side
     # divided by a power of two, so the float bin edges coincide) is combined
     # from that level's maxima instead of scanning the box again: RoI-SPP's
@@ -70,7 +81,7 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
         ratios = (ph0 // ph1, pw0 // pw1)
         return ph0 % ph1 == 0 and pw0 % pw1 == 0 and all(r & (r - 1) == 0 for r in ratios)
 
-    derived = [int(derivable(lv)) for lv in range(NL)]
+    derived = [int(derivable(lv) and not chunked) for lv in range(NL)]
     ratio_h = [grids[lv - 1][0] // grids[lv][0] if derived[lv] else 1 for lv in range(NL)]
     ratio_w = [grids[lv - 1][1] // grids[lv][1] if derived[lv] else 1 for lv in range(NL)]
 
@@ -83,17 +94,26 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     def RW(lv):
         return pick(lv, ratio_w)
 
-    def snapped(rois, k, col):
-        return T.Cast("int64", c_round(rois[k, col] * scale, dt))
+    def edge(rois, k, col, pooled, index, rounding, limit):
+        return pool_edge(rois, k, col, scale, True, pooled, index, rounding, limit, dt)
 
-    def size(rois, k, col):
-        return T.max(snapped(rois, k, col + 2) - snapped(rois, k, col) + 1, tirx.const(1, "int64"))
-
-    def bin_edge(rois, k, col, pooled, index, rounding, limit):
-        """Start (floor) or end (ceil) of bin `index` along one axis, clipped to [0, limit]."""
-        bin_size = T.Cast(dt, size(rois, k, col)) / T.Cast(dt, pooled)
-        edge = T.Cast("int64", rounding(T.Cast(dt, index) * bin_size)) + snapped(rois, k, col)
-        return T.min(T.max(edge, tirx.const(0, "int64")), limit)
+    @T.macro
+    def scan_bin(data, n, cb, rois, k, lv, ph, pw, acc, arg, H, W):
+        # Bin (ph, pw) of level lv of box k: its maximum and first argmax per channel.
+        hstart = edge(rois, k, 2, GH(lv), ph, T.floor, H)
+        hend = edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
+        wstart = edge(rois, k, 1, GW(lv), pw, T.floor, W)
+        wend = edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
+        for ci in T.vectorized(L):
+            acc[ci] = T.if_then_else(hend <= hstart or wend <= wstart, zero, lowest)
+            arg[ci] = -1
+        for h in range(hstart, hend):
+            for w in range(wstart, wend):
+                for ci in T.vectorized(L):
+                    # meta_var inlines `better`, so arg must update before acc.
+                    better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
+                    arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
+                    acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
 
     @T.prim_func
     def forward(d: T.handle, r: T.handle, o: T.handle, a: T.handle):
@@ -113,68 +133,71 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            tile = T.alloc_buffer((L, S), dt)
-            atile = T.alloc_buffer((L, S), "int32")
+            tile = T.alloc_buffer((L, tile_bins), dt)
+            atile = T.alloc_buffer((L, tile_bins), "int32")
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    for lv in range(NL):
-                        if DERIVED(lv) == 1:
-                            # Union of the previous level's bins: combine their maxima,
-                            # the earliest pixel (smallest h*W + w) winning ties.
-                            for ph, pw in T.grid(GH(lv), GW(lv)):
-                                acc = T.alloc_buffer((L,), dt)
-                                arg = T.alloc_buffer((L,), "int32")
-                                new_acc = T.alloc_buffer((L,), dt)
-                                new_arg = T.alloc_buffer((L,), "int32")
-                                for ci in T.vectorized(L):
-                                    acc[ci] = zero
-                                    arg[ci] = -1
-                                for a, b in T.grid(RH(lv), RW(lv)):
-                                    src = T.meta_var(OFF(lv - 1) + (ph * RH(lv) + a) * GW(lv - 1) + pw * RW(lv) + b)
-                                    for ci in T.vectorized(L):
-                                        better = T.meta_var(atile[ci, src] >= 0 and (
-                                            arg[ci] < 0 or tile[ci, src] > acc[ci]
-                                            or (tile[ci, src] == acc[ci] and atile[ci, src] < arg[ci])))
-                                        new_acc[ci] = T.Select(better, tile[ci, src], acc[ci])
-                                        new_arg[ci] = T.Select(better, atile[ci, src], arg[ci])
-                                    for ci in T.vectorized(L):
-                                        acc[ci] = new_acc[ci]
-                                        arg[ci] = new_arg[ci]
-                                for ci in range(L):
-                                    tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
-                                    atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
-                        else:
-                            for ph, pw in T.grid(GH(lv), GW(lv)):
-                                hstart = bin_edge(rois, k, 2, GH(lv), ph, T.floor, H)
-                                hend = bin_edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
-                                wstart = bin_edge(rois, k, 1, GW(lv), pw, T.floor, W)
-                                wend = bin_edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
-                                acc = T.alloc_buffer((L,), dt)
-                                arg = T.alloc_buffer((L,), "int32")
-                                for ci in T.vectorized(L):
-                                    acc[ci] = T.if_then_else(hend <= hstart or wend <= wstart, zero, lowest)
-                                    arg[ci] = -1
-                                for h in range(hstart, hend):
-                                    for w in range(wstart, wend):
-                                        for ci in T.vectorized(L):
-                                            # meta_var inlines `better`, so arg must update before acc.
-                                            better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
-                                            arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
-                                            acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
-                                # Tiles in output order (channel-major), as in roi_align.py.
-                                for ci in range(L):
-                                    tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
-                                    atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
-                    for ci in range(T.min(L, C - cb * L)):
+                    if chunked:
                         for lv in range(NL):
-                            for p in range(GH(lv) * GW(lv)):
-                                out[k, C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p] = tile[ci, OFF(lv) + p]
-                    if A > 0:  # an empty argmax: no gradient wanted
+                            for r0 in range((GH(lv) + ROWS(lv) - 1) // ROWS(lv)):
+                                for r, pw in T.grid(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)), GW(lv)):
+                                    acc = T.alloc_buffer((L,), dt)
+                                    arg = T.alloc_buffer((L,), "int32")
+                                    scan_bin(data, n, cb, rois, k, lv, r0 * ROWS(lv) + r, pw, acc, arg, H, W)
+                                    for ci in range(L):
+                                        tile[ci, r * GW(lv) + pw] = acc[ci]
+                                        atile[ci, r * GW(lv) + pw] = arg[ci]
+                                for ci, j in T.grid(T.min(L, C - cb * L), T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)) * GW(lv)):
+                                    q = T.meta_var(C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + r0 * ROWS(lv) * GW(lv) + j)
+                                    out[k, q] = tile[ci, j]
+                                    if A > 0:
+                                        argmax[k * D + q] = atile[ci, j]
+                    else:
+                        for lv in range(NL):
+                            if DERIVED(lv) == 1:
+                                # Union of the previous level's bins: combine their maxima,
+                                # the earliest pixel (smallest h*W + w) winning ties.
+                                for ph, pw in T.grid(GH(lv), GW(lv)):
+                                    acc = T.alloc_buffer((L,), dt)
+                                    arg = T.alloc_buffer((L,), "int32")
+                                    new_acc = T.alloc_buffer((L,), dt)
+                                    new_arg = T.alloc_buffer((L,), "int32")
+                                    for ci in T.vectorized(L):
+                                        acc[ci] = zero
+                                        arg[ci] = -1
+                                    for a, b in T.grid(RH(lv), RW(lv)):
+                                        src = T.meta_var(OFF(lv - 1) + (ph * RH(lv) + a) * GW(lv - 1) + pw * RW(lv) + b)
+                                        for ci in T.vectorized(L):
+                                            better = T.meta_var(atile[ci, src] >= 0 and (
+                                                arg[ci] < 0 or tile[ci, src] > acc[ci]
+                                                or (tile[ci, src] == acc[ci] and atile[ci, src] < arg[ci])))
+                                            new_acc[ci] = T.Select(better, tile[ci, src], acc[ci])
+                                            new_arg[ci] = T.Select(better, atile[ci, src], arg[ci])
+                                        for ci in T.vectorized(L):
+                                            acc[ci] = new_acc[ci]
+                                            arg[ci] = new_arg[ci]
+                                    for ci in range(L):
+                                        tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
+                                        atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
+                            else:
+                                for ph, pw in T.grid(GH(lv), GW(lv)):
+                                    acc = T.alloc_buffer((L,), dt)
+                                    arg = T.alloc_buffer((L,), "int32")
+                                    scan_bin(data, n, cb, rois, k, lv, ph, pw, acc, arg, H, W)
+                                    # Tiles in output order (channel-major), as in roi_align.py.
+                                    for ci in range(L):
+                                        tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
+                                        atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
                         for ci in range(T.min(L, C - cb * L)):
                             for lv in range(NL):
                                 for p in range(GH(lv) * GW(lv)):
-                                    j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
-                                    argmax[j] = atile[ci, OFF(lv) + p]
+                                    out[k, C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p] = tile[ci, OFF(lv) + p]
+                        if A > 0:  # an empty argmax: no gradient wanted
+                            for ci in range(T.min(L, C - cb * L)):
+                                for lv in range(NL):
+                                    for p in range(GH(lv) * GW(lv)):
+                                        j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
+                                        argmax[j] = atile[ci, OFF(lv) + p]
 
     @T.prim_func
     def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle):
@@ -203,7 +226,8 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                         for lv in range(NL):
                             for p in range(GH(lv) * GW(lv)):
                                 j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
-                                if argmax[j] >= 0:
+                                # An argmax is a pixel of this map, whoever forged it.
+                                if argmax[j] >= 0 and T.Cast("int64", argmax[j]) < H * W:
                                     # grad[n, cb, 0, h*W + w] addresses pixel (h, w).
                                     grad[n, cb, 0, T.Cast("int64", argmax[j]), ci] += grad_out[k, j - k * D]
 

@@ -17,6 +17,26 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..specs import MAX_SIDE
+
+# Samples per bin along one axis, at most, inside a kernel.  The runtime refuses
+# larger adaptive grids (its table limit) before any kernel runs, and the specs
+# bound sampling_ratio and output_size by the same number, so this clamp is never
+# visible; it keeps the kernels' own index arithmetic (int32 on GPUs: PH * grid,
+# grid * grid) from overflowing whatever boxes they are given.
+MAX_GRID = MAX_SIDE
+
+
+def clamp(v, low, high, dt):
+    """`v` clipped to [low, high] by comparisons, NaN to `low`: a value safe to cast to
+    an integer.  Coordinates are clamped in floating point *before* any cast, since a
+    float-to-int cast of a value out of the integer's range is undefined (x86 gives
+    INT_MIN), and a finite box can still overflow to inf or NaN once scaled.  (min and
+    max lower differently for NaN on each target; selects do not.)"""
+    low, high = tirx.const(low, dt) if isinstance(low, (int, float)) else low, \
+        tirx.const(high, dt) if isinstance(high, (int, float)) else high
+    return tirx.Select(v > low, tirx.Select(v < high, v, high), low)
+
 
 def c_round(x, dt):
     """C's round(): half away from zero (TIR's round is half-to-even).
@@ -63,8 +83,7 @@ def sample_grid(extent, pooled: int, sampling_ratio: int, dt, itype="int64"):
     """Samples per bin along one axis: fixed, or adaptive ceil(extent / pooled), never < 0."""
     if sampling_ratio > 0:
         return tirx.const(sampling_ratio, itype)
-    adaptive = T.Cast(itype, T.ceil(extent / tirx.const(pooled, dt)))
-    return T.max(adaptive, tirx.const(0, itype))
+    return T.Cast(itype, T.ceil(clamp(extent / tirx.const(pooled, dt), 0, MAX_GRID, dt)))
 
 
 def sample_pos(start, bin_size, grid, s, dt):
@@ -77,12 +96,15 @@ def axis_corners(pos, limit, dt, itype="int64"):
     """(low, high, low weight, high weight) of one sample coordinate on an axis of `limit` pixels.
 
     Both weights are zero where the sample falls outside [-1, limit] (torchvision
-    skips the sample there); at the last pixel the edge value is read alone.
+    skips the sample there); at the last pixel the edge value is read alone.  The
+    corners lie in [0, limit) for every `pos`, NaN and inf included: the position is
+    clamped before it becomes an index, so a skipped sample reads a valid pixel.
     """
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     inside = tirx.all(pos >= -one, pos <= T.Cast(dt, limit))
-    clamped = T.max(pos, zero)
+    clamped = clamp(pos, zero, T.Cast(dt, limit - 1), dt)
+    # The integer min too: limit - 1 may round up in float32 past 2**24.
     low = T.min(T.Cast(itype, clamped), limit - 1)
     frac = T.if_then_else(low >= limit - 1, zero, clamped - T.Cast(dt, low))
     high = T.min(low + 1, limit - 1)
@@ -107,3 +129,21 @@ def axis_table_macro(dt: str):
             ftab[row, base + 2 * s + 1] = w_high * scale
 
     return fill
+
+
+def pool_edge(rois, k, col, scale, plus_one: bool, pooled, index, rounding, limit, dt, itype="int64"):
+    """Edge of bin `index` of `pooled` along x (col 1) or y (col 2) of box k, snapped as
+    RoIPool (`plus_one`: size x2' - x1' + 1) or PS-RoIPool (x2' - x1'), clipped to
+    [0, limit]: torchvision's `min(max(int(rounding(index * (size / pooled))) + x1', 0), limit)`
+    with x1' = round(x1 * scale), size >= 1.
+
+    Computed in floating point and clamped before the cast, so a box of any finite
+    size gives its true (clipped) bins: no integer overflows.  Integer-valued operands
+    below 2**24 keep float32 exact, as torchvision's integer arithmetic.
+    """
+    one = tirx.const(1.0, dt)
+    first = c_round(rois[k, col] * scale, dt)
+    size = T.max(c_round(rois[k, col + 2] * scale, dt) - first + (one if plus_one else tirx.const(0.0, dt)), one)
+    bin_size = size / (tirx.const(pooled, dt) if isinstance(pooled, int) else T.Cast(dt, pooled))
+    edge = rounding(T.Cast(dt, index) * bin_size) + first
+    return T.min(T.Cast(itype, clamp(edge, 0, T.Cast(dt, limit), dt)), limit)

@@ -14,6 +14,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .roi_pool import pick
+from .transpose import MAX_TILE_BINS
 
 
 def lo(i, size, n):
@@ -44,6 +45,37 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     def OFF(lv):
         return pick(lv, offsets)
 
+    # More bins than a tile holds go out level by level in runs of whole rows of
+    # bins (scratch per task: lanes x max(MAX_TILE_BINS, widest level)).
+    chunked = S > MAX_TILE_BINS
+    tile_bins = max([MAX_TILE_BINS] + levels) if chunked else S
+    chunk_rows = [max(1, tile_bins // n) for n in levels]
+
+    def ROWS(lv):
+        return pick(lv, chunk_rows)
+
+    @T.macro
+    def pool_bin(data, n, cb, lv, i, j, acc, arg, H, W):
+        # Bin (i, j) of level lv: max (first argmax) or mean per channel.
+        for ci in T.vectorized(L):
+            acc[ci] = acc_init
+            arg[ci] = -1
+        for h in range(lo(i, H, LV(lv)), hi(i, H, LV(lv))):
+            for w in range(lo(j, W, LV(lv)), hi(j, W, LV(lv))):
+                for ci in T.vectorized(L):
+                    if avg:
+                        acc[ci] = acc[ci] + data[n, cb, h, w, ci]
+                    else:
+                        # The first strict maximum wins; meta_var inlines `better`,
+                        # so arg must update before acc.
+                        better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
+                        arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
+                        acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
+        if avg:
+            area = T.meta_var((hi(i, H, LV(lv)) - lo(i, H, LV(lv))) * (hi(j, W, LV(lv)) - lo(j, W, LV(lv))))
+            for ci in range(L):
+                acc[ci] = acc[ci] / T.Cast(dt, area)
+
     @T.prim_func
     def forward(d: T.handle, o: T.handle, a: T.handle):
         T.func_attr({"tirx.noalias": True})
@@ -60,41 +92,40 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         for task in T.parallel(N * Cb):
             n = task // Cb
             cb = task % Cb
-            tile = T.alloc_buffer((L, S), dt)
-            atile = T.alloc_buffer((L, S), "int32")
-            for lv in range(NL):
-                for i, j in T.grid(LV(lv), LV(lv)):
-                    acc = T.alloc_buffer((L,), dt)
-                    arg = T.alloc_buffer((L,), "int32")
-                    for ci in T.vectorized(L):
-                        acc[ci] = acc_init
-                        arg[ci] = -1
-                    for h in range(lo(i, H, LV(lv)), hi(i, H, LV(lv))):
-                        for w in range(lo(j, W, LV(lv)), hi(j, W, LV(lv))):
-                            for ci in T.vectorized(L):
-                                if avg:
-                                    acc[ci] = acc[ci] + data[n, cb, h, w, ci]
-                                else:
-                                    # The first strict maximum wins; meta_var inlines `better`,
-                                    # so arg must update before acc.
-                                    better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
-                                    arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
-                                    acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
-                    if avg:
-                        area = T.meta_var((hi(i, H, LV(lv)) - lo(i, H, LV(lv))) * (hi(j, W, LV(lv)) - lo(j, W, LV(lv))))
-                        for ci in range(L):
-                            tile[ci, OFF(lv) + i * LV(lv) + j] = acc[ci] / T.Cast(dt, area)
-                    else:
+            tile = T.alloc_buffer((L, tile_bins), dt)
+            atile = T.alloc_buffer((L, tile_bins), "int32")
+            if chunked:
+                for lv in range(NL):
+                    for r0 in range((LV(lv) + ROWS(lv) - 1) // ROWS(lv)):
+                        for r, j in T.grid(T.min(ROWS(lv), LV(lv) - r0 * ROWS(lv)), LV(lv)):
+                            acc = T.alloc_buffer((L,), dt)
+                            arg = T.alloc_buffer((L,), "int32")
+                            pool_bin(data, n, cb, lv, r0 * ROWS(lv) + r, j, acc, arg, H, W)
+                            for ci in range(L):
+                                tile[ci, r * LV(lv) + j] = acc[ci]
+                                atile[ci, r * LV(lv) + j] = arg[ci]
+                        for ci, p in T.grid(T.min(L, C - cb * L), T.min(ROWS(lv), LV(lv) - r0 * ROWS(lv)) * LV(lv)):
+                            q = T.meta_var(C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + r0 * ROWS(lv) * LV(lv) + p)
+                            out[n, q] = tile[ci, p]
+                            if not avg:
+                                if A > 0:
+                                    argmax[n * D + q] = atile[ci, p]
+            else:
+                for lv in range(NL):
+                    for i, j in T.grid(LV(lv), LV(lv)):
+                        acc = T.alloc_buffer((L,), dt)
+                        arg = T.alloc_buffer((L,), "int32")
+                        pool_bin(data, n, cb, lv, i, j, acc, arg, H, W)
                         for ci in range(L):
                             tile[ci, OFF(lv) + i * LV(lv) + j] = acc[ci]
                             atile[ci, OFF(lv) + i * LV(lv) + j] = arg[ci]
-            for ci in range(T.min(L, C - cb * L)):
-                for lv in range(NL):
-                    for p in range(LV(lv) * LV(lv)):
-                        out[n, C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = tile[ci, OFF(lv) + p]
-                        if not avg:
-                            if A > 0:
-                                argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = atile[ci, OFF(lv) + p]
+                for ci in range(T.min(L, C - cb * L)):
+                    for lv in range(NL):
+                        for p in range(LV(lv) * LV(lv)):
+                            out[n, C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = tile[ci, OFF(lv) + p]
+                            if not avg:
+                                if A > 0:
+                                    argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = atile[ci, OFF(lv) + p]
 
     @T.prim_func
     def backward(g: T.handle, a: T.handle, gd: T.handle):
@@ -132,7 +163,8 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     else:
                         for ci in range(T.min(L, C - cb * L)):
                             q = C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + i * LV(lv) + j
-                            if argmax[n * D + q] >= 0:
+                            # An argmax is a pixel of this map, whoever forged it.
+                            if argmax[n * D + q] >= 0 and T.Cast("int64", argmax[n * D + q]) < H * W:
                                 grad[n, cb, 0, T.Cast("int64", argmax[n * D + q]), ci] += grad_out[n, q]
 
     return {"forward": forward, "backward": backward}

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+# Bins of one box a channel-block kernel keeps in its output tile (scratch per
+# task: lanes x this many values); larger grids go out in runs of rows.
+MAX_TILE_BINS = 1 << 12
+
 
 def _stages(lanes: int) -> list[tuple[int, list[int], list[int]]]:
     """(b, lo, hi) per stage: rows i and i+b (bit b of i clear) exchange their b-blocks.

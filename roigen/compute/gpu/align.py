@@ -194,13 +194,29 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
                                                 grad_input[n, yi[cy], xi[cx], ci] += yw[cy] * xw[cx] * gv
                                 else:
                                     s = aux[(k * CO + c) * P + b]
-                                    if s >= 0:
+                                    if s >= 0 and s < gh * gw:  # a sample of this bin, whoever forged aux
                                         corners(yi, yw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
                                         corners(xi, xw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
                                         for cy, cx in T.grid(2, 2):
                                             grad_input[n, yi[cy], xi[cx], ci] += yw[cy] * xw[cx] * grad[k, c, b]
 
+    @T.prim_func
+    def grid_size(r_h: T.handle, g_h: T.handle):
+        # Each box's adaptive sample grid (gh, gw), for the runtime's limit on it
+        # (runtime.check_table): checked before a kernel could loop over it.
+        T.func_attr({"tirx.noalias": True})
+        K = T.int32()
+        rois = T.match_buffer(r_h, (K, 5), dt)
+        sizes = T.match_buffer(g_h, (K, 2), I32)
+        for blk in T.thread_binding((K + TPB - 1) // TPB, thread="blockIdx.x"):
+            for t in T.thread_binding(TPB, thread="threadIdx.x"):
+                if blk * TPB + t < K:
+                    sizes[blk * TPB + t, 0] = grid(rois, blk * TPB + t, 2, PH)
+                    sizes[blk * TPB + t, 1] = grid(rois, blk * TPB + t, 1, PW)
+
     kernels = {"forward": forward, "backward": backward}
+    if spec.sampling_ratio <= 0:
+        kernels["grid_size"] = grid_size
     if sched.atomics:
         kernels["backward_atomic"] = _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables,
                                                       in_channel, count, avg)
@@ -264,7 +280,7 @@ def _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables, i
                     xlw = T.alloc_buffer((2,), dt, scope="local")
                     if c < CO:
                         s = aux[(k * CO + c) * P + b]
-                        if s >= 0:
+                        if s >= 0 and s < gh * gw:
                             corners(yl, ylw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
                             corners(xl, xlw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
                             for cy, cx in T.grid(2, 2):

@@ -18,7 +18,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ..roi_pool import level_of, pick
-from ..sampling import c_round
+from ..sampling import pool_edge
 
 I32 = "int32"
 # torchvision starts every max bin at -FLT_MAX, whatever the dtype.
@@ -33,17 +33,6 @@ def roi_spp_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
     return pool_family(spec, sched, spec.grids)
 
 
-def _snapped(rois, k, col, scale, dt):
-    return T.Cast(I32, c_round(rois[k, col] * scale, dt))
-
-
-def _bin_edge(first, size, pooled, index, rounding, limit, dt):
-    """Edge of bin `index` of `pooled` over `size` pixels from `first` (float bins, as
-    torchvision), clipped to [0, limit]."""
-    edge = T.Cast(I32, rounding(T.Cast(dt, index) * (T.Cast(dt, size) / T.Cast(dt, pooled))))
-    return T.min(T.max(edge + first, tirx.const(0, I32)), limit)
-
-
 def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
     """A pyramid of RoIPool grids: out (K, D), for each grid in order C channels of GH*GW bins."""
     dt = spec.compute_dtype
@@ -52,7 +41,6 @@ def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
     offsets = [sum(gh * gw for gh, gw in grids[:i]) for i in range(len(grids))]
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
-    one_i = tirx.const(1, I32)
 
     def level(b):
         return level_of(b, offsets, I32)
@@ -65,9 +53,6 @@ def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
 
     def OFF(lv):
         return pick(lv, offsets, I32)
-
-    def size(rois, k, col):
-        return T.max(_snapped(rois, k, col + 2, scale, dt) - _snapped(rois, k, col, scale, dt) + one_i, one_i)
 
     @T.prim_func
     def forward(x_h: T.handle, r_h: T.handle, o_h: T.handle, a_h: T.handle):
@@ -96,12 +81,10 @@ def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
                     gw = GW(lv)
                     q = b - OFF(lv)
                     n = T.Cast(I32, rois[k, 0])
-                    y1 = _snapped(rois, k, 2, scale, dt)
-                    x1 = _snapped(rois, k, 1, scale, dt)
-                    hs = _bin_edge(y1, size(rois, k, 2), gh, q // gw, T.floor, H, dt)
-                    he = _bin_edge(y1, size(rois, k, 2), gh, q // gw + 1, T.ceil, H, dt)
-                    ws = _bin_edge(x1, size(rois, k, 1), gw, q % gw, T.floor, W, dt)
-                    we = _bin_edge(x1, size(rois, k, 1), gw, q % gw + 1, T.ceil, W, dt)
+                    hs = pool_edge(rois, k, 2, scale, True, gh, q // gw, T.floor, H, dt, I32)
+                    he = pool_edge(rois, k, 2, scale, True, gh, q // gw + 1, T.ceil, H, dt, I32)
+                    ws = pool_edge(rois, k, 1, scale, True, gw, q % gw, T.floor, W, dt, I32)
+                    we = pool_edge(rois, k, 1, scale, True, gw, q % gw + 1, T.ceil, W, dt, I32)
                     acc[0] = tirx.const(LOWEST, dt)
                     arg[0] = -1
                     for h in range(hs, he):
@@ -138,7 +121,7 @@ def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
                                 lv = level(b)
                                 j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
                                 a = aux[k * D + j]
-                                if a >= 0:
+                                if a >= 0 and a < H * W:  # a pixel of this map, whoever forged aux
                                     grad_input[n, a // W, a % W, c] += grad[k, j]
 
     kernels = {"forward": forward, "backward": backward}
@@ -168,7 +151,7 @@ def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
                     lv = level(b)
                     j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
                     a = aux[k * D + j]
-                    if a >= 0:
+                    if a >= 0 and a < H * W:
                         T.evaluate(T.cuda.atomic_add(
                             T.address_of(grad_input[T.Cast(I32, rois[k, 0]), a // W, a % W, c]), grad[k, j]))
 
@@ -185,18 +168,14 @@ def ps_roi_pool_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
     TPB = sched.threads
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
-    one_i = tirx.const(1, I32)
-
-    def size(rois, k, col):
-        return T.max(_snapped(rois, k, col + 2, scale, dt) - _snapped(rois, k, col, scale, dt), one_i)
 
     @T.macro
     def region(bounds, rois, k, b, H, W):
         """Fill bounds with the bin's [hs, he) x [ws, we)."""
-        bounds[0] = _bin_edge(_snapped(rois, k, 2, scale, dt), size(rois, k, 2), PH, b // PW, T.floor, H - 1, dt)
-        bounds[1] = _bin_edge(_snapped(rois, k, 2, scale, dt), size(rois, k, 2), PH, b // PW + 1, T.ceil, H - 1, dt)
-        bounds[2] = _bin_edge(_snapped(rois, k, 1, scale, dt), size(rois, k, 1), PW, b % PW, T.floor, W - 1, dt)
-        bounds[3] = _bin_edge(_snapped(rois, k, 1, scale, dt), size(rois, k, 1), PW, b % PW + 1, T.ceil, W - 1, dt)
+        bounds[0] = pool_edge(rois, k, 2, scale, False, PH, b // PW, T.floor, H - 1, dt, I32)
+        bounds[1] = pool_edge(rois, k, 2, scale, False, PH, b // PW + 1, T.ceil, H - 1, dt, I32)
+        bounds[2] = pool_edge(rois, k, 1, scale, False, PW, b % PW, T.floor, W - 1, dt, I32)
+        bounds[3] = pool_edge(rois, k, 1, scale, False, PW, b % PW + 1, T.ceil, W - 1, dt, I32)
 
     def area(bounds):
         return T.Cast(dt, (bounds[1] - bounds[0]) * (bounds[3] - bounds[2]))
