@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .limits import check_table
 from .runtime import TORCH_DTYPES, to_tvm
 
 # Kernels index with int32 (WGSL has no 64-bit integers).
@@ -75,6 +76,16 @@ class GpuKernels:
     def _nhwc(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.dtype).permute(0, 2, 3, 1).contiguous()
 
+    def _check_grids(self, rois: torch.Tensor, height: int, width: int) -> None:
+        """Refuse boxes whose adaptive sample grid is too large to run (as the CPU's tables)."""
+        if rois.shape[0] == 0 or not self.launch.implements("grid_size"):
+            return
+        sizes = torch.empty(rois.shape[0], 2, dtype=torch.int32, device=rois.device)
+        self.launch("grid_size", rois, sizes)
+        ph, pw = self.spec.pooled_size
+        entries = 2 * int((ph * sizes[:, 0].long() + pw * sizes[:, 1].long()).max())
+        check_table(self.spec, entries, height, width)
+
     def forward(self, x: torch.Tensor, rois, keep_aux: bool = True):
         """(output in the compute dtype, flat int32 aux) as `runtime.Kernels.forward`."""
         n, c, h, w = x.shape
@@ -85,6 +96,8 @@ class GpuKernels:
                           device=x.device)
         _check_size(data, out)
         boxes = () if rois is None else (rois.to(self.dtype).contiguous(),)
+        if boxes:
+            self._check_grids(boxes[0], h, w)
         if out.numel():  # a launch of zero blocks is an error on CUDA
             self.launch("forward", data, *boxes, out, aux)
         return out.view(self.spec.output_shape(x.shape, rows)), aux
@@ -104,6 +117,8 @@ class GpuKernels:
         _check_size(grad, grad_input)
         name = "backward" if deterministic or not self.launch.implements("backward_atomic") else "backward_atomic"
         boxes = () if rois is None else (rois.to(self.dtype).contiguous(),)
+        if boxes:
+            self._check_grids(boxes[0], h, w)
         if grad.numel() and grad_input.numel():
             self.launch(name, grad, *boxes, aux.contiguous(), grad_input)
         return grad_input.permute(0, 3, 1, 2)

@@ -34,7 +34,7 @@ from .target import Target, resolve
 # Parameters of the default spec of an op that no workload uses.
 DEFAULT_PARAMS = {"spatial_scale": 0.0625, "pooled_height": 7, "pooled_width": 7, "sampling_ratio": 2}
 # roigen's runtime and ops, copied into every package: everything but the compiler.
-RUNTIME_FILES = ("_threads.py", "specs.py", "runtime.py", "gpu_runtime.py", "vulkan.py", "cuda.py", "target.py",
+RUNTIME_FILES = ("_threads.py", "limits.py", "specs.py", "runtime.py", "gpu_runtime.py", "vulkan.py", "cuda.py", "target.py",
                  "ops/__init__.py", "ops/_checks.py", "ops/_registry.py", "ops/multi_scale.py",
                  "ops/ps_roi.py", "ops/roi_align.py", "ops/roi_pool.py", "ops/roi_warp.py", "ops/spp.py")
 

@@ -12,14 +12,13 @@ import threading
 
 import torch
 
+from ._threads import pool_threads, run_in_kernel_thread
+from .limits import check_table, reserve
+
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # The layout kernel of each direction of a packed op; a kernel built with the
 # CPU schedule's `fuse` does that conversion itself, and the module lacks it.
 LAYOUT_PASS = {"forward": "pack", "backward": "unpack"}
-# Adaptive sampling (sampling_ratio <= 0) takes ceil(extent / bins) samples per
-# bin, so an absurd box means an absurd loop.  Past this many table entries
-# (a box of ~2000 feature-map pixels at 7 bins) it is refused, not run.
-MAX_TABLE_ENTRIES = 1 << 12
 
 
 def to_tvm(x: torch.Tensor):
@@ -30,7 +29,7 @@ def to_tvm(x: torch.Tensor):
 
 
 def _call(fn, *args) -> None:
-    fn(*(to_tvm(a) if isinstance(a, torch.Tensor) else a for a in args))
+    run_in_kernel_thread(fn, *(to_tvm(a) if isinstance(a, torch.Tensor) else a for a in args))
 
 
 def channels_last(x: torch.Tensor) -> bool:
@@ -59,11 +58,6 @@ class _Workspace(threading.local):
 _workspace = _Workspace()
 
 
-def release_workspace() -> None:
-    """Free this thread's cached scratch buffers."""
-    _workspace.buffers.clear()
-
-
 class Kernels:
     """One op's compiled module: pack, forward, backward, unpack, and for the
     RoIAlign family the per-box sample tables (table_size, tables)."""
@@ -87,13 +81,14 @@ class Kernels:
         """The (K, S) sample tables some ops read, filled once per call; () for others."""
         if not self._has_tables:
             return ()
-        size = torch.zeros(1, dtype=torch.int64)
-        _call(self._fn["table_size"], rois, size)
-        entries = int(size)
-        if entries > MAX_TABLE_ENTRIES:
-            raise ValueError(
-                f"boxes: a box needs {entries} sample-table entries under adaptive sampling "
-                f"(limit {MAX_TABLE_ENTRIES}); pass sampling_ratio > 0 for boxes this large")
+        if self.spec.sampling_ratio > 0:  # the same for every box
+            entries = 2 * self.spec.sampling_ratio * (self.spec.pooled_height + self.spec.pooled_width)
+        else:
+            size = torch.zeros(1, dtype=torch.int64)
+            _call(self._fn["table_size"], rois, size)
+            entries = int(size)
+        check_table(self.spec, entries, height, width)
+        reserve(rois.shape[0] * entries * (4 + self.dtype.itemsize), "the sample tables")
         itab = torch.empty(rois.shape[0], entries, dtype=torch.int32)
         ftab = torch.empty(rois.shape[0], entries, dtype=self.dtype)
         _call(self._fn["tables"], rois, itab, ftab, height, width)
@@ -102,6 +97,16 @@ class Kernels:
     def _packed_shape(self, direction: str, n, c, h, w) -> tuple:
         lanes = self.lanes[direction]
         return (n, math.ceil(c / lanes), h, w, lanes)
+
+    def _scratch_bytes(self, direction: str, n, c, h, w) -> int:
+        """Memory a direction's kernels use besides their outputs: a fused kernel's
+        per-thread slab, or the packed copy of the whole map."""
+        if not self.spec.packed:
+            return 0
+        lanes, itemsize = self.lanes[direction], self.dtype.itemsize
+        if self.fused[direction]:
+            return h * w * lanes * itemsize * pool_threads()
+        return math.prod(self._packed_shape(direction, n, c, h, w)) * itemsize
 
     def _nchw_or_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         """`x` viewed in this build's layout (NHWC as a (N, H, W, C) view)."""
@@ -122,6 +127,11 @@ class Kernels:
         """
         n, c, h, w = x.shape
         rows = n if rois is None else rois.shape[0]
+        if out is None:
+            numel = math.prod(self.spec.kernel_output_shape(x.shape, rows))
+            kept = numel if self.spec.aux_outputs and keep_aux else 0
+            reserve(numel * self.dtype.itemsize + kept * 4 + self._scratch_bytes("forward", n, c, h, w),
+                    "the output and the kernels' scratch")
         if self.fused["forward"]:
             data = self._nchw_or_nhwc(x)
         elif self.spec.packed:
@@ -143,6 +153,9 @@ class Kernels:
         n, c, h, w = input_shape
         rows = n if rois is None else rois.shape[0]
         shape = self.spec.kernel_output_shape(input_shape, rows)
+        if grad_input is None:
+            reserve((n * c * h * w) * self.dtype.itemsize + self._scratch_bytes("backward", n, c, h, w),
+                    "the input gradient and the kernels' scratch")
         # An empty gradient may carry stride-0 (expanded) strides, which TVM refuses.
         grad = grad.reshape(shape) if grad.numel() else torch.empty(shape, dtype=self.dtype)
         if not self.spec.packed:

@@ -1,6 +1,6 @@
 """Declarative op specs: each RoI op's parameters, validated once, frozen.
 
-A spec is the single source of an op's facts.  The TE/TIR compute
+A spec is the single source of an op's facts.  The TIR compute
 (`roigen.compute`), the PyTorch schema and fake kernel (`roigen.ops`), the
 kernel-cache key (`roigen.build`) and the tests' parametrisation all read it.
 Adding an op means adding a spec here and its compute; the plumbing is generic.
@@ -27,6 +27,12 @@ COMPUTE_DTYPE = {
 }
 # Memory formats an input may arrive in: contiguous NCHW, or channels_last (NHWC).
 LAYOUTS = ("NCHW", "NHWC")
+# The largest output side, SPP level and sampling_ratio.  Kernels index with int32
+# on GPUs, where a bin's samples along one axis (pooled * grid) must stay below
+# 2**31; and TVM's compiler needed 8.7 GB for one 32768 x 32768 grid (16384: 0.9 GB).
+MAX_SIDE = 1 << 14
+# The largest finite value of each compute dtype (a parameter is a kernel literal).
+_FINITE_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
 
 _SCHEMA_TYPES = {int: "int", float: "float", bool: "bool", str: "str", tuple: "int[]"}
 
@@ -48,8 +54,8 @@ def output_size_pair(output_size) -> tuple[int, int]:
         raise TypeError(f"output_size must be an int or a pair of ints, got {output_size!r}")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
         raise TypeError(f"output_size must hold ints, got {output_size!r}")
-    if min(pair) <= 0:
-        raise ValueError(f"output_size must be positive, got {output_size!r}")
+    if min(pair) <= 0 or max(pair) > MAX_SIDE:
+        raise ValueError(f"output_size must lie in [1, {MAX_SIDE}], got {output_size!r}")
     return pair
 
 
@@ -134,14 +140,22 @@ class OpSpec:
         return json.dumps({"op": self.name, **dataclasses.asdict(self)}, sort_keys=True)
 
 
-def _check_scale(spatial_scale: float) -> None:
-    if not math.isfinite(spatial_scale) or spatial_scale <= 0:
-        raise ValueError(f"spatial_scale must be a finite number > 0, got {spatial_scale}")
+def _check_scale(spec: OpSpec) -> None:
+    scale, largest = spec.spatial_scale, _FINITE_MAX[spec.compute_dtype]
+    if not (0 < scale <= largest):  # NaN fails too
+        raise ValueError(f"spatial_scale must be a number in (0, {largest:.4g}] (the {spec.compute_dtype} "
+                         f"kernels' range), got {scale}")
 
 
 def _check_pooled(spec: OpSpec) -> None:
-    if spec.pooled_height <= 0 or spec.pooled_width <= 0:
-        raise ValueError(f"output_size must be positive, got {spec.pooled_size}")
+    if not all(1 <= v <= MAX_SIDE for v in spec.pooled_size):
+        raise ValueError(f"output_size must lie in [1, {MAX_SIDE}], got {spec.pooled_size}")
+
+
+def _check_sampling(spec: OpSpec) -> None:
+    if not (-(1 << 31) <= spec.sampling_ratio <= MAX_SIDE):
+        raise ValueError(f"sampling_ratio must lie in [-2**31, {MAX_SIDE}] (samples per bin along each axis; "
+                         f"<= 0 chooses them per box), got {spec.sampling_ratio}")
 
 
 @dataclass(frozen=True)
@@ -158,8 +172,9 @@ class RoIAlignSpec(OpSpec):
     mode: str = op_param("avg", py_type=str)
 
     def validate(self) -> None:
-        _check_scale(self.spatial_scale)
+        _check_scale(self)
         _check_pooled(self)
+        _check_sampling(self)
         if self.mode not in ("avg", "max"):
             raise ValueError(f"mode must be 'avg' or 'max', got {self.mode!r}")
 
@@ -180,7 +195,7 @@ class RoIPoolSpec(OpSpec):
     pooled_width: int = op_param(py_type=int)
 
     def validate(self) -> None:
-        _check_scale(self.spatial_scale)
+        _check_scale(self)
         _check_pooled(self)
 
     @property
@@ -194,8 +209,8 @@ class RoIPoolSpec(OpSpec):
 
 
 def _check_levels(levels: tuple) -> None:
-    if not levels or min(levels) <= 0:
-        raise ValueError(f"levels must be a non-empty sequence of positive ints, got {levels}")
+    if not levels or min(levels) <= 0 or max(levels) > MAX_SIDE:
+        raise ValueError(f"levels must be a non-empty sequence of ints in [1, {MAX_SIDE}], got {levels}")
 
 
 @dataclass(frozen=True)
@@ -242,7 +257,7 @@ class RoISPPSpec(_PyramidMixin, OpSpec):
     levels: tuple = op_param((4, 2, 1), py_type=tuple)
 
     def validate(self) -> None:
-        _check_scale(self.spatial_scale)
+        _check_scale(self)
         _check_levels(self.levels)
 
     @property
@@ -304,8 +319,9 @@ class PSRoIAlignSpec(_PositionSensitiveMixin, OpSpec):
     sampling_ratio: int = op_param(-1, py_type=int)
 
     def validate(self) -> None:
-        _check_scale(self.spatial_scale)
+        _check_scale(self)
         _check_pooled(self)
+        _check_sampling(self)
 
 
 @dataclass(frozen=True)
@@ -319,7 +335,7 @@ class PSRoIPoolSpec(_PositionSensitiveMixin, OpSpec):
     pooled_width: int = op_param(py_type=int)
 
     def validate(self) -> None:
-        _check_scale(self.spatial_scale)
+        _check_scale(self)
         _check_pooled(self)
 
 

@@ -54,28 +54,50 @@ def boxes_to_rois(boxes) -> torch.Tensor:
     return torch.cat([index, flat], dim=1)
 
 
-def check_rois(rois, input: torch.Tensor, *, values: bool = True) -> None:
+def check_rois(rois, input: torch.Tensor, *, values: bool = True, name: str = "boxes") -> None:
     """Rows must index an image of `input` and hold finite coordinates.
 
     values=False checks metadata alone (shape, device, dtype), which is all a
     traced or fake tensor has.
     """
+    check_rois_for(rois, input.shape[0], input.device, input.dtype, values=values, name=name)
+
+
+def check_rois_for(rois, batch: int, device, dtype, *, values: bool = True, name: str = "boxes") -> None:
+    """`check_rois` against a map described by its batch size, device and dtype."""
     if not isinstance(rois, torch.Tensor):
-        raise TypeError(f"boxes must be a torch.Tensor, got {type(rois).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(rois).__name__}")
     if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError(f"boxes must be a Tensor[K, 5], got shape {tuple(rois.shape)}")
-    if rois.device != input.device:
-        raise ValueError(f"boxes are on {rois.device} but input is on {input.device}")
-    if rois.dtype != input.dtype:
-        raise TypeError(f"boxes dtype {rois.dtype} differs from input dtype {input.dtype}")
+        raise ValueError(f"{name} must be a Tensor[K, 5], got shape {tuple(rois.shape)}")
+    if rois.device != device:
+        raise ValueError(f"{name} are on {rois.device} but input is on {device}")
+    if rois.dtype != dtype:
+        raise TypeError(f"{name} dtype {rois.dtype} differs from input dtype {dtype}")
     if not values or rois.shape[0] == 0:
         return
     if not bool(torch.isfinite(rois).all()):
-        raise ValueError("boxes hold NaN or infinite values")
-    batch = rois[:, 0]
-    if not bool((batch == batch.trunc()).all()):
-        raise ValueError("boxes[:, 0] (the batch index) must hold integers")
-    low, high = int(batch.min()), int(batch.max())
-    if low < 0 or high >= input.shape[0]:
-        raise ValueError(f"boxes[:, 0] (the batch index) must lie in [0, {input.shape[0]}), "
+        raise ValueError(f"{name} hold NaN or infinite values")
+    index = rois[:, 0]
+    if not bool((index == index.trunc()).all()):
+        raise ValueError(f"{name}[:, 0] (the batch index) must hold integers")
+    low, high = int(index.min()), int(index.max())
+    if low < 0 or high >= batch:
+        raise ValueError(f"{name}[:, 0] (the batch index) must lie in [0, {batch}), "
                          f"got values in [{low}, {high}]")
+
+
+def check_backward_args(grad, rois, aux, shape, device) -> None:
+    """The arguments of a public `*_backward` op, which anyone can call with anything:
+    every tensor a kernel reads must be what the forward would have saved."""
+    if not isinstance(grad, torch.Tensor) or dtype_name(grad.dtype) not in COMPUTE_DTYPE:
+        raise TypeError(f"grad must be a floating-point tensor of {sorted(COMPUTE_DTYPE)}, got "
+                        f"{getattr(grad, 'dtype', type(grad).__name__)}")
+    if not isinstance(aux, torch.Tensor) or aux.dtype != torch.int32 or aux.device != device:
+        raise TypeError(f"aux must be the forward's int32 aux tensor on {device}, got "
+                        f"{getattr(aux, 'dtype', type(aux).__name__)}")
+    batch, channels, height, width = shape
+    if batch < 0 or channels < 0 or height < 1 or width < 1:
+        raise ValueError(f"batch, channels, height, width must be the input's shape (N, C >= 0; H, W >= 1), "
+                         f"got {tuple(shape)}")
+    if rois is not None:
+        check_rois_for(rois, batch, device, grad.dtype, name="rois")

@@ -20,7 +20,7 @@ from .. import NAMESPACE
 from ..runtime import channels_last
 from ..specs import SPECS, OpSpec
 from . import _provider
-from ._checks import boxes_to_rois, check_input, check_rois, dtype_name
+from ._checks import boxes_to_rois, check_backward_args, check_input, check_rois, dtype_name
 
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
 
@@ -88,6 +88,11 @@ def register(spec_cls: type[OpSpec]) -> None:
         nhwc = channels_last(input)
         spec = _spec(spec_cls, values, input.dtype, nhwc, target)
         spec.check_input_shape(input.shape)
+        rows = input.shape[0] if rois is None else rois.shape[0]
+        shape = spec.output_shape(input.shape, rows)
+        if input.numel() == 0 or math.prod(shape) == 0:  # no channels, no boxes: nothing to run
+            aux = math.prod(shape) if spec.aux_outputs and options["keep_aux"] else 0
+            return input.new_zeros(shape), torch.zeros(aux, dtype=torch.int32, device=input.device)
         kernels = _provider.kernels(spec, target)
         x = input.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
@@ -110,25 +115,30 @@ def register(spec_cls: type[OpSpec]) -> None:
     def backward_impl(*args):
         grad, rois, rest = _split(spec_cls, args)
         aux, batch, channels, height, width, is_channels_last, *values, target_name, deterministic = rest
+        shape = (batch, channels, height, width)
+        # A public op: its arguments may be forged, so check all a kernel will read.
+        check_backward_args(grad, rois, aux, shape, grad.device)
         target = _provider.select_target(target_name, grad.device)
         spec = _spec(spec_cls, values, grad.dtype, is_channels_last, target)
+        spec.check_input_shape(shape)
         rows = batch if rois is None else rois.shape[0]
-        out_shape = spec.output_shape((batch, channels, height, width), rows)
+        out_shape = spec.output_shape(shape, rows)
         if tuple(grad.shape) != out_shape:
             raise ValueError(f"grad has shape {tuple(grad.shape)}, expected the output's shape {out_shape}")
         if spec.aux_outputs and aux.numel() != math.prod(out_shape):  # the kernel would read past it
             raise ValueError(f"aux holds {aux.numel()} values, expected {math.prod(out_shape)}: "
                              "the forward ran with keep_aux=False")
+        fmt = torch.channels_last if is_channels_last else torch.contiguous_format
+        if grad.numel() == 0 or math.prod(shape) == 0:  # nothing flows back
+            return torch.zeros(shape, dtype=grad.dtype, device=grad.device).contiguous(memory_format=fmt)
         kernels = _provider.kernels(spec, target)
         rois = None if rois is None else rois.to(kernels.dtype).contiguous()
-        shape = (batch, channels, height, width)
         grad = grad.to(kernels.dtype).contiguous()
         if target.family == "gpu":
             deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
             grad_input = kernels.backward(grad, rois, aux.contiguous(), shape, deterministic)
         else:  # the CPU backward is deterministic by construction
             grad_input = kernels.backward(grad, rois, aux.contiguous(), shape)
-        fmt = torch.channels_last if is_channels_last else torch.contiguous_format
         return grad_input.to(grad.dtype).contiguous(memory_format=fmt)
 
     for key in ("CPU", "CUDA"):

@@ -37,6 +37,9 @@ def _align_args(output_size, scale, sampling_ratio, aligned):
 def _multi_scale(features: list[Tensor], rois: Tensor, levels: Tensor, output_size: list[int],
                  scales: list[float], sampling_ratio: int, aligned: bool, target: str = "auto",
                  deterministic: bool = False) -> Tensor:
+    # The wrapper checks metadata only (it may be traced); the values are checked
+    # here, where they are real: a NaN box would otherwise get no level, and zeros.
+    check_rois(rois, features[0])
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *output_size))
     for level, (feature, scale) in enumerate(zip(features, scales)):
         index = torch.nonzero(levels == level).flatten()

@@ -1,0 +1,50 @@
+"""What one call may ask of the machine, checked before any kernel runs.
+
+A kernel that meets an impossible request fails in native code, inside the
+user's process (a scratch allocation that throws across TVM's thread pool has
+aborted the process afterwards); so requests that cannot fit are refused here,
+in Python, with the argument that made them too large.
+"""
+
+from __future__ import annotations
+
+# Adaptive sampling (sampling_ratio <= 0) takes ceil(box side / output side)
+# samples per bin along each axis, so an absurd box means an absurd loop: past
+# this many entries in a box's sample tables (a box of ~2000 feature-map pixels
+# at 7 bins) it is refused, not run.  A fixed sampling_ratio has no such limit:
+# its table size, 2 * sampling_ratio * (PH + PW), is known from the parameters.
+MAX_TABLE_ENTRIES = 1 << 12
+# Sample tables hold row * W + column offsets as int32.
+MAX_PIXELS = 2**31 - 1
+# Below this, a request is not worth a look at the free memory (reading it costs
+# tens of microseconds).
+_SMALL = 1 << 28
+
+
+def check_table(spec, entries: int, height: int, width: int) -> None:
+    """Refuse sample tables the kernels cannot address or an adaptive grid too large to run."""
+    if height * width > MAX_PIXELS:
+        raise ValueError(f"input: a {height}x{width} map has more pixels than the sample tables' int32 "
+                         f"offsets address ({MAX_PIXELS}); split the map")
+    if spec.sampling_ratio <= 0 and entries > MAX_TABLE_ENTRIES:
+        raise ValueError(
+            f"boxes: with sampling_ratio <= 0 each bin takes ceil(box side / output side) samples per axis, "
+            f"and a box here needs {entries // 2} samples over its bins' rows and columns (PH*gh + PW*gw), "
+            f"more than the limit of {MAX_TABLE_ENTRIES // 2} for adaptive sampling; pass sampling_ratio > 0 "
+            "(no limit) or clip the boxes to the map")
+
+
+def available_bytes() -> int:
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def reserve(nbytes: int, what: str) -> None:
+    """Raise MemoryError, before any work, if `what` needs more memory than is free."""
+    if nbytes < _SMALL:
+        return
+    free = available_bytes()
+    if nbytes > free:
+        raise MemoryError(f"roigen: {what} need {nbytes / 2**30:.2f} GiB, but {free / 2**30:.2f} GiB "
+                          "is available; pass fewer boxes, a smaller output_size or a smaller map")
