@@ -58,11 +58,15 @@ def describe(spec, target: Target, sched, source) -> dict:
     }
 
 
-def _entry_name(meta: dict, spec, target: Target) -> str:
-    # Where a record was found is kept in the entry's .json for reading, but the
-    # record itself (its trace) is what the kernels depend on.
+def cache_key(meta: dict) -> dict:
+    """`describe`'s dict less where a tuning record was found: the record itself (its
+    trace) is what the kernels depend on, so caches stay valid across checkouts."""
     tuning = {k: v for k, v in (meta["tuning"] or {}).items() if k != "database"}
-    text = json.dumps({**meta, "tuning": tuning}, sort_keys=True)
+    return json.loads(json.dumps({**meta, "tuning": tuning or None}))  # as the entry's record reads back
+
+
+def _entry_name(key: dict, spec, target: Target) -> str:
+    text = json.dumps(key, sort_keys=True)
     return f"{spec.name}-{target.name}-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
@@ -91,7 +95,7 @@ def compile_funcs(funcs: dict, target: Target, sched):
         from . import cuda
 
         executable = tvm.compile(mod, target=target.tvm_target)
-        build = cuda.nvcc(cuda.source_of(executable), target.tvm["arch"], sched.registers)
+        build = cuda.nvcc(cuda.source_of(executable), target.tvm["arch"], sched.min_blocks)
         return executable, {".cu": build.source, ".cubin": build.cubin, ".ptxas.txt": build.report,
                             ".ptxas.json": json.dumps(build.resources, indent=2, sort_keys=True)}
     if target.runtime == "wgpu":
@@ -125,13 +129,16 @@ def ensure_built(spec, target, knobs: dict | None = None):
     spec = spec.kernel_spec()
     _check_dtype(spec, target)
     sched, source = plan(spec, target, knobs)
-    meta = describe(spec, target, sched, source)
-    name = _entry_name(meta, spec, target)
+    key = cache_key(describe(spec, target, sched, source))
+    name = _entry_name(key, spec, target)
     artifact = ".wgsl.json" if target.runtime == "wgpu" else ".so"
-    if not cache.path(name, artifact).exists():
-        executable, _, files = compile_kernels(spec, target, sched)
-        library = None if target.runtime == "wgpu" else (lambda tmp: export(executable, target, tmp))
-        cache.store(name, meta, library, files)
+    if cache.verified(name, key, artifact) is None:
+        with cache.building(name):
+            # Another process may have built it while we waited for the lock.
+            if cache.verified(name, key, artifact) is None:
+                executable, _, files = compile_kernels(spec, target, sched)
+                library = None if target.runtime == "wgpu" else (lambda tmp: export(executable, target, tmp))
+                cache.store(name, key, library, files)
     return name, sched
 
 
