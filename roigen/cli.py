@@ -141,14 +141,51 @@ def bench_cmd(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit 2), as every other bad argument."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _workload_list(text: str) -> str:
+    """--workloads: comma-separated names of workloads.json."""
+    from . import workloads
+
+    known = workloads.load()["workloads"]
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown workload {(unknown or [text])[0]!r}; workloads: "
+                                         f"{', '.join(known)}")
+    return ",".join(names)
+
+
+def _workload(text: str) -> str:
+    if "," in text:
+        raise argparse.ArgumentTypeError(f"one workload, got {text!r}")
+    return _workload_list(text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a positive integer, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     from .bench import CPU_WORKLOADS
 
-    parser = argparse.ArgumentParser(prog="roigen", description="RoI kernels generated with Apache TVM")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="roigen", description="RoI kernels generated with Apache TVM")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("demo", help="build kernels for this host, check them against the reference, time them")
-    p.add_argument("--workloads", default=",".join(CPU_WORKLOADS), help="comma-separated workloads.json names")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--workloads", type=_workload_list, default=",".join(CPU_WORKLOADS),
+                   help="comma-separated workloads.json names")
+    p.add_argument("--repeats", type=_positive, default=5)
     p.set_defaults(func=demo)
     sub.add_parser("targets", help="list target descriptions").set_defaults(func=targets)
     sub.add_parser("ops", help="list ops and their parameters").set_defaults(func=ops)
@@ -165,24 +202,25 @@ def main(argv=None) -> int:
                        description="Tune an op's forward and backward kernels on one workload; the best "
                                    "schedule is recorded for this device and used by every later build.")
     p.add_argument("--op", required=True)
-    p.add_argument("--workload", required=True, help="a workloads.json name (its shapes and parameters)")
+    p.add_argument("--workload", type=_workload, required=True,
+                   help="a workloads.json name (its shapes and parameters)")
     p.add_argument("--target", default="host", help="cpu/host, vulkan, cuda-sm80, cuda-sm90, ...")
-    p.add_argument("--trials", type=int, default=64, help="points of the space to measure (at most)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per kernel and trial")
+    p.add_argument("--trials", type=_positive, default=64, help="points of the space to measure (at most)")
+    p.add_argument("--repeats", type=_positive, default=5, help="timed runs per kernel and trial")
     p.add_argument("--db", help="records folder (default: ROIGEN_TUNING_DIR or ~/.local/share/roigen/tuning)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="measure on devices of this TVM RPC tracker")
     p.add_argument("--device-key", help="with --rpc: the tracker key of the devices (names the records)")
     p.set_defaults(func=tune_cmd)
     p = sub.add_parser("bench", help="time roigen against torchvision on the workloads")
-    p.add_argument("--workloads", default=",".join(CPU_WORKLOADS))
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--workloads", type=_workload_list, default=",".join(CPU_WORKLOADS))
+    p.add_argument("--repeats", type=_positive, default=5)
     p.add_argument("--target", default="auto", help="auto (this CPU), vulkan, or cuda (the current GPU)")
     p.set_defaults(func=bench_cmd)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as err:
-        print(f"roigen: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, MemoryError) as err:
+        print(f"roigen: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
 
 
