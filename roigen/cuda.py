@@ -24,6 +24,7 @@ _FUNCTION = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _USED = re.compile(r"Used (\d+) registers")
 _SMEM = re.compile(r"(\d+) bytes smem")
+_BOUNDS = re.compile(r"__launch_bounds__\((\d+)\)")
 
 
 # TVM's own ptxas options (tvm.support.nvcc).
@@ -63,15 +64,24 @@ def parse_report(text: str) -> dict:
     return found
 
 
-def nvcc(code: str, arch: str, registers: int = 255) -> CudaBuild:
-    """Compile CUDA C to a cubin for `arch` (e.g. "sm_90"), at most `registers` per thread."""
+def with_min_blocks(code: str, min_blocks: int) -> str:
+    """Each kernel's `__launch_bounds__(threads)` (TVM writes one per kernel, with its own
+    block size) given a minimum of resident blocks per SM, so ptxas caps each kernel's
+    registers by its own block size (a module-wide -maxrregcount fits one size only)."""
+    return _BOUNDS.sub(lambda m: f"__launch_bounds__({m.group(1)}, {min_blocks})", code)
+
+
+def nvcc(code: str, arch: str, min_blocks: int = 1) -> CudaBuild:
+    """Compile CUDA C to a cubin for `arch` (e.g. "sm_90"), each kernel's registers leaving
+    room for `min_blocks` resident blocks per SM.  `source` is `code` as given (the
+    runtime matches it to the cubin); nvcc compiles it with the launch bounds."""
     exe = shutil.which("nvcc")
     if exe is None:
         raise NvccMissing("CUDA targets compile with nvcc, which is not on PATH (install the CUDA toolkit)")
     with tempfile.TemporaryDirectory(prefix="roigen-nvcc-") as tmp:
         src, out = Path(tmp) / "kernels.cu", Path(tmp) / "kernels.cubin"
-        src.write_text(code)
-        run = subprocess.run([exe, "--cubin", "-O3", f"-arch={arch}", f"-maxrregcount={registers}", *_PTXAS, *_QUIET, "-o", str(out), str(src)],
+        src.write_text(with_min_blocks(code, min_blocks))
+        run = subprocess.run([exe, "--cubin", "-O3", f"-arch={arch}", *_PTXAS, *_QUIET, "-o", str(out), str(src)],
                              capture_output=True, text=True)
         if run.returncode:
             raise RuntimeError(f"nvcc failed for {arch}:\n{run.stderr[-4000:]}")

@@ -16,8 +16,10 @@ _BLOCK_CAP = 256
 # Samples per axis in one shared-memory table fill; the adaptive grid of a
 # typical box (FPN levels: 2-4) fits in one, and larger grids loop.
 _TABLE = 32
-# 32-bit registers per SM on every CUDA architecture since Kepler.
-_REGISTER_FILE = 65536
+# Thread blocks of one kernel that must fit on an SM at once (CUDA): ptxas caps
+# each kernel's registers to leave room for them.  Left to itself, ptxas aims at
+# full occupancy, capped the kernels at 32 registers and spilled.
+_MIN_BLOCKS = 2
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class GpuSchedule:
     threads: int  # threads per block
     table: int  # sample-table slots per axis (<= threads: one thread fills one slot)
     atomics: bool  # whether backward_atomic is built
-    registers: int  # per-thread register cap (CUDA): room for two resident blocks per SM
+    min_blocks: int  # resident blocks per SM each kernel's registers leave room for (CUDA)
 
 
 def space(spec, target) -> dict[str, list]:
@@ -38,7 +40,5 @@ def space(spec, target) -> dict[str, list]:
 def schedule(spec, target, **knobs) -> GpuSchedule:
     chosen = {**{name: values[0] for name, values in space(spec, target).items()}, **knobs}
     threads = chosen["threads"]
-    # ptxas left to itself capped the forward at 48 registers and spilled;
-    # two 256-thread blocks per SM leave 128 (of 64K registers) to each thread.
     return GpuSchedule(threads=threads, table=min(chosen["table"], threads), atomics=bool(target.fact("atomics")),
-                       registers=min(255, _REGISTER_FILE // (2 * threads)))
+                       min_blocks=_MIN_BLOCKS)
