@@ -9,33 +9,78 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = textwrap.dedent("""
-    import sys, time, torch, tvm
-    if sys.argv[1] == "forbid-compile":
+    import os, signal, sys, time, torch, tvm
+    mode, result = sys.argv[1], sys.argv[2]
+    scale = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if mode == "forbid-compile":
         def refuse(*args, **kwargs):
             raise AssertionError("compiled although the kernel was cached")
         tvm.compile = refuse
+    import roigen.build, roigen.cache
+    if mode == "kill-compiling":  # killed inside the compiler
+        tvm.compile = die
+    elif mode == "kill-writing-library":  # a temporary library half written
+        def half(executable, target, path):
+            open(path, "wb").write(b"\\x7fELF" + b"\\0" * 1000)
+            die()
+        roigen.build.export = half
+    elif mode == "kill-before-record":  # the library in place, its record not
+        write = roigen.cache.atomic_write
+        def until_record(target, fn):
+            if target.suffix == ".json":
+                die()
+            write(target, fn)
+        roigen.cache.atomic_write = until_record
+    elif mode == "kill-writing-record":  # a temporary record half written
+        write = roigen.cache.atomic_write
+        def half_record(target, fn):
+            if target.suffix == ".json":
+                write(target, lambda tmp: (open(tmp, "w").write('{"key": '), die()))
+            write(target, fn)
+        roigen.cache.atomic_write = half_record
     import roigen.ops as R
     torch.manual_seed(0)
     x = torch.randn(1, 8, 6, 7)
     rois = torch.tensor([[0, 0.5, 1.0, 5.0, 4.5]])
     start = time.perf_counter()
-    out = R.roi_align(x, rois, 3, 1.0, 2, True)
+    out = R.roi_align(x, rois, 3, scale, 2, True)
     print(time.perf_counter() - start)
-    torch.save(out, sys.argv[2])
+    torch.save(out, result)
 """)
 
 
-def _run(tmp_path, cache, mode, stderr=None):
+def _run(tmp_path, cache, mode, stderr=None, scale=1.0, check=True):
     env = {**os.environ, "ROIGEN_CACHE_DIR": str(cache)}
-    result = tmp_path / f"{mode}.pt"
-    run = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(result)], env=env, check=True,
+    result = tmp_path / f"{mode}-{scale}.pt"
+    run = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(result), str(scale)], env=env,
                          capture_output=True, text=True)
+    if check:
+        assert run.returncode == 0, run.stderr[-3000:]
     if stderr is not None:
         stderr.append(run.stderr)
-    return torch.load(result)
+    return torch.load(result) if check else run.returncode
+
+
+def _entries(cache: Path) -> dict[str, Path]:
+    """The cache's libraries by scale (their records say which)."""
+    found = {}
+    for record in cache.glob("*.json"):
+        key = json.loads(record.read_text())["key"]
+        found[key["spec"]["spatial_scale"]] = record.with_suffix(".so")
+    return found
+
+
+def _hidden(cache: Path) -> list[str]:
+    """Files a build leaves besides its entries and their locks (temporaries)."""
+    return [p.name for p in cache.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
 
 
 def test_second_process_loads_without_compiling(tmp_path):
@@ -51,7 +96,7 @@ def test_entries_are_readable_and_keyed_by_what_they_depend_on(tmp_path):
     cache = tmp_path / "cache"
     _run(tmp_path, cache, "build")
     (meta_path,) = cache.glob("*.json")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text())["key"]
     assert meta["spec"]["op"] == "roi_align" and meta["spec"]["sampling_ratio"] == 2
     assert {"target", "schedule", "tvm", "source"} <= set(meta)
     assert meta_path.with_suffix(".so").exists()
@@ -61,11 +106,12 @@ def test_corrupted_entry_is_rebuilt(tmp_path):
     cache = tmp_path / "cache"
     first = _run(tmp_path, cache, "build")
     (library,) = cache.glob("*.so")
-    library.write_bytes(library.read_bytes()[:100])  # truncated
+    size = library.stat().st_size
+    library.write_bytes(library.read_bytes()[:size // 2])  # truncated: loading it would SIGBUS
     stderr = []
     again = _run(tmp_path, cache, "build", stderr)
     torch.testing.assert_close(first, again)
-    assert Path(library).stat().st_size > 100
+    assert Path(library).stat().st_size > size // 2
     assert stderr[0].count("discarding unreadable cache entry") == 1  # reported once
     _run(tmp_path, cache, "forbid-compile")  # and the rebuilt entry is whole
 
@@ -86,6 +132,75 @@ def test_concurrent_builds_leave_one_valid_entry(tmp_path):
         assert p.wait(timeout=300) == 0, p.stderr.read().decode()
     names = sorted(p.name for p in cache.iterdir())
     assert [n for n in names if n.endswith(".so")] and len([n for n in names if n.endswith(".so")]) == 1
-    assert not [n for n in names if n.startswith(".")], names  # no temporary files left behind
+    assert not _hidden(cache), names  # no temporary files left behind
     torch.testing.assert_close(torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt"))
     torch.testing.assert_close(_run(tmp_path, cache, "forbid-compile"), torch.load(tmp_path / "0.pt"))
+
+
+def test_a_library_swapped_for_another_entrys_is_rebuilt(tmp_path):
+    """The file name proves nothing: scale 0.5's library under scale 1.0's name is caught by
+    the record's sha256, reported once, and rebuilt; the result is scale 1.0's."""
+    cache = tmp_path / "cache"
+    first = _run(tmp_path, cache, "build", scale=1.0)
+    half = _run(tmp_path, cache, "build", scale=0.5)
+    assert not torch.allclose(first, half)
+    entries = _entries(cache)
+    entries[1.0].write_bytes(entries[0.5].read_bytes())
+    stderr = []
+    torch.testing.assert_close(_run(tmp_path, cache, "build", stderr, scale=1.0), first)
+    assert stderr[0].count("discarding unreadable cache entry") == 1
+    _run(tmp_path, cache, "forbid-compile", scale=1.0)  # the rebuilt entry verifies
+
+
+def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path):
+    """Another op's TVM library, or a library that is not TVM's at all: rebuilt, once."""
+    import ctypes.util
+
+    from roigen import cache as kernel_cache
+    from roigen.build import ensure_built
+    from roigen.specs import RoIPoolSpec
+
+    cache = tmp_path / "cache"
+    first = _run(tmp_path, cache, "build")
+    (library,) = cache.glob("*.so")
+    foreign = Path(ctypes.util.find_library("m") or "libm.so.6")
+    foreign = foreign if foreign.is_absolute() else Path("/lib/x86_64-linux-gnu") / foreign
+    name, _ = ensure_built(RoIPoolSpec(spatial_scale=1.0, pooled_height=2, pooled_width=2), "host")
+    for impostor in (kernel_cache.path(name, ".so"), foreign):
+        library.write_bytes(impostor.read_bytes())
+        stderr = []
+        torch.testing.assert_close(_run(tmp_path, cache, "build", stderr), first)
+        assert stderr[0].count("discarding unreadable cache entry") == 1, stderr[0]
+
+
+@pytest.mark.parametrize("step", ["kill-compiling", "kill-writing-library", "kill-before-record",
+                                  "kill-writing-record"])
+def test_a_build_killed_at_any_step_leaves_a_cache_that_recovers(tmp_path, step):
+    cache = tmp_path / "cache"
+    assert _run(tmp_path, cache, step, check=False) == -9
+    stderr = []
+    out = _run(tmp_path, cache, "build", stderr)
+    assert not _hidden(cache), sorted(p.name for p in cache.iterdir())  # the dead build's temporaries
+    assert len(list(cache.glob("*.json"))) == 1 and len(list(cache.glob("*.so"))) == 1
+    torch.testing.assert_close(_run(tmp_path, cache, "forbid-compile"), out)
+
+
+@pytest.mark.parametrize("unusable", ["a-file", "/proc/roigen-cache"])
+def test_an_unwritable_cache_falls_back_with_one_warning(tmp_path, unusable):
+    cache = tmp_path / unusable if not unusable.startswith("/") else Path(unusable)
+    if unusable == "a-file":
+        cache.write_text("not a folder")
+    stderr = []
+    out = _run(tmp_path, cache, "build", stderr)
+    assert stderr[0].count("cannot write the kernel cache") == 1, stderr[0]
+    torch.testing.assert_close(out, _run(tmp_path, tmp_path / "good", "build"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_cache_falls_back_with_one_warning(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    stderr = []
+    _run(tmp_path, cache, "build", stderr)
+    assert stderr[0].count("cannot write the kernel cache") == 1

@@ -38,6 +38,8 @@ def test_compiles_without_spills(case, target):
     kernels = {"forward_kernel", "backward_kernel"}
     if case.name != "spp":  # the SPP backward gathers: no atomic variant
         kernels.add("backward_atomic_kernel")
+    if case.name in ("roi_align", "roi_warp", "ps_roi_align"):  # adaptive: the grid limit's kernel
+        kernels.add("grid_size_kernel")
     assert set(resources) == kernels
     for kernel, used in resources.items():
         assert used["arch"] == arch

@@ -163,3 +163,96 @@ def test_inference_skips_the_argmax_but_training_keeps_it(x, rois):
     assert aux.numel() == 0
     _, aux = torch.ops.roigen.roi_pool(x.requires_grad_(), rois, 1.0, 2, 2)
     assert aux.numel() == rois.shape[0] * x.shape[1] * 4
+
+
+# Bad input that used to be accepted or misreported (each names what it checks).
+
+def test_zero_channels_give_empty_results_and_gradients():
+    from cases import ONE_PER_OP
+
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 0.0, 2.0, 3.0, 7.0]])
+    for case in ONE_PER_OP:
+        x = torch.zeros(2, 0, 8, 9, requires_grad=True)
+        out = case.roigen(x, rois)
+        assert out.shape == case.spec().output_shape(x.shape, len(rois)) and out.numel() == 0, case
+        (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        assert grad.shape == x.shape, case
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_multi_scale_refuses_non_finite_boxes(bad):
+    f = [torch.randn(1, 4, 16, 16), torch.randn(1, 4, 8, 8)]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        R.multi_scale_roi_align(f, torch.tensor([[0, 1.0, bad, 30.0, 30.0]]), 2, [0.25, 0.125])
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"spatial_scale": 1e39}, r"spatial_scale must be a number in \(0, 3.403e\+38\]"),
+    ({"sampling_ratio": 2**63}, r"sampling_ratio must lie in \[-2\*\*31, 16384\]"),
+    ({"sampling_ratio": -(2**40)}, "sampling_ratio must lie in"),
+    ({"output_size": 2**20}, r"output_size must lie in \[1, 16384\]"),
+])
+def test_out_of_range_parameters_are_named_with_their_range(x, rois, kwargs, words):
+    output_size = kwargs.pop("output_size", 2)
+    with pytest.raises(ValueError, match=words):
+        R.roi_align(x, rois, output_size, **kwargs)
+
+
+def test_spp_levels_have_a_range(x):
+    with pytest.raises(ValueError, match=r"levels must be .* ints in \[1, 16384\]"):
+        R.spp(x, (2**20,))
+
+
+def test_the_adaptive_sampling_limit_says_what_it_is():
+    x = torch.randn(1, 2, 8, 9)
+    huge = torch.tensor([[0, 0.0, 0.0, 1e6, 1e6]])
+    with pytest.raises(ValueError, match=r"sampling_ratio <= 0 .* limit of 2048 for adaptive sampling"):
+        R.roi_align(x, huge, 7, sampling_ratio=0)
+
+
+def test_a_fixed_sampling_ratio_has_no_table_limit():
+    """Table size is 2 * sampling_ratio * (PH + PW), known from the parameters: never refused."""
+    from roigen import reference
+
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64)
+    small = torch.tensor([[0, 1.0, 1.0, 4.0, 3.5]], dtype=torch.float64)
+    torch.testing.assert_close(R.roi_align(x, small, 2, sampling_ratio=1000),
+                               reference.roi_align(x, small, 2, sampling_ratio=1000))
+    wide = R.roi_align(x, small, (1, 5000), sampling_ratio=2)
+    torch.testing.assert_close(wide, reference.roi_align(x, small, (1, 5000), sampling_ratio=2))
+
+
+def test_roi_pool_of_a_huge_box_takes_each_bins_maximum():
+    """Box (0, 0, 1e19, 1e19): bin (0, 0) spans the whole map (torchvision returns x[0, 0])."""
+    x = torch.randn(1, 3, 5, 6)
+    out = R.roi_pool(x, torch.tensor([[0, 0.0, 0.0, 1e19, 1e19]]), 2)
+    torch.testing.assert_close(out[0, :, 0, 0], x[0].amax((1, 2)))
+    assert (out[0, :, 0, 1] == 0).all() and (out[0, :, 1, :] == 0).all()  # bins past the map are empty
+
+
+def test_a_request_that_cannot_fit_is_a_memory_error_before_any_work():
+    from roigen.limits import available_bytes
+
+    x = torch.randn(1, 64, 8, 8)
+    boxes = torch.tensor([[0, 0.0, 0.0, 7.0, 7.0]]).repeat(64, 1)
+    need = 64 * 64 * 2000 * 2000 * 4
+    assert need > available_bytes()
+    with pytest.raises(MemoryError, match="GiB"):
+        R.roi_pool(x, boxes, 2000)
+    # and the process goes on: a new spec loads and runs
+    assert R.roi_pool(x, boxes[:1], 3).shape == (1, 64, 3, 3)
+
+
+def test_large_grids_use_bounded_scratch_and_match_the_oracles():
+    """roi_pool and spp past the tile size (scratch per task no longer lanes x all bins)."""
+    import torch.nn.functional as F
+    import torchvision
+
+    x = torch.randn(1, 2, 4, 5, requires_grad=True)
+    box = torch.tensor([[0, 0.0, 0.0, 4.0, 3.0]])
+    out = R.roi_pool(x, box, 2000)
+    torch.testing.assert_close(out, torchvision.ops.roi_pool(x, box, 2000))
+    (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    (expected,) = torch.autograd.grad(torchvision.ops.roi_pool(x, box, 2000), x, torch.ones_like(out))
+    torch.testing.assert_close(grad, expected)
+    torch.testing.assert_close(R.spp(x, (2000,)), F.adaptive_max_pool2d(x, 2000).flatten(1))

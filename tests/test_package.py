@@ -130,12 +130,18 @@ def test_vulkan_package_runs(tmp_path, gen):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 def test_cuda_package_carries_cubin_and_ptxas_report(tmp_path):
+    """`roigen generate --target cuda-sm90` with the default op set: every kernel of the
+    package's own ptxas report is spill-free (each compiled with its own launch bounds)."""
+    from roigen.specs import SPECS as ALL_OPS
+
     out = tmp_path / "cu_kernels"
-    generate("cuda-sm90", [], out, [parse_spec(SPECS[0])])
+    generate("cuda-sm90", list(ALL_OPS), out)
     assert (out / "kernels.so").exists()
     assert (out / "sources" / "kernels.cubin").read_bytes()[:4] == b"\x7fELF"
     report = json.loads((out / "sources" / "kernels.ptxas.json").read_text())
-    assert report and all(r["spill_stores"] == 0 for r in report.values())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(report) == sum(len(e["kernels"]) for e in manifest["specs"])
+    assert all(r["spill_stores"] == 0 and r["spill_loads"] == 0 for r in report.values()), report
     assert "__global__" in (out / "sources" / "kernels.cu").read_text()
 
 
@@ -167,6 +173,13 @@ def test_a_new_target_is_one_file(tmp_path, gen):
     (["generate", "--target", "host", "--ops", "roi_nope", "--out", "x"], "unknown op 'roi_nope'"),
     (["generate", "--target", "host", "--ops", "roi_pool", "--out", "/proc/roigen_pkg"], "--out"),
     (["generate", "--target", "host", "--spec", "roi_pool:bins=3", "--out", "x"], "no parameter"),
+    (["bench", "--workloads", "nosuch"], "unknown workload 'nosuch'"),
+    (["demo", "--workloads", "fpn_box,nosuch"], "unknown workload 'nosuch'"),
+    (["demo", "--repeats", "0"], "--repeats"),
+    (["tune", "--op", "roi_align", "--workload", "nosuch"], "unknown workload 'nosuch'"),
+    (["generate", "--target", "host"], "--out"),  # argparse's own errors are one line too
+    (["frobnicate"], "invalid choice"),
+    ([], "required: command"),
 ])
 def test_cli_bad_arguments_exit_nonzero_with_one_line(args, message, tmp_path):
     run = subprocess.run([sys.executable, "-m", "roigen", *args], capture_output=True, text=True, cwd=tmp_path)

@@ -32,6 +32,13 @@ def _point(**changes) -> dict:
     return {**default_point(SPEC, resolve("host")), **changes}
 
 
+# This host's lane candidates (one register, half, two: 16, 8, 32 on AVX-512).
+DEFAULT, HALF, DOUBLE = space_for(SPEC, resolve("host"))["forward_lanes"]
+# How a record's trace spells them, and a value no space offers.
+CANDIDATES = f"[[{DEFAULT},{HALF},{DOUBLE}]"
+FOREIGN = f"[[{DEFAULT},{HALF - 1},{DOUBLE}]"
+
+
 @pytest.fixture
 def tuning_dir(tmp_path, monkeypatch):
     folder = tmp_path / "tuning"
@@ -89,7 +96,7 @@ FRESH = textwrap.dedent("""
     boxes = torch.tensor([[0, 8.0, 8.0, 120.0, 100.0], [0, -20.0, 30.0, 60.0, 170.0]])
     out = roigen.ops.roi_align(x, boxes, 7, 0.125, 2, True)
     print(json.dumps({"knobs": [sched.forward_lanes, sched.forward_fuse], "source": source,
-                      "meta": json.loads(cache.path(name, ".json").read_text())["tuning"]}))
+                      "meta": json.loads(cache.path(name, ".json").read_text())["key"]["tuning"]}))
     torch.save(out, sys.argv[1])
 """)
 
@@ -107,16 +114,18 @@ def test_a_fresh_process_builds_with_the_record(tmp_path, tuning_dir):
 
     target = resolve("host")
     # Record a non-default point, so that applying it is visible.
-    records.commit(tuning_dir / device_key(target), SPEC, target, _point(forward_lanes=8, forward_fuse=False), 0.001)
+    records.commit(tuning_dir / device_key(target), SPEC, target, _point(forward_lanes=HALF, forward_fuse=False),
+                   0.001)
     seen, _, out = _fresh(tmp_path, tuning_dir)
-    assert seen["knobs"] == [8, False]
-    assert "sample_categorical(candidates=[16, 8, 32]" in seen["source"]["trace"]
-    assert seen["meta"] == seen["source"]  # the record is part of the cache key
+    assert seen["knobs"] == [HALF, False]
+    assert f"sample_categorical(candidates=[{DEFAULT}, {HALF}, {DOUBLE}]" in seen["source"]["trace"]
+    # The record is part of the cache key; where it was found is not.
+    assert seen["meta"] == {k: v for k, v in seen["source"].items() if k != "database"}
     x = torch.randn(1, 24, 20, 20, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[0, 8.0, 8.0, 120.0, 100.0], [0, -20.0, 30.0, 60.0, 170.0]])
     torch.testing.assert_close(out.double(), reference.roi_align(x, boxes, 7, 0.125, 2, True), rtol=1e-5, atol=1e-5)
     default_name, _ = ensure_built(SPEC, "host", _point())
-    tuned_name, _ = ensure_built(SPEC, "host", _point(forward_lanes=8, forward_fuse=False))
+    tuned_name, _ = ensure_built(SPEC, "host", _point(forward_lanes=HALF, forward_fuse=False))
     assert default_name != tuned_name
 
 
@@ -124,19 +133,19 @@ def test_a_fresh_process_builds_with_the_record(tmp_path, tuning_dir):
 def test_a_bad_database_falls_back_with_a_warning(tmp_path, tuning_dir, damage):
     target = resolve("host")
     folder = tuning_dir / device_key(target)
-    records.commit(folder, SPEC, target, _point(forward_lanes=8), 0.001)
+    records.commit(folder, SPEC, target, _point(forward_lanes=HALF), 0.001)
     path = folder / records.RECORD_FILE
     if damage == "corrupted":
         path.write_text(path.read_text()[: len(path.read_text()) // 2])
-    else:  # a record from another knob space: it chose lanes=7, which this space does not offer
+    else:  # a record from another knob space: lanes this space does not offer
         text = path.read_text()
-        assert "[[16,8,32]" in text
-        path.write_text(text.replace("[[16,8,32]", "[[16,7,32]"))
+        assert CANDIDATES in text
+        path.write_text(text.replace(CANDIDATES, FOREIGN))
     seen, stderr, out = _fresh(tmp_path, tuning_dir)
     # Not the damaged record: the default, or a record shipped with roigen.
     assert seen["source"] is None or seen["source"]["database"] != str(folder)
     if seen["source"] is None:
-        assert seen["knobs"] == [16, True]
+        assert seen["knobs"] == [DEFAULT, True]
     assert "ignoring" in stderr and out.shape == (2, 24, 7, 7)
 
 
@@ -218,13 +227,13 @@ def test_a_stale_record_does_not_shadow_a_valid_one(tuning_dir):
     fastest, is skipped with a warning for the next valid one."""
     target = resolve("host")
     folder = tuning_dir / device_key(target)
-    records.commit(folder, SPEC, target, _point(forward_lanes=8), 0.001)
+    records.commit(folder, SPEC, target, _point(forward_lanes=HALF), 0.001)
     path = folder / records.RECORD_FILE
-    path.write_text(path.read_text().replace("[[16,8,32]", "[[16,7,32]"))
-    records.commit(folder, SPEC, target, _point(forward_lanes=32), 0.002)
+    path.write_text(path.read_text().replace(CANDIDATES, FOREIGN))
+    records.commit(folder, SPEC, target, _point(forward_lanes=DOUBLE), 0.002)
     with pytest.warns(UserWarning, match="ignoring a tuning record"):
         knobs, source = records.lookup(SPEC, target)
-    assert knobs == _point(forward_lanes=32) and source["database"] == str(folder)
+    assert knobs == _point(forward_lanes=DOUBLE) and source["database"] == str(folder)
 
 
 def test_confirmed_halves_are_kept_apart():

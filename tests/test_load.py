@@ -1,0 +1,85 @@
+"""A load test: thousands of mixed calls leave OS threads, file descriptors and memory flat."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import torch
+
+import roigen.ops as R
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _calls(gen):
+    x = torch.randn(2, 24, 13, 17, generator=gen)
+    xs = torch.randn(2, 2 * 9, 13, 17, generator=gen)
+    rois = torch.tensor([[0, 1.0, 1.0, 20.0, 18.0], [1, 5.0, 0.0, 33.0, 25.0], [0, -3.0, 4.0, 9.0, 30.0]])
+    return [
+        lambda: R.roi_align(x, rois, 3, 0.5, 2, True),
+        lambda: R.roi_align(x.contiguous(memory_format=torch.channels_last), rois, (2, 4), 0.5, -1),
+        lambda: R.roi_pool(x, rois, 2, 0.5),
+        lambda: R.roi_spp(x, rois, (2, 1), 0.5),
+        lambda: R.spp(x, (3, 1)),
+        lambda: R.roi_warp(x, rois, 3, 0.5),
+        lambda: R.ps_roi_align(xs, rois, 3, 0.5, 2),
+        lambda: R.ps_roi_pool(xs, rois, 3, 0.5),
+    ]
+
+
+
+def test_many_mixed_calls_from_short_lived_threads_leak_nothing():
+    gen = torch.Generator().manual_seed(0)
+    calls = _calls(gen)
+    for call in calls:  # build every kernel and warm the allocators first
+        call()
+    # The first call off the main thread starts the shared kernel-caller thread (and
+    # its TVM pool): counted from here on, nothing may grow.
+    warm = threading.Thread(target=calls[0])
+    warm.start()
+    warm.join()
+    x = torch.randn(2, 24, 13, 17, requires_grad=True)
+    rois = torch.tensor([[0, 1.0, 1.0, 20.0, 18.0]])
+    torch.autograd.grad(R.roi_align(x, rois, 3, 0.5, 2, True).sum(), x)
+    start = (_threads(), _fds(), _rss_mb())
+    done = 0
+    for round_ in range(50):
+        # 20 calls on this thread, forward and backward ...
+        for i in range(20):
+            if i % 4 == 0:
+                torch.autograd.grad(R.roi_align(x, rois, 3, 0.5, 2, True).sum(), x)
+            else:
+                calls[(round_ + i) % len(calls)]()
+            done += 1
+        # ... and 20 on short-lived threads that start and end.
+        workers = [threading.Thread(target=calls[(round_ + i) % len(calls)]) for i in range(20)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        done += len(workers)
+    # A joined thread can still be leaving the kernel's task list for a moment.
+    deadline = time.monotonic() + 5
+    while _threads() > start[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    end = (_threads(), _fds(), _rss_mb())
+    print(f"{done} calls: OS threads {start[0]} -> {end[0]}, open fds {start[1]} -> {end[1]}, "
+          f"RSS {start[2]:.0f} -> {end[2]:.0f} MB")
+    assert done == 2000
+    assert end[0] == start[0]
+    assert end[1] == start[1]
+    assert end[2] - start[2] < 64
