@@ -83,7 +83,12 @@ def sample_grid(extent, pooled: int, sampling_ratio: int, dt, itype="int64"):
     """Samples per bin along one axis: fixed, or adaptive ceil(extent / pooled), never < 0."""
     if sampling_ratio > 0:
         return tirx.const(sampling_ratio, itype)
-    return T.Cast(itype, T.ceil(clamp(extent / tirx.const(pooled, dt), 0, MAX_GRID, dt)))
+    # min/max, not `clamp`'s selects: this expression is inlined into every loop bound
+    # and index of the kernels, and selects there doubled compile times.  Both lower
+    # to ordered compare-and-select (fminf/fmaxf on CUDA), so NaN and +inf become
+    # MAX_GRID (an absurd grid the runtime refuses) and -inf becomes 0.
+    per_bin = T.min(extent / tirx.const(pooled, dt), tirx.const(MAX_GRID, dt))
+    return T.Cast(itype, T.ceil(T.max(per_bin, tirx.const(0.0, dt))))
 
 
 def sample_pos(start, bin_size, grid, s, dt):
