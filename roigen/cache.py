@@ -132,6 +132,13 @@ def atomic_write(target: Path, write) -> None:
         raise
 
 
+def _discard(name: str, err: Exception) -> None:
+    """A verified entry that still fails to load: report it once and drop its record,
+    so the next build replaces it."""
+    _warn_once(name, f"roigen: discarding unreadable cache entry {name}: {err}")
+    path(name, ".json").unlink(missing_ok=True)
+
+
 def load(name: str):
     """The cached shared library `name` (already `verified`), or None if it will not load."""
     # tvm's runtime, not just tvm_ffi's loader: the kernels call its thread pool
@@ -142,8 +149,7 @@ def load(name: str):
     try:
         return tvm.runtime.load_module(str(file))
     except Exception as err:  # noqa: BLE001 - whatever TVM raises, the entry is rebuilt
-        _warn_once(name, f"roigen: discarding unreadable cache entry {name}: {err}")
-        path(name, ".json").unlink(missing_ok=True)
+        _discard(name, err)
         return None
 
 
@@ -152,8 +158,7 @@ def load_json(name: str, suffix: str):
     try:
         return json.loads(path(name, suffix).read_text())
     except (OSError, ValueError) as err:
-        _warn_once(name, f"roigen: discarding unreadable cache entry {name}: {err}")
-        path(name, ".json").unlink(missing_ok=True)
+        _discard(name, err)
         return None
 
 

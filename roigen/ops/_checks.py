@@ -54,13 +54,13 @@ def boxes_to_rois(boxes) -> torch.Tensor:
     return torch.cat([index, flat], dim=1)
 
 
-def check_rois(rois, input: torch.Tensor, *, values: bool = True, name: str = "boxes") -> None:
+def check_rois(rois, input: torch.Tensor, *, values: bool = True) -> None:
     """Rows must index an image of `input` and hold finite coordinates.
 
     values=False checks metadata alone (shape, device, dtype), which is all a
     traced or fake tensor has.
     """
-    check_rois_for(rois, input.shape[0], input.device, input.dtype, values=values, name=name)
+    check_rois_for(rois, input.shape[0], input.device, input.dtype, values=values)
 
 
 def check_rois_for(rois, batch: int, device, dtype, *, values: bool = True, name: str = "boxes") -> None:
