@@ -30,6 +30,7 @@ import torch
 
 from roigen import records, workloads
 from roigen.bench import memory_floor_ms
+from roigen.backends import backend_for
 from roigen.schedules import default_point
 from roigen.target import resolve
 from roigen.tune import measure_local, workload_spec
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
                         help="JSON knobs replacing the default's, e.g. the previous default")
     args = parser.parse_args(argv)
     target = resolve("host" if args.target == "cpu" else args.target)
-    device = "cuda" if target.runtime == "cuda" else "cpu"
+    device = backend_for(target).device_type
     table = workloads.load()["workloads"]
     base = "baseline" if args.baseline else "default"
     lines = [f"| workload | kernel | {base} (ms) | tuned (ms) | speed-up | floor (ms) | {base} / floor | tuned / floor |",

@@ -122,10 +122,13 @@ def machine(device: str = "cpu", target: str = "auto") -> str:
         where = f"{torch.cuda.get_device_name()} (compute capability {'.'.join(map(str, torch.cuda.get_device_capability()))})"
     else:
         where = f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores"
-    if target == "vulkan":
-        from .vulkan import adapter_info
+    if target not in ("auto", "host") and device == "cpu":  # a CPU-tensor target other than this CPU
+        from .backends import backend_for
+        from .target import resolve
 
-        where += f"; roigen on Vulkan adapter {adapter_info().get('device')}"
+        tgt = resolve(target)
+        if not tgt.machine:
+            where += f"; roigen on {backend_for(tgt).device_name()} ({tgt.name})"
     return (f"{where}, roigen target {host_name() if target == 'auto' and device == 'cpu' else target}; "
             f"torch {torch.__version__}, torchvision {torchvision.__version__}")
 

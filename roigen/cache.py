@@ -132,34 +132,11 @@ def atomic_write(target: Path, write) -> None:
         raise
 
 
-def _discard(name: str, err: Exception) -> None:
+def discard(name: str, err: Exception) -> None:
     """A verified entry that still fails to load: report it once and drop its record,
     so the next build replaces it."""
     _warn_once(name, f"roigen: discarding unreadable cache entry {name}: {err}")
     path(name, ".json").unlink(missing_ok=True)
-
-
-def load(name: str):
-    """The cached shared library `name` (already `verified`), or None if it will not load."""
-    # tvm's runtime, not just tvm_ffi's loader: the kernels call its thread pool
-    # and workspace allocator (tvm_ffi.load_module alone segfaults at the call).
-    import tvm
-
-    file = path(name, ".so")
-    try:
-        return tvm.runtime.load_module(str(file))
-    except Exception as err:  # noqa: BLE001 - whatever TVM raises, the entry is rebuilt
-        _discard(name, err)
-        return None
-
-
-def load_json(name: str, suffix: str):
-    """A cached JSON artifact (already `verified`), or None if unreadable."""
-    try:
-        return json.loads(path(name, suffix).read_text())
-    except (OSError, ValueError) as err:
-        _discard(name, err)
-        return None
 
 
 def store(name: str, key: dict, library=None, files: dict | None = None) -> None:

@@ -131,8 +131,12 @@ def tune_cmd(args) -> int:
 
 def bench_cmd(args) -> int:
     from . import bench
+    from .backends import backend_for
+    from .target import resolve
 
-    device = "cuda" if args.target.startswith("cuda") else "cpu"
+    # "cuda": the current GPU's target (as the ops' "auto" picks for CUDA tensors).
+    named = {"auto": "cpu", "cuda": "cuda"}
+    device = named.get(args.target) or backend_for(resolve(args.target)).device_type
     rows = []
     for name in args.workloads.split(","):
         print(f"roigen bench: measuring {name}", file=sys.stderr, flush=True)

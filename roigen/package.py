@@ -5,8 +5,8 @@
       manifest.json            ops, specs, kernel signatures, target, TVM version, sha256 of every file
       kernels.so               the compiled library (LLVM and CUDA targets; CUDA source embedded)
       kernels.wgsl.json        Vulkan: each kernel's WGSL and launch data (there is no host library)
-      sources/                 for reading: kernels.s (CPU assembly) | kernels.cu, kernels.cubin and
-                               ptxas's report (CUDA) | kernels.wgsl (Vulkan)
+      sources/                 the backend's other files: kernels.s (CPU assembly) | kernels.cu,
+                               kernels.cubin and ptxas's report (CUDA) | kernels.wgsl (Vulkan)
       _roigen/                 a copy of roigen's runtime and ops (no compiler), whose kernel
                                provider looks kernels up in this package
 
@@ -19,6 +19,8 @@ refuse, naming the parameters, a call for which it has no kernel.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -28,15 +30,52 @@ from importlib import resources
 from pathlib import Path
 
 from . import workloads
+from .backends import backend_for
 from .specs import SPECS, OpSpec
 from .target import Target, resolve
 
 # Parameters of the default spec of an op that no workload uses.
 DEFAULT_PARAMS = {"spatial_scale": 0.0625, "pooled_height": 7, "pooled_width": 7, "sampling_ratio": 2}
-# roigen's runtime and ops, copied into every package: everything but the compiler.
-RUNTIME_FILES = ("_threads.py", "limits.py", "specs.py", "runtime.py", "gpu_runtime.py", "vulkan.py", "cuda.py", "target.py",
-                 "ops/__init__.py", "ops/_checks.py", "ops/_registry.py", "ops/multi_scale.py",
-                 "ops/ps_roi.py", "ops/roi_align.py", "ops/roi_pool.py", "ops/roi_warp.py", "ops/spp.py")
+_ROOT = Path(__file__).parent
+# The package's own kernel provider (a template) stands in for this one, which compiles.
+_PROVIDER = "ops/_provider.py"
+
+
+def _imports(rel: str, text: str | None = None) -> set[str]:
+    """The roigen modules (paths under roigen/) that the module at `rel` imports at its top
+    level: what loading it needs.  Imports inside functions are what it may do later (compile)."""
+    package = Path(rel).parts[:-1]
+    found = set()
+    for node in ast.parse(text if text is not None else (_ROOT / rel).read_text()).body:
+        if not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = package[: len(package) - (node.level - 1)]
+        for i in range(1, len(base) + 1):  # importing a module runs its packages' __init__
+            found.add(str(Path(*base[:i], "__init__.py")))
+        stem = base + tuple(node.module.split(".") if node.module else ())
+        # `from .x import y`: x is a module or a package; y may be a module of package x.
+        for parts in [stem] + [stem + (alias.name,) for alias in node.names]:
+            for candidate in (Path(*parts).with_suffix(".py") if parts else None, Path(*parts, "__init__.py")):
+                if candidate is not None and (_ROOT / candidate).is_file():
+                    found.add(str(candidate))
+    return found - {"__init__.py"}  # the package writes its own top-level __init__
+
+
+@functools.cache
+def runtime_files() -> tuple[str, ...]:
+    """roigen's runtime and ops, copied into every package: what the ops import when they
+    load, and so on, with the package's provider (a template) in place of roigen's, which
+    reaches the compiler."""
+    template = resources.files("roigen.templates").joinpath("package_provider.py.j2").read_text()
+    todo = sorted(_imports("ops/__init__.py") | _imports(_PROVIDER, template) | {"ops/__init__.py"})
+    seen = set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen or rel == _PROVIDER:
+            continue
+        seen.add(rel)
+        todo += sorted(_imports(rel) - seen)
+    return tuple(sorted(seen))
 
 
 def _coerce(value: str):
@@ -91,17 +130,9 @@ def default_specs(ops: list[str]) -> list[OpSpec]:
 
 
 def _layouts(specs: list[OpSpec], target: Target) -> list[OpSpec]:
-    """The builds the ops will ask for: GPU kernels read NHWC; CPU channel-block ops
-    have one build per input memory format."""
-    out = []
-    for spec in specs:
-        spec = spec.kernel_spec()
-        if target.family == "gpu":
-            out.append(replace(spec, layout="NHWC"))
-        elif spec.packed:
-            out += [replace(spec, layout="NCHW"), replace(spec, layout="NHWC")]
-        else:
-            out.append(replace(spec, layout="NCHW"))
+    """The builds the ops will ask for: one per layout the backend runs the spec in."""
+    backend = backend_for(target)
+    out = [replace(spec.kernel_spec(), layout=layout) for spec in specs for layout in backend.layouts(type(spec))]
     return list(dict.fromkeys(out))
 
 
@@ -132,7 +163,7 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
 
     Returns the manifest's path.  `progress(message)` is called as work proceeds.
     """
-    from .build import compile_funcs, export, plan
+    from .build import plan
     from .lower import kernel_funcs
 
     say = progress or (lambda message: None)
@@ -144,9 +175,13 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
                          f"identifier; got {name!r}")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
         raise ValueError(f"--out: {out} exists and is not a roigen package; refusing to write into it")
+    backend = backend_for(target)
     builds = _layouts(specs if specs else default_specs(ops), target)
-    if target.runtime == "wgpu" and any(s.compute_dtype == "float64" for s in builds):
-        raise ValueError("target 'vulkan' has no float64 kernels (WGSL has no 64-bit floats)")
+    for spec in builds:
+        try:
+            backend.check_spec(spec, target)
+        except TypeError as err:
+            raise ValueError(f"--spec: {err}") from None
 
     funcs, entries, records = {}, [], []
     sched = None
@@ -158,27 +193,22 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
         own = kernel_funcs(spec, target, sched)
         funcs.update({prefix + k: f for k, f in own.items()})
         entries.append({"op": spec.name, "spec": json.loads(spec.key()), "key": spec.key(), "prefix": prefix,
-                        "lanes": [getattr(sched, f"{d}_lanes", 0) for d in ("forward", "backward")],
+                        "runtime": sched.runtime_params(),
                         "kernels": {k: _signature(f) for k, f in own.items()}})
     say(f"compiling {len(funcs)} kernels of {len(builds)} specs for {target.name}")
-    executable, extra = compile_funcs(funcs, target, sched)
+    compiled = backend.compile(funcs, target, sched)
 
     if out.exists():
         shutil.rmtree(out)
     (out / "sources").mkdir(parents=True)
     files = {}
-    if target.runtime != "wgpu":
-        export(executable, target, out / "kernels.so")
-    if target.runtime == "llvm":
-        (out / "sources" / "kernels.s").write_text(executable.mod.inspect_source("asm"))
-    elif target.runtime == "cuda":
-        for suffix in (".cu", ".cubin", ".ptxas.txt", ".ptxas.json"):
-            content = extra[suffix]
-            (out / "sources" / f"kernels{suffix}").write_bytes(content if isinstance(content, bytes)
-                                                                else content.encode())
-    else:
-        (out / "kernels.wgsl.json").write_text(extra[".wgsl.json"])
-        (out / "sources" / "kernels.wgsl").write_text(executable.mod.imports[0].inspect_source())
+    library = backend.library(compiled, target)
+    if library is not None:
+        library(out / backend.package_path(".so"))
+    written = {backend.package_path(suffix): content for suffix, content in compiled.files.items()}
+    written.update({f"sources/{name}": content for name, content in backend.sources(compiled).items()})
+    for rel, content in written.items():
+        (out / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
     say("writing the loader and runtime")
     _write_runtime(out, name)
     manifest = {
@@ -204,7 +234,7 @@ def _write_runtime(out: Path, name: str) -> None:
     """Copy roigen's runtime and ops under <out>/_roigen, with the package's namespace and provider."""
     src = Path(__file__).parent
     dest = out / "_roigen"
-    for rel in RUNTIME_FILES:
+    for rel in runtime_files():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / rel, dest / rel)
     (dest / "__init__.py").write_text(_render("package_runtime_init.py.j2", name=name))

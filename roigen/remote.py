@@ -4,8 +4,8 @@ The runner uploads the library we export and calls our evaluator with a
 session on the remote device.  Its default argument allocation fills every
 buffer with random bytes, which for RoI kernels means random batch indices
 (out-of-bounds reads), so `problem` carries the workload's own arrays and the
-call sequence of the kernel contract (the same sequence `runtime.Kernels` and
-`gpu_runtime.GpuKernels` make with torch tensors), and the evaluator times
+call sequence of the kernel contract (the same sequence the backends'
+kernels make with torch tensors), and the evaluator times
 each direction's kernels: the RoI kernel, with its layout pass where the
 schedule does not fuse it (the sample tables, a fraction of a percent, are
 filled once, untimed).  LLVM and CUDA targets: Vulkan
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _problem(spec, target, sched, workload: dict) -> dict:
-    """The arrays and calls that run the op's kernels once forward and once backward."""
+def _problem(spec, target, sched, workload: dict, kernels) -> dict:
+    """The arrays and calls that run the op's kernels (named `kernels`) once forward and once
+    backward, as the family's kernel contract has them called."""
     import torch
 
     from . import workloads
@@ -39,26 +40,27 @@ def _problem(spec, target, sched, workload: dict) -> dict:
     if target.family == "gpu":
         arrays["x"] = x.permute(0, 2, 3, 1).contiguous().numpy()
         arrays["grad_input"] = np.zeros((n, h, w, c), "float32")
-        backward = "backward_atomic" if sched.atomics else "backward"
+        backward = "backward_atomic" if "backward_atomic" in kernels else "backward"
         return {"arrays": arrays, "tables": False,
                 "timed": [[("forward", ["x", "rois", "out", "aux"])],
                           [(backward, ["grad", "rois", "aux", "grad_input"])]]}
     arrays["x"] = x.numpy()
     arrays["grad_input"] = np.zeros((n, c, h, w), "float32")
-    tables = spec.name in ("roi_align", "roi_warp", "ps_roi_align")  # the align family's sample tables
+    tables = "tables" in kernels  # the align family's per-box sample tables
     boxes = ["rois", "itab", "ftab"] if tables else ["rois"]
     forward = [("forward", ["x", *boxes, "out", "aux"])]
     backward = [("backward", ["grad", *boxes, "aux", "grad_input"])]
-    # A direction not fused (the CPU schedule's `fuse`) has its own layout pass, timed with it
-    # as the ops run it (runtime.Kernels).
-    if spec.packed and not sched.forward_fuse:
-        lanes = sched.forward_lanes
+    # A direction with a layout pass (the CPU schedule's `fuse` off) is timed with it, as
+    # the ops run it (backends/llvm.py: Kernels).
+    params = sched.runtime_params()
+    if layout := params["layout_pass"]["forward"]:
+        lanes = params["lanes"]["forward"]
         arrays["data"] = np.zeros((n, math.ceil(c / lanes), h, w, lanes), "float32")
-        forward = [("pack", ["x", "data"]), ("forward", ["data", *boxes, "out", "aux"])]
-    if spec.packed and not sched.backward_fuse:
-        lanes = sched.backward_lanes
+        forward = [(layout, ["x", "data"]), ("forward", ["data", *boxes, "out", "aux"])]
+    if layout := params["layout_pass"]["backward"]:
+        lanes = params["lanes"]["backward"]
         arrays["grad_data"] = np.zeros((n, math.ceil(c / lanes), h, w, lanes), "float32")
-        backward = [("backward", ["grad", *boxes, "aux", "grad_data"]), ("unpack", ["grad_data", "grad_input"])]
+        backward = [("backward", ["grad", *boxes, "aux", "grad_data"]), (layout, ["grad_data", "grad_input"])]
     return {"arrays": arrays, "tables": tables, "height": h, "width": w, "timed": [forward, backward]}
 
 
@@ -104,26 +106,27 @@ def measure_remote(spec, target, knobs: dict, workload: dict, repeats: int, trac
     at HOST:PORT lends under `key`."""
     from tvm.s_tir import meta_schedule as ms
 
-    from .build import compile_kernels, export, plan
+    from .backends import backend_for
+    from .build import compile_kernels, plan
 
-    if target.runtime == "wgpu":
-        raise ValueError("--rpc: Vulkan kernels run through wgpu, which TVM's RPC server does not host; "
-                         "tune Vulkan devices locally")
+    backend = backend_for(target)
+    if not backend.builds_library:
+        raise ValueError(f"--rpc: {target.name}'s kernels ({backend.name}) are no library TVM's RPC server "
+                         f"can host; tune {target.name} devices locally")
     host, _, port = tracker.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--rpc must be HOST:PORT, got {tracker!r}")
     sched, _ = plan(spec, target, knobs)
-    executable, _, _ = compile_kernels(spec, target, sched)
+    compiled, funcs = compile_kernels(spec, target, sched)
     with tempfile.TemporaryDirectory(prefix="roigen-rpc-") as tmp:
         library = Path(tmp) / "kernels.so"
-        export(executable, target, library)
+        backend.library(compiled, target)(library)
         runner = ms.runner.RPCRunner(
             rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
                                            session_timeout_sec=300),
             evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=repeats, min_repeat_ms=0),
-            f_alloc_argument=_alloc, f_run_evaluator=evaluator(_problem(spec, target, sched, workload)))
-        device_type = "cuda" if target.runtime == "cuda" else "cpu"
-        (future,) = runner.run([ms.runner.RunnerInput(str(library), device_type, [])])
+            f_alloc_argument=_alloc, f_run_evaluator=evaluator(_problem(spec, target, sched, workload, set(funcs))))
+        (future,) = runner.run([ms.runner.RunnerInput(str(library), backend.device_type, [])])
         result = future.result()
     if result.error_msg:
         raise RuntimeError(result.error_msg.strip().splitlines()[-1])

@@ -1,10 +1,11 @@
 """Targets are data: `targets/*.toml` (installed as `roigen.targets`).
 
 A target file names the TVM target, the schedule family that serves it
-(`schedules/<family>.py`), the runtime that loads its kernels (`llvm`: host
-code; `cuda`: CUDA through TVM's runtime; `wgpu`: WGSL on a Vulkan device),
-and, under [schedule], the facts about the hardware its schedule reads.
-`host` is an alias resolved from the machine's own CPU features.
+(`schedules/<family>.py`), the runtime whose backend compiles and loads its
+kernels (`roigen/backends/<runtime>.py`: `llvm` host code, `cuda` CUDA
+through TVM's runtime, `wgpu` WGSL on a Vulkan device), and, under
+[schedule], the facts about the hardware its schedule reads.  `host` is an
+alias resolved from the machine's own CPU features, or ROIGEN_HOST_TARGET.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-RUNTIMES = ("llvm", "cuda", "wgpu")
-
-
 @dataclass(frozen=True)
 class Target:
     name: str
     family: str  # which schedules/ module serves it
-    runtime: str  # one of RUNTIMES
+    runtime: str  # the backend that compiles and loads its kernels (roigen.backends)
     tvm_json: str  # the TVM target dict, as sorted JSON (hashable)
     facts_json: str = "{}"  # the [schedule] table: what the schedule family reads
     machine: str = ""  # CPU targets: the architecture they run on (platform.machine())
@@ -94,14 +92,26 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_model() -> str:
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                "")
+
+
 def runnable_here(target: Target) -> bool:
     """Whether this machine can run a CPU target's code (its architecture and ISA flags)."""
-    return (target.runtime == "llvm" and target.machine == platform.machine()
-            and set(target.cpu_flags) <= _cpu_flags())
+    return bool(target.machine) and target.machine == platform.machine() and set(target.cpu_flags) <= _cpu_flags()
 
 
 def host_name() -> str:
-    """The CPU target that fits this machine: of those it can run, the widest vectors."""
+    """The CPU target that fits this machine: ROIGEN_HOST_TARGET if set (a narrower ISA than
+    the machine has, say), else of those it can run, the widest vectors."""
+    forced = os.environ.get("ROIGEN_HOST_TARGET")
+    if forced:
+        if forced not in _target_files():
+            raise ValueError(f"ROIGEN_HOST_TARGET={forced!r} names no target; available: {available()}")
+        if not runnable_here(load_file(_target_files()[forced])):
+            raise ValueError(f"ROIGEN_HOST_TARGET={forced!r} does not run on this machine")
+        return forced
     runnable = [t for t in map(load_file, _target_files().values()) if runnable_here(t)]
     if not runnable:
         raise RuntimeError(f"no CPU target runs on this {platform.machine()} machine; "
@@ -119,18 +129,21 @@ def load_file(path: Path) -> Target:
                         cc=data.get("cc", ""), device_key=data.get("device_key", ""))
     except KeyError as err:
         raise ValueError(f"target file {path} lacks the key {err.args[0]!r}") from None
-    if target.runtime not in RUNTIMES:
-        raise ValueError(f"target file {path}: runtime must be one of {RUNTIMES}, got {target.runtime!r}")
+    from .backends import BACKENDS
+
+    if target.runtime not in BACKENDS:
+        raise ValueError(f"target file {path}: runtime must be one of {sorted(BACKENDS)} (roigen.backends), "
+                         f"got {target.runtime!r}")
     return target
 
 
 def resolve(name: str = "host") -> Target:
     """The target called `name` ("host": this machine's CPU)."""
-    return _resolve(name, os.environ.get("ROIGEN_TARGETS_PATH", ""))
+    return _resolve(name, os.environ.get("ROIGEN_TARGETS_PATH", ""), os.environ.get("ROIGEN_HOST_TARGET", ""))
 
 
 @functools.cache
-def _resolve(name: str, _targets_path: str) -> Target:  # cached per ROIGEN_TARGETS_PATH value
+def _resolve(name: str, _targets_path: str, _host: str) -> Target:  # cached per environment
     if name == "host":
         name = host_name()
     files = _target_files()
@@ -167,21 +180,6 @@ def device_key(target: Target) -> str:
     """
     if os.environ.get("ROIGEN_DEVICE_KEY"):  # a fleet machine, named as on the RPC tracker
         return f"{target.name}/{slug(os.environ['ROIGEN_DEVICE_KEY'])}"
-    kind = target.device_key or {"llvm": "cpu-model", "cuda": "cuda-device", "wgpu": "vulkan-adapter"}[target.runtime]
-    if kind == "cpu-model":
-        model = next((line.split(":", 1)[1] for line in _cpuinfo().splitlines() if line.startswith("model name")),
-                     platform.processor() or platform.machine())
-        device = model
-    elif kind == "cuda-device":
-        import torch
+    from .backends import backend_for, device_name
 
-        major, minor = torch.cuda.get_device_capability()
-        device = f"{torch.cuda.get_device_name()} sm{major}{minor}"
-    elif kind == "vulkan-adapter":
-        from .vulkan import adapter_info
-
-        device = adapter_info().get("device", "")
-    else:
-        raise ValueError(f"target {target.name!r}: unknown device_key {kind!r} "
-                         "(cpu-model, cuda-device or vulkan-adapter)")
-    return f"{target.name}/{slug(device)}"
+    return f"{target.name}/{slug(device_name(target.device_key or backend_for(target).device_kind))}"

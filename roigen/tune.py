@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from . import records, workloads
+from .backends import backend_for
 from .bench import median_ms
 from .target import Target, device_key, resolve, slug
 
@@ -45,14 +46,15 @@ class Trial:
         return self.forward_ms + self.backward_ms if not self.error else float("inf")
 
 
-def _directions(space: dict[str, list]) -> list[dict[str, list]]:
-    """The space split into its forward_* and backward_* knobs, when every knob is one
-    of them (the kernels are then built apart, and each is timed alone); else whole."""
-    from roigen.schedules.cpu import DIRECTIONS
+def _directions(groups: dict[str, dict[str, list]]) -> list[dict[str, list]]:
+    """The knobs of the forward and of the backward kernels apart, when the family groups
+    them by direction (the kernels are then built apart, and each is timed alone); else
+    the whole space as one."""
+    from roigen.schedules import DIRECTIONS
 
-    if space and all(name.startswith(tuple(d + "_" for d in DIRECTIONS)) for name in space):
-        return [{n: v for n, v in space.items() if n.startswith(d + "_")} for d in DIRECTIONS]
-    return [space]
+    if set(groups) == set(DIRECTIONS):
+        return [groups[d] for d in DIRECTIONS]
+    return [{name: values for group in groups.values() for name, values in group.items()}]
 
 
 def _grid(space: dict[str, list], rng: random.Random) -> list[dict]:
@@ -64,8 +66,9 @@ def _grid(space: dict[str, list], rng: random.Random) -> list[dict]:
     return grid[:1] + rest
 
 
-def points(space: dict[str, list], trials: int, seed: int = 0) -> list[dict]:
-    """Up to `trials` distinct points of the space: the default first.
+def points(space: dict[str, dict[str, list]], trials: int, seed: int = 0) -> list[dict]:
+    """Up to `trials` distinct points of the space (knob groups, as `schedules.knob_groups`):
+    the default first.
 
     A space of forward and backward knobs pairs the two halves diagonal by
     diagonal, so the first max(|forward|, |backward|) trials already time every
@@ -81,7 +84,7 @@ def points(space: dict[str, list], trials: int, seed: int = 0) -> list[dict]:
     return [{**fwd[i], **bwd[j]} for i, j in pairs][:max(1, trials)]
 
 
-def best_point(space: dict[str, list], results: list[Trial]) -> dict | None:
+def best_point(space: dict[str, dict[str, list]], results: list[Trial]) -> dict | None:
     """The knobs to keep: the fastest forward half with the fastest backward half where the
     space splits that way, else the fastest trial in total."""
     ok = [t for t in results if not t.error]
@@ -103,7 +106,7 @@ def workload_spec(op: str, workload: str, target: Target):
     if table[workload]["op"] != op:
         raise ValueError(f"workload {workload!r} runs {table[workload]['op']}, not {op!r}")
     spec = workloads.spec_of(table[workload])
-    return replace(spec, layout="NHWC") if target.family == "gpu" else spec, table[workload]
+    return replace(spec, layout=backend_for(target).layout(type(spec), False)), table[workload]
 
 
 def measure_local(spec, target: Target, knobs: dict, workload: dict, repeats: int) -> tuple[float, float]:
@@ -111,16 +114,15 @@ def measure_local(spec, target: Target, knobs: dict, workload: dict, repeats: in
     from .build import build
 
     kernels = build(spec, target, knobs)
-    device = "cuda" if target.runtime == "cuda" else "cpu"
+    device = backend_for(target).device_type
     x, rois = (t.to(device) for t in workloads.make_inputs(workload))
     out, aux = kernels.forward(x, rois)
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(device)
     grad_input = kernels.backward(grad, rois, aux, tuple(x.shape))
-    # On the CPU the outputs are reused: a fresh 400 MB tensor per call costs as
-    # much in page faults as the kernel (GPU allocators cache memory anyway).
-    reuse = target.runtime == "llvm"
-    fwd = {"out": out.view(spec.kernel_output_shape(x.shape, rois.shape[0])), "aux": aux} if reuse else {}
-    bwd = {"grad_input": grad_input} if reuse else {}
+    # The outputs are reused: on the CPU a fresh 400 MB tensor per call costs as
+    # much in page faults as the kernel.
+    fwd = {"out": out.view(spec.kernel_output_shape(x.shape, rois.shape[0])), "aux": aux}
+    bwd = {"grad_input": grad_input}
     forward = median_ms(lambda: kernels.forward(x, rois, **fwd), repeats, device=device)
     backward = median_ms(lambda: kernels.backward(grad, rois, aux, tuple(x.shape), **bwd), repeats, device=device)
     return forward, backward
@@ -144,7 +146,7 @@ def _confirm(default: Trial, best: Trial, measure, rounds: int) -> tuple[Trial, 
     return confirmed[0], confirmed[1]
 
 
-def _keep(space: dict[str, list], default: Trial, best: Trial) -> Trial:
+def _keep(space: dict[str, dict[str, list]], default: Trial, best: Trial) -> Trial:
     """Of two confirmed trials, the better: half by half where the space splits into
     directions (each half's time is its own kernel's), else by total."""
     halves = _directions(space)
@@ -160,11 +162,11 @@ def tune(op: str, workload: str, target: str = "host", trials: int = 64, repeats
          db: Path | None = None, rpc: str | None = None, device: str | None = None,
          progress=sys.stderr) -> dict:
     """Tune one op on one workload; commit the best point; return the trials and the table."""
-    from roigen.schedules import space_for
+    from roigen.schedules import knob_groups
 
     tgt = resolve("host" if target == "cpu" else target)
     spec, wl = workload_spec(op, workload, tgt)
-    space = space_for(spec, tgt)
+    space = knob_groups(spec, tgt)
     candidates = points(space, trials)
     if rpc:
         if not device:

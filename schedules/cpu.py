@@ -12,7 +12,7 @@ need not agree):
   blocks make smaller slabs (the sampled working set: a 200x272 map is 3.5 MB
   at 16 lanes, 1.7 MB at 8) and put two pixels in a cache line; wider ones
   amortise each sample's table reads and loop overhead over more channels.
-- the compute's options (`roigen.compute.OPTIONS`, the align family):
+- the options a compute declares (`OPTIONS` in `roigen/compute/cpu/<op>.py`):
   `fuse`, convert the caller's layout inside each task, on a slab that stays
   in cache, instead of in separate pack/unpack passes over the whole map;
   `shuffle` (forward), write the output through in-register block transposes
@@ -31,51 +31,68 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from roigen.compute import OPTIONS
+from roigen.compute import LAYOUT_PASS, options_of
 
 _ITEMSIZE = {"float32": 4, "float64": 8}
 DIRECTIONS = ("forward", "backward")
-# Each option's candidates, the default first.
+# Each compute option's candidates, the default first.
 _OPTION_VALUES = {"fuse": [True, False], "shuffle": [True, False]}
 
 
 @dataclass(frozen=True)
 class CpuSchedule:
-    forward_lanes: int  # channels per block
-    backward_lanes: int
-    forward_fuse: bool = False  # layout conversion inside the kernel's tasks
-    backward_fuse: bool = False
-    forward_shuffle: bool = False  # output through block transposes
+    """One point of the space: each direction's knobs, by their names in the compute."""
 
-    def lanes(self, direction: str) -> int:
-        return getattr(self, f"{direction}_lanes")
+    packed: bool  # whether the op's kernels read channel blocks (else: no knobs)
+    forward: tuple = ()  # ((keyword, value), ...): lanes, and the compute's options
+    backward: tuple = ()
 
-    def options(self, direction: str) -> dict:
-        """The direction's compute options (fuse, shuffle) by name."""
-        prefix = f"{direction}_"
-        return {name[len(prefix):]: value for name, value in vars(self).items()
-                if name.startswith(prefix) and name != f"{direction}_lanes"}
+    def compute_kwargs(self, direction: str) -> dict:
+        """The keywords the compute builds `direction`'s kernels with."""
+        return dict(getattr(self, direction))
+
+    def layout_pass(self, direction: str) -> str | None:
+        """The separate layout kernel `direction` runs, or None: the op reads plain NCHW,
+        or its kernels convert the layout inside their own tasks (`fuse`)."""
+        if not self.packed or self.compute_kwargs(direction).get("fuse"):
+            return None
+        return LAYOUT_PASS[direction]
+
+    def runtime_params(self) -> dict:
+        """What the runtime needs to call the kernels: each direction's channel-block width
+        and separate layout kernel."""
+        return {"lanes": {d: self.compute_kwargs(d).get("lanes", 0) for d in DIRECTIONS},
+                "layout_pass": {d: self.layout_pass(d) for d in DIRECTIONS}}
 
 
 def _register(spec, target) -> int:
     return int(target.fact("vector_bits")) // (8 * _ITEMSIZE[spec.compute_dtype])
 
 
-def space(spec, target) -> dict[str, list]:
-    """Each knob's candidates, the default first.  Ops on plain NCHW (the position-sensitive
+def space(spec, target) -> dict[str, dict[str, list]]:
+    """Each knob's candidates (the default first), grouped by the direction whose kernels
+    they shape: each direction is built apart.  Ops on plain NCHW (the position-sensitive
     ones) have no channel blocks, so nothing to tune."""
     if not spec.packed:
         return {}
     register = _register(spec, target)
-    knobs = {}
+    groups = {}
     for direction in DIRECTIONS:
-        knobs[f"{direction}_lanes"] = [register, max(1, register // 2), register * 2]
-        for option in OPTIONS.get(type(spec), {}).get(direction, ()):
+        knobs = {f"{direction}_lanes": [register, max(1, register // 2), register * 2]}
+        for option in options_of("cpu", type(spec), direction):
             knobs[f"{direction}_{option}"] = _OPTION_VALUES[option]
-    return knobs
+        groups[direction] = knobs
+    return groups
 
 
 def schedule(spec, target, **knobs) -> CpuSchedule:
-    register = _register(spec, target)
-    defaults = {name: values[0] for name, values in space(spec, target).items()}
-    return CpuSchedule(**{"forward_lanes": register, "backward_lanes": register, **defaults, **knobs})
+    groups = space(spec, target)
+    unknown = set(knobs) - {name for group in groups.values() for name in group}
+    if unknown:
+        raise ValueError(f"schedule knob {sorted(unknown)[0]}: {spec.name} kernels on {target.name} have no such "
+                         f"knob; knobs: {sorted(name for group in groups.values() for name in group)}")
+    chosen = {}
+    for direction, group in groups.items():
+        values = {name: knobs.get(name, candidates[0]) for name, candidates in group.items()}
+        chosen[direction] = tuple(sorted((name[len(direction) + 1:], value) for name, value in values.items()))
+    return CpuSchedule(packed=spec.packed, **chosen)

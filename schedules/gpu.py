@@ -29,16 +29,24 @@ class GpuSchedule:
     atomics: bool  # whether backward_atomic is built
     min_blocks: int  # resident blocks per SM each kernel's registers leave room for (CUDA)
 
+    def runtime_params(self) -> dict:
+        return {}  # the kernels' launches carry their own block size
 
-def space(spec, target) -> dict[str, list]:
-    """Each knob's candidates, the default first."""
+
+def space(spec, target) -> dict[str, dict[str, list]]:
+    """Each knob's candidates, the default first: one group, since every knob shapes
+    both directions' kernels."""
     limit = min(_BLOCK_CAP, int(target.fact("max_threads_per_block")))
-    return {"threads": [t for t in dict.fromkeys((limit, 128, 64)) if t <= limit],
-            "table": [_TABLE, 16, 8]}
+    return {"kernels": {"threads": [t for t in dict.fromkeys((limit, 128, 64)) if t <= limit],
+                        "table": [_TABLE, 16, 8]}}
 
 
 def schedule(spec, target, **knobs) -> GpuSchedule:
-    chosen = {**{name: values[0] for name, values in space(spec, target).items()}, **knobs}
+    (group,) = space(spec, target).values()
+    unknown = set(knobs) - set(group)
+    if unknown:
+        raise ValueError(f"schedule knob {sorted(unknown)[0]}: GPU kernels have no such knob; knobs: {sorted(group)}")
+    chosen = {**{name: values[0] for name, values in group.items()}, **knobs}
     threads = chosen["threads"]
     return GpuSchedule(threads=threads, table=min(chosen["table"], threads), atomics=bool(target.fact("atomics")),
                        min_blocks=_MIN_BLOCKS)

@@ -9,7 +9,7 @@ import pytest
 
 def require_vulkan() -> None:
     """Skip without a Vulkan device, except under CI, which installs one (lavapipe)."""
-    from roigen import vulkan
+    from roigen.backends import wgpu as vulkan
 
     try:
         vulkan.device()

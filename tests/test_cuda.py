@@ -48,7 +48,7 @@ def test_compiles_without_spills(case, target):
 
 
 def test_ptxas_report_parsing():
-    from roigen.cuda import parse_report
+    from roigen.backends.cuda import parse_report
 
     text = """ptxas info    : Compiling entry function 'forward_kernel' for 'sm_90'
 ptxas info    : Function properties for forward_kernel

@@ -28,7 +28,7 @@ def _python(*args, code=None, timeout=900):
 
 
 def _vulkan() -> bool:
-    from roigen import vulkan
+    from roigen.backends import wgpu as vulkan
 
     try:
         vulkan.device()

@@ -8,7 +8,7 @@ import torchvision
 from boxes import random_rois
 
 import roigen.ops as R
-from roigen import runtime
+from roigen.backends import llvm as cpu_backend
 from roigen.build import build
 from roigen.specs import RoIAlignSpec
 
@@ -137,14 +137,14 @@ def test_feature_map_crosses_to_tvm_without_copy(monkeypatch, memory_format, gen
     x = torch.randn(2, 32, 6, 7, generator=gen).contiguous(memory_format=memory_format)
     rois = random_rois(2, 6, 7, 4, 1.0, gen)
     seen = []
-    original = runtime.to_tvm
+    original = cpu_backend.to_tvm
 
     def recording(t):
         view = original(t)
         seen.append(view.data_ptr())
         return view
 
-    monkeypatch.setattr(runtime, "to_tvm", recording)
+    monkeypatch.setattr(cpu_backend, "to_tvm", recording)
     R.roi_align(x, rois, 2)
     assert x.data_ptr() in seen
 

@@ -18,7 +18,7 @@ from cases import cases
 from devices import require_vulkan
 
 from roigen import records
-from roigen.schedules import default_point, space_for
+from roigen.schedules import default_point, knob_groups, space_for
 from roigen.build import ensure_built
 from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
@@ -49,7 +49,7 @@ def tuning_dir(tmp_path, monkeypatch):
 
 
 def test_points_start_with_the_default_and_never_repeat():
-    space = {"threads": [256, 128, 64], "table": [32, 16, 8]}
+    space = {"kernels": {"threads": [256, 128, 64], "table": [32, 16, 8]}}
     chosen = points(space, 100)
     assert chosen[0] == {"threads": 256, "table": 32}
     assert len(chosen) == 9 and len({tuple(sorted(p.items())) for p in chosen}) == 9
@@ -57,7 +57,8 @@ def test_points_start_with_the_default_and_never_repeat():
 
 
 def test_directional_spaces_time_every_half_early_and_combine_the_best():
-    space = {"forward_lanes": [16, 8, 32], "forward_fuse": [True, False], "backward_lanes": [16, 8, 32]}
+    space = {"forward": {"forward_lanes": [16, 8, 32], "forward_fuse": [True, False]},
+             "backward": {"backward_lanes": [16, 8, 32]}}
     chosen = points(space, 100)
     assert len(chosen) == 18 and chosen[0] == {"forward_lanes": 16, "forward_fuse": True, "backward_lanes": 16}
     first = chosen[:6]  # max(|forward| = 6, |backward| = 3)
@@ -67,7 +68,7 @@ def test_directional_spaces_time_every_half_early_and_combine_the_best():
               Trial({"forward_lanes": 16, "forward_fuse": False, "backward_lanes": 32}, 5.0, 2.0),
               Trial({"forward_lanes": 32, "forward_fuse": True, "backward_lanes": 8}, 0.5, 0.5, error="boom")]
     assert best_point(space, trials) == {"forward_lanes": 8, "forward_fuse": True, "backward_lanes": 32}
-    assert best_point({"threads": [256, 128]}, [Trial({"threads": 256}, 1.0, 9.0),
+    assert best_point({"kernels": {"threads": [256, 128]}}, [Trial({"threads": 256}, 1.0, 9.0),
                                                 Trial({"threads": 128}, 5.0, 2.0)]) == {"threads": 128}
 
 
@@ -95,7 +96,8 @@ FRESH = textwrap.dedent("""
     x = torch.randn(1, 24, 20, 20, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[0, 8.0, 8.0, 120.0, 100.0], [0, -20.0, 30.0, 60.0, 170.0]])
     out = roigen.ops.roi_align(x, boxes, 7, 0.125, 2, True)
-    print(json.dumps({"knobs": [sched.forward_lanes, sched.forward_fuse], "source": source,
+    knobs = sched.compute_kwargs("forward")
+    print(json.dumps({"knobs": [knobs["lanes"], knobs["fuse"]], "source": source,
                       "meta": json.loads(cache.path(name, ".json").read_text())["key"]["tuning"]}))
     torch.save(out, sys.argv[1])
 """)
@@ -182,9 +184,10 @@ def test_tuning_on_vulkan(tmp_path):
 def _space_points(spec) -> list[dict]:
     """The default and points that between them use every candidate of every knob,
     forward and backward differing (they are built apart)."""
+    groups = knob_groups(spec, resolve("host"))
     space = space_for(spec, resolve("host"))
     width = max(len(v) for v in space.values())
-    shift = {name: (1 if name.startswith("backward") else 0) for name in space}
+    shift = {name: int(direction == "backward") for direction, group in groups.items() for name in group}
     return [{name: values[(i + shift[name] * (i > 0)) % len(values)] for name, values in space.items()}
             for i in range(width)]
 
@@ -239,7 +242,7 @@ def test_a_stale_record_does_not_shadow_a_valid_one(tuning_dir):
 def test_confirmed_halves_are_kept_apart():
     from roigen.tune import _keep
 
-    space = {"forward_lanes": [16, 8], "backward_lanes": [16, 8]}
+    space = {"forward": {"forward_lanes": [16, 8]}, "backward": {"backward_lanes": [16, 8]}}
     default = Trial({"forward_lanes": 16, "backward_lanes": 16}, 10.0, 5.0)
     best = Trial({"forward_lanes": 8, "backward_lanes": 8}, 6.0, 5.5)
     kept = _keep(space, default, best)

@@ -13,7 +13,7 @@ from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP
 from devices import require_vulkan
 
 import roigen.ops
-from roigen import vulkan
+from roigen.backends import wgpu as vulkan
 
 N, H, W = 2, 9, 12
 

@@ -1,36 +1,43 @@
-"""Each op's math as TIR, keyed by its spec class.
+"""Each op's math as TIR, one tree per schedule family: `cpu/<op>.py` and `gpu/<op>.py`.
 
-A compute function takes (spec, lanes) and returns named PrimFuncs that follow
-the kernel contract in `roi_align.py` (ops on channel blocks) or `ps_roi.py`
-(ops on plain NCHW, `spec.packed` False).  It knows no target: the schedule
-(`roigen.schedules`) chooses `lanes`, the channel-block width, and the
-values of the options in OPTIONS.
+Both trees hold one file per op, named after the spec (`spec.name`), with
+`kernels(spec, schedule) -> dict[name, PrimFunc]`; what both trees share
+(bin edges, C rounding, sampling, pyramid levels) is in `common/`.  A compute
+knows no target: the schedule (`roigen.schedules`) gives it its keywords.  A
+compute with tunable options declares them next to itself (`OPTIONS`), and
+the schedule family asks `options_of`.
 """
 
-from ..specs import PSRoIAlignSpec, PSRoIPoolSpec, RoIAlignSpec, RoIPoolSpec, RoISPPSpec, RoIWarpSpec, SPPSpec
-from .layout import layout_kernels
-from .ps_roi import ps_roi_align_kernels, ps_roi_pool_kernels
-from .roi_align import roi_align_kernels, roi_warp_kernels
-from .roi_pool import roi_pool_kernels, roi_spp_kernels
-from .spp import spp_kernels
+from __future__ import annotations
 
-KERNELS = {
-    RoIAlignSpec: roi_align_kernels,
-    RoIWarpSpec: roi_warp_kernels,
-    RoIPoolSpec: roi_pool_kernels,
-    RoISPPSpec: roi_spp_kernels,
-    SPPSpec: spp_kernels,
-    PSRoIAlignSpec: ps_roi_align_kernels,
-    PSRoIPoolSpec: ps_roi_pool_kernels,
-}
+import importlib
 
-# The keyword options a compute takes besides lanes, per kernel direction:
-# `fuse`, kernels that convert the caller's layout inside their own tasks (no
-# pack/unpack kernels); `shuffle`, output written through block transposes
-# (transpose.py).  See roi_align.py.
-OPTIONS = {
-    RoIAlignSpec: {"forward": ("fuse", "shuffle"), "backward": ("fuse",)},
-    RoIWarpSpec: {"forward": ("fuse", "shuffle"), "backward": ("fuse",)},
-}
+from .cpu import LAYOUT_PASS
 
-__all__ = ["KERNELS", "OPTIONS", "layout_kernels"]
+# The schedule families with a compute tree here.
+FAMILIES = ("cpu", "gpu")
+
+
+def compute_module(family: str, spec_cls):
+    """`roigen/compute/<family>/<op>.py`, the op's compute for a schedule family."""
+    name = f"{__name__}.{family}.{spec_cls.name}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name:
+            raise
+        raise ValueError(f"no {family} compute for {spec_cls.name} (roigen/compute/{family}/{spec_cls.name}.py)") \
+            from None
+
+
+def kernel_funcs(spec, family: str, schedule) -> dict:
+    """The op's PrimFuncs for a schedule family, by kernel name."""
+    return compute_module(family, type(spec)).kernels(spec, schedule)
+
+
+def options_of(family: str, spec_cls, direction: str) -> tuple[str, ...]:
+    """The keywords the op's compute takes for `direction` besides its block width."""
+    return getattr(compute_module(family, spec_cls), "OPTIONS", {}).get(direction, ())
+
+
+__all__ = ["FAMILIES", "LAYOUT_PASS", "compute_module", "kernel_funcs", "options_of"]

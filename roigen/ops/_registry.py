@@ -17,6 +17,7 @@ import math
 import torch
 
 from .. import NAMESPACE
+from ..backends import backend_for
 from ..runtime import channels_last
 from ..specs import SPECS, OpSpec
 from . import _provider
@@ -35,10 +36,11 @@ def _params_schema(spec_cls: type[OpSpec]) -> str:
 
 
 def _spec(spec_cls, values, dtype, is_channels_last: bool, target=None) -> OpSpec:
-    # GPU kernels read NHWC whatever the input's layout (runtime converts).
-    nhwc = (target is not None and target.family == "gpu") or (is_channels_last and spec_cls.packed)
-    return spec_cls(**dict(zip(_PARAM_NAMES[spec_cls], values)), dtype=dtype_name(dtype),
-                    layout="NHWC" if nhwc else "NCHW")
+    """The spec of the kernels to run: in the layout the target's backend runs this input in
+    (without a target, as the input is laid out: the shapes are the same)."""
+    layout = backend_for(target).layout(spec_cls, is_channels_last) if target is not None else \
+        ("NHWC" if is_channels_last and spec_cls.packed else "NCHW")
+    return spec_cls(**dict(zip(_PARAM_NAMES[spec_cls], values)), dtype=dtype_name(dtype), layout=layout)
 
 
 def _split(spec_cls, args):
@@ -134,11 +136,8 @@ def register(spec_cls: type[OpSpec]) -> None:
         kernels = _provider.kernels(spec, target)
         rois = None if rois is None else rois.to(kernels.dtype).contiguous()
         grad = grad.to(kernels.dtype).contiguous()
-        if target.family == "gpu":
-            deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
-            grad_input = kernels.backward(grad, rois, aux.contiguous(), shape, deterministic)
-        else:  # the CPU backward is deterministic by construction
-            grad_input = kernels.backward(grad, rois, aux.contiguous(), shape)
+        deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
+        grad_input = kernels.backward(grad, rois, aux.contiguous(), shape, deterministic)
         return grad_input.to(grad.dtype).contiguous(memory_format=fmt)
 
     for key in ("CPU", "CUDA"):

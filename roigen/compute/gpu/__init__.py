@@ -1,6 +1,6 @@
 """Each op's math as thread-parallel TIR for GPUs (CUDA, and Vulkan through WGSL).
 
-Kernel contract (shared by every GPU kernel; see `roigen.gpu_runtime`):
+Kernel contract (shared by every GPU kernel; see `roigen.backends.gpu_kernels`):
 - `x` / `grad_input`: the feature map NHWC, (N, H, W, C) in the compute
   dtype.  Channels innermost, so the threads of a warp, which take
   consecutive channels, read consecutive addresses (coalesced).
@@ -15,21 +15,7 @@ Kernels: `forward`; `backward`, deterministic (each thread owns a slice of
 `grad_input`, no atomics: Vulkan, and CUDA under deterministic mode); and,
 when the schedule allows atomics (CUDA), `backward_atomic`, which scatters
 with atomic adds.  `grad_input` arrives zeroed.
+
+`roigen/compute/gpu/<op>.py` holds an op's `kernels(spec, schedule)`, as
+the CPU tree does; files starting with `_` hold what several ops share.
 """
-
-from ...specs import PSRoIAlignSpec, PSRoIPoolSpec, RoIAlignSpec, RoIPoolSpec, RoISPPSpec, RoIWarpSpec, SPPSpec
-from .align import ps_roi_align_kernels, roi_align_kernels, roi_warp_kernels
-from .pool import ps_roi_pool_kernels, roi_pool_kernels, roi_spp_kernels
-from .spp import spp_kernels
-
-GPU_KERNELS = {
-    RoIAlignSpec: roi_align_kernels,
-    RoIWarpSpec: roi_warp_kernels,
-    PSRoIAlignSpec: ps_roi_align_kernels,
-    RoIPoolSpec: roi_pool_kernels,
-    RoISPPSpec: roi_spp_kernels,
-    PSRoIPoolSpec: ps_roi_pool_kernels,
-    SPPSpec: spp_kernels,
-}
-
-__all__ = ["GPU_KERNELS"]

@@ -15,8 +15,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..roi_pool import level_of, pick
-from ..spp import hi, lo
+from ..common.levels import hi, level_of, lo, pick
 
 I32 = "int32"
 
@@ -108,3 +107,7 @@ def spp_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
                     grad_input[n, h, w, c] = acc[0]
 
     return {"forward": forward, "backward": backward}
+
+
+def kernels(spec, schedule) -> dict:
+    return spp_kernels(spec, schedule)

@@ -16,6 +16,10 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+# The layout kernel each direction of a channel-block op runs, unless its kernels
+# convert the layout themselves (the CPU schedule's `fuse`).
+LAYOUT_PASS = {"forward": "pack", "backward": "unpack"}
+
 
 def block_macros(layout: str, dt: str, lanes: int):
     """(load, store): macros converting block `cb` of image `n` between the caller's

@@ -13,7 +13,7 @@ deterministic).  (Forward speed measured the same box by box; the scalar
 corner loads dominate either way.)
 
 These ops keep no argmax; their kernels still take the (empty) aux buffer of
-the family's calling convention (runtime.Kernels).
+the family's calling convention (backends/llvm.py: Kernels).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .roi_align import align_tables
-from .sampling import box_rule, pool_edge
+from ..common.sampling import box_rule, pool_edge
+from ._align import align_tables
 
 
-def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
     """torchvision's ps_roi_align: aligned (half-pixel) boxes with no minimum size."""
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
@@ -112,7 +112,7 @@ def ps_roi_align_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     return {**table_kernels, "forward": forward, "backward": backward}
 
 
-def ps_roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+def ps_roi_pool_kernels(spec) -> dict[str, tirx.PrimFunc]:
     """torchvision's ps_roi_pool: the *average* of each bin of a snapped box (size >= 1, no +1).
 
     torchvision's forward clips bins to [0, H-1) x [0, W-1) (the map's last

@@ -17,12 +17,10 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..roi_pool import level_of, pick
-from ..sampling import pool_edge
+from ..common.levels import LOWEST, level_of, pick
+from ..common.sampling import pool_edge
 
 I32 = "int32"
-# torchvision starts every max bin at -FLT_MAX, whatever the dtype.
-LOWEST = -3.4028234663852886e38
 
 
 def roi_pool_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:

@@ -1,4 +1,4 @@
-"""Vulkan: TVM's WebGPU codegen emits WGSL, and the `wgpu` package runs it.
+"""The `wgpu` runtime: TVM's WebGPU codegen emits WGSL, and the `wgpu` package runs it on Vulkan.
 
 TVM's own WebGPU runtime lives in JavaScript (tvmjs), so the host side is
 here: for each kernel the build keeps its WGSL, the names of its buffer
@@ -21,6 +21,9 @@ import operator
 import re
 
 import torch
+
+from .base import Backend, Compiled
+from .gpu_kernels import GpuKernels
 
 # Buffer declarations and the uniform block of scalars, as TVM's codegen writes them.
 _BINDING = re.compile(r"@binding\((\d+)\) var<(storage, read|storage, read_write|uniform)> (\w+)")
@@ -215,3 +218,65 @@ class VulkanModule:
 
 def dumps(data: dict) -> str:
     return json.dumps(data, indent=1, sort_keys=True)
+
+
+class VulkanLauncher:
+    def __init__(self, module, prefix: str = ""):
+        self.module = module
+        self.prefix = prefix
+
+    def implements(self, name: str) -> bool:
+        return self.module.implements(self.prefix + name)
+
+    def __call__(self, name: str, *tensors: torch.Tensor) -> None:
+        self.module[self.prefix + name](*tensors)
+
+
+class WgpuBackend(Backend):
+    name = "wgpu"
+    device_type = "cpu"  # PyTorch has no Vulkan tensors: kernels take CPU tensors and stage them
+    device_kind = "vulkan-adapter"
+    artifact = ".wgsl.json"  # the launch data: there is no host library
+    builds_library = False
+
+    def layout(self, spec_cls, channels_last: bool) -> str:
+        return "NHWC"  # the GPU computes read NHWC whatever the input's layout (the kernels convert)
+
+    def check_spec(self, spec, target) -> None:
+        if spec.compute_dtype == "float64":
+            raise TypeError(f"input dtype float64 is not supported on target {target.name!r}: "
+                            "WGSL has no 64-bit floats; pass float32 (or a half type)")
+
+    def compile(self, funcs: dict, target, sched) -> Compiled:
+        import tvm
+
+        from ..lower import as_module
+
+        # Without CSE every scalar a kernel reads is a shape variable the
+        # Vulkan launcher can name (CSE hoists host-computed temporaries).
+        with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}):
+            executable = tvm.compile(as_module(funcs), target=target.tvm_target)
+        return Compiled(executable, {self.artifact: dumps(artifact(executable, funcs))})
+
+    def sources(self, compiled: Compiled) -> dict:
+        return {"kernels.wgsl": compiled.executable.mod.imports[0].inspect_source()}
+
+    def load(self, spec, params: dict, file, prefix: str = ""):
+        path = file(self.artifact)
+        stat = path.stat()
+        return GpuKernels(spec, VulkanLauncher(_module(str(path), stat.st_mtime_ns, stat.st_size), prefix))
+
+    def device_name(self) -> str:
+        return adapter_info().get("device", "")
+
+
+@functools.lru_cache(maxsize=64)
+def _module(path: str, _mtime_ns: int, _size: int) -> VulkanModule:
+    """One module per artifact file as it is now (a package's specs share one, and so its
+    compiled pipelines)."""
+    from pathlib import Path
+
+    return VulkanModule(json.loads(Path(path).read_text()))
+
+
+BACKEND = WgpuBackend()

@@ -20,7 +20,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..sampling import axis_corners, box_rule, sample_grid, sample_pos
+from ..common.sampling import axis_corners, box_rule, sample_grid, sample_pos
 
 I32 = "int32"
 

@@ -1,4 +1,4 @@
-"""CUDA: TVM's CUDA source compiled by nvcc to a cubin, with ptxas's resource report.
+"""The `cuda` runtime: TVM's CUDA source compiled by nvcc to a cubin, with ptxas's resource report.
 
 TVM 0.27 keeps the CUDA *source* in the exported library and compiles it when
 the library is loaded, through the `tvm_callback_cuda_compile` hook (NVRTC by
@@ -17,8 +17,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..runtime import to_tvm
+from .base import Backend, Compiled
+from .gpu_kernels import GpuKernels
 
 _FUNCTION = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -122,3 +127,65 @@ def _install_hook() -> None:
         return bytearray(cubin)
 
     tvm_ffi.register_global_func("tvm_callback_cuda_compile", load_time_compile, override=True)
+
+
+class CudaLauncher:
+    """TVM's CUDA module of one build, loaded on first use (loading needs a GPU driver)
+    with the cubin nvcc made at build time (`provide_cubin`)."""
+
+    def __init__(self, library, source, cubin, prefix: str = ""):
+        self.paths = (str(library), source, cubin)
+        self.prefix = prefix
+        self._module = None
+
+    def _load(self):
+        if self._module is None:
+            import tvm
+
+            library, source, cubin = self.paths
+            provide_cubin(source.read_text(), cubin.read_bytes())
+            self._module = tvm.runtime.load_module(library)
+        return self._module
+
+    def implements(self, name: str) -> bool:
+        return self._load().implements_function(self.prefix + name)
+
+    def __call__(self, name: str, *tensors) -> None:
+        import tvm_ffi
+
+        fn = self._load()[self.prefix + name]
+        with tvm_ffi.use_torch_stream():
+            fn(*(to_tvm(t) for t in tensors))
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    device_type = "cuda"
+    device_kind = "cuda-device"
+
+    def layout(self, spec_cls, channels_last: bool) -> str:
+        return "NHWC"  # the GPU computes read NHWC whatever the input's layout (the kernels convert)
+
+    def compile(self, funcs: dict, target, sched) -> Compiled:
+        """TVM's library (with the CUDA source embedded) plus the CUDA C, nvcc's cubin and
+        ptxas's report."""
+        import tvm
+
+        from ..lower import as_module
+
+        executable = tvm.compile(as_module(funcs), target=target.tvm_target)
+        build = nvcc(source_of(executable), target.tvm["arch"], sched.min_blocks)
+        return Compiled(executable, {".cu": build.source, ".cubin": build.cubin, ".ptxas.txt": build.report,
+                                     ".ptxas.json": json.dumps(build.resources, indent=2, sort_keys=True)})
+
+    def load(self, spec, params: dict, file, prefix: str = ""):
+        return GpuKernels(spec, CudaLauncher(file(".so"), file(".cu"), file(".cubin"), prefix))
+
+    def device_name(self) -> str:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability()
+        return f"{torch.cuda.get_device_name()} sm{major}{minor}"
+
+
+BACKEND = CudaBackend()

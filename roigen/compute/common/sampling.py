@@ -17,7 +17,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..specs import MAX_SIDE
+from ...specs import MAX_SIDE
 
 # Samples per bin along one axis, at most, inside a kernel.  The runtime refuses
 # larger adaptive grids (its table limit) before any kernel runs, and the specs

@@ -13,18 +13,9 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .roi_pool import pick
-from .transpose import MAX_TILE_BINS
-
-
-def lo(i, size, n):
-    """First row (or column) of adaptive bin i of n over `size`: floor(i*size/n)."""
-    return i * size // n
-
-
-def hi(i, size, n):
-    """One past the last row of adaptive bin i of n: ceil((i+1)*size/n)."""
-    return ((i + 1) * size + n - 1) // n
+from ..common.levels import hi, lo, pick
+from . import by_direction
+from ._transpose import MAX_TILE_BINS
 
 
 def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
@@ -168,3 +159,7 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                                 grad[n, cb, 0, T.Cast("int64", argmax[n * D + q]), ci] += grad_out[n, q]
 
     return {"forward": forward, "backward": backward}
+
+
+def kernels(spec, schedule) -> dict:
+    return by_direction(spec, schedule, spp_kernels)

@@ -12,24 +12,9 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .sampling import pool_edge
-from .transpose import MAX_TILE_BINS
-
-
-def pick(index, values, dtype="int64"):
-    """values[index] for a Python list of ints and a TIR index (a small select chain)."""
-    expr = tirx.const(values[-1], dtype)
-    for i in range(len(values) - 2, -1, -1):
-        expr = tirx.if_then_else(index == i, tirx.const(values[i], dtype), expr)
-    return expr
-
-
-def level_of(index, offsets, dtype="int32"):
-    """Which level of a pyramid bin `index` belongs to, given each level's first bin (offsets[0] == 0)."""
-    expr = tirx.const(0, dtype)
-    for off in offsets[1:]:
-        expr = expr + T.Cast(dtype, index >= off)
-    return expr
+from ..common.levels import LOWEST, pick
+from ..common.sampling import pool_edge
+from ._transpose import MAX_TILE_BINS
 
 
 def roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
@@ -48,8 +33,7 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     offsets = [sum(gh * gw for gh, gw in grids[:i]) for i in range(NL)]
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
-    # torchvision starts every bin at -FLT_MAX, whatever the dtype.
-    lowest = tirx.const(-3.4028234663852886e38, dt)
+    lowest = tirx.const(LOWEST, dt)
 
     def GH(lv):
         return pick(lv, [g[0] for g in grids])

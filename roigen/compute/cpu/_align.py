@@ -25,10 +25,10 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..specs import RoIAlignSpec, RoIWarpSpec
-from .layout import block_macros, map_shape
-from .sampling import axis_table_macro, box_rule, sample_grid
-from .transpose import MAX_TILE_BINS, bin_tile
+from ...specs import RoIAlignSpec, RoIWarpSpec
+from ..common.sampling import axis_table_macro, box_rule, sample_grid
+from ._layout import block_macros, map_shape
+from ._transpose import MAX_TILE_BINS, bin_tile
 
 
 def roi_align_kernels(spec: RoIAlignSpec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:

@@ -1,0 +1,208 @@
+"""The `llvm` runtime: host code for the CPU, one shared library, run by TVM's thread pool.
+
+Tensors cross into TVM through DLPack with no copy: the packed functions take
+the torch tensors themselves.  The layout kernels then convert the caller's
+memory format into channel blocks, inside TVM's thread pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import platform
+import threading
+
+import torch
+
+from .._threads import pool_threads, run_in_kernel_thread
+from ..limits import check_table, reserve
+from ..runtime import TORCH_DTYPES, to_tvm
+from .base import Backend, Compiled
+
+
+def _call(fn, *args) -> None:
+    run_in_kernel_thread(fn, *(to_tvm(a) if isinstance(a, torch.Tensor) else a for a in args))
+
+
+class _Workspace(threading.local):
+    """Per-thread scratch for packed maps, kept between calls.
+
+    A fresh 10-100 MB buffer per call costs a page fault per 4 KiB on first
+    touch, which measured as much as the kernel itself; reuse avoids it.
+    """
+
+    def __init__(self):
+        self.buffers: dict[torch.dtype, torch.Tensor] = {}
+
+    def get(self, shape, dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf = self.buffers.get(dtype)
+        if buf is None or buf.numel() < numel:
+            buf = self.buffers[dtype] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
+
+
+_workspace = _Workspace()
+
+
+class Kernels:
+    """One op's compiled module: pack, forward, backward, unpack, and for the
+    RoIAlign family the per-box sample tables (table_size, tables)."""
+
+    def __init__(self, spec, params: dict, module, prefix: str = ""):
+        """`params`: the CPU schedule's `runtime_params()` (each direction's channel-block
+        width and separate layout kernel); `prefix`: the kernels' names in `module` start
+        with it (a package holds many ops)."""
+        self.spec = spec
+        self.lanes = params["lanes"]
+        self.layout_pass = params["layout_pass"]
+        self.dtype = TORCH_DTYPES[spec.compute_dtype]
+        self.fused = {direction: spec.packed and not layout for direction, layout in self.layout_pass.items()}
+        names = ["forward", "backward"] + [layout for layout in self.layout_pass.values() if layout]
+        self._has_tables = module.implements_function(prefix + "tables")
+        if self._has_tables:
+            names += ["table_size", "tables"]
+        self._fn = {name: module[prefix + name] for name in names}
+
+    def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
+        """The (K, S) sample tables some ops read, filled once per call; () for others."""
+        if not self._has_tables:
+            return ()
+        if self.spec.sampling_ratio > 0:  # the same for every box
+            entries = 2 * self.spec.sampling_ratio * (self.spec.pooled_height + self.spec.pooled_width)
+        else:
+            size = torch.zeros(1, dtype=torch.int64)
+            _call(self._fn["table_size"], rois, size)
+            entries = int(size)
+        check_table(self.spec, entries, height, width)
+        reserve(rois.shape[0] * entries * (4 + self.dtype.itemsize), "the sample tables")
+        itab = torch.empty(rois.shape[0], entries, dtype=torch.int32)
+        ftab = torch.empty(rois.shape[0], entries, dtype=self.dtype)
+        _call(self._fn["tables"], rois, itab, ftab, height, width)
+        return itab, ftab
+
+    def _packed_shape(self, direction: str, n, c, h, w) -> tuple:
+        lanes = self.lanes[direction]
+        return (n, math.ceil(c / lanes), h, w, lanes)
+
+    def _scratch_bytes(self, direction: str, n, c, h, w) -> int:
+        """Memory a direction's kernels use besides their outputs: a fused kernel's
+        per-thread slab, or the packed copy of the whole map."""
+        if not self.spec.packed:
+            return 0
+        lanes, itemsize = self.lanes[direction], self.dtype.itemsize
+        if self.fused[direction]:
+            return h * w * lanes * itemsize * pool_threads()
+        return math.prod(self._packed_shape(direction, n, c, h, w)) * itemsize
+
+    def _nchw_or_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` viewed in this build's layout (NHWC as a (N, H, W, C) view)."""
+        return x.permute(0, 2, 3, 1) if self.spec.layout == "NHWC" else x
+
+    def _box_args(self, rois, height: int, width: int) -> tuple:
+        return () if rois is None else (rois, *self._tables(rois, height, width))
+
+    def forward(self, x: torch.Tensor, rois, keep_aux: bool = True, out: torch.Tensor | None = None,
+                aux: torch.Tensor | None = None):
+        """The kernel's output (spec.output_shape, compute dtype) and its aux tensor (flat int32).
+
+        `x` is contiguous NCHW, or channels_last when the spec's layout is NHWC;
+        `rois` is None for whole-map ops.  With keep_aux False the kernels skip
+        the aux tensor (they test its size).  `out`, `aux`: memory for them
+        (contiguous, of the shapes this returns), reused by the tuner so that
+        page faults on fresh outputs do not swamp what it compares.
+        """
+        n, c, h, w = x.shape
+        rows = n if rois is None else rois.shape[0]
+        if out is None:
+            numel = math.prod(self.spec.kernel_output_shape(x.shape, rows))
+            kept = numel if self.spec.aux_outputs and keep_aux else 0
+            reserve(numel * self.dtype.itemsize + kept * 4 + self._scratch_bytes("forward", n, c, h, w),
+                    "the output and the kernels' scratch")
+        if self.fused["forward"]:
+            data = self._nchw_or_nhwc(x)
+        elif self.spec.packed:
+            data = _workspace.get(self._packed_shape("forward", n, c, h, w), self.dtype)
+            _call(self._fn[self.layout_pass["forward"]], self._nchw_or_nhwc(x), data)
+        else:
+            data = x
+        if out is None:
+            out = torch.empty(self.spec.kernel_output_shape(x.shape, rows), dtype=self.dtype)
+        if aux is None:
+            aux = torch.empty(out.numel() if self.spec.aux_outputs and keep_aux else 0, dtype=torch.int32)
+        _call(self._fn["forward"], data, *self._box_args(rois, h, w), out, aux)
+        return out.view(self.spec.output_shape(x.shape, rows)), aux
+
+    def backward(self, grad: torch.Tensor, rois, aux: torch.Tensor, input_shape, deterministic: bool = False,
+                 grad_input: torch.Tensor | None = None):
+        """d(input) in the compute dtype, laid out as the forward input was (packed ops)
+        or contiguous NCHW (the others); written into `grad_input` if given (as `out`).
+
+        Deterministic whatever `deterministic` says: each task owns a slice of d(input)."""
+        n, c, h, w = input_shape
+        rows = n if rois is None else rois.shape[0]
+        shape = self.spec.kernel_output_shape(input_shape, rows)
+        if grad_input is None:
+            reserve((n * c * h * w) * self.dtype.itemsize + self._scratch_bytes("backward", n, c, h, w),
+                    "the input gradient and the kernels' scratch")
+        # An empty gradient may carry stride-0 (expanded) strides, which TVM refuses.
+        grad = grad.reshape(shape) if grad.numel() else torch.empty(shape, dtype=self.dtype)
+        if not self.spec.packed:
+            if grad_input is None:
+                grad_input = torch.empty(n, c, h, w, dtype=self.dtype)
+            _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, grad_input)
+            return grad_input
+        if grad_input is None:
+            fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
+            grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
+        if self.fused["backward"]:
+            _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, self._nchw_or_nhwc(grad_input))
+            return grad_input
+        packed = _workspace.get(self._packed_shape("backward", n, c, h, w), self.dtype)
+        _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, packed)
+        _call(self._fn[self.layout_pass["backward"]], packed, self._nchw_or_nhwc(grad_input))
+        return grad_input
+
+
+class LlvmBackend(Backend):
+    name = "llvm"
+    device_type = "cpu"
+    device_kind = "cpu-model"
+
+    def runnable(self, target) -> bool:
+        from ..target import runnable_here
+
+        return runnable_here(target)
+
+    def compile(self, funcs: dict, target, sched) -> Compiled:
+        import tvm
+
+        from ..lower import as_module
+
+        return Compiled(tvm.compile(as_module(funcs), target=target.tvm_target))
+
+    def sources(self, compiled: Compiled) -> dict:
+        return {"kernels.s": compiled.executable.mod.inspect_source("asm")}
+
+    def load(self, spec, params: dict, file, prefix: str = ""):
+        path = file(self.artifact)
+        stat = path.stat()
+        return Kernels(spec, params, _library(str(path), stat.st_mtime_ns, stat.st_size), prefix)
+
+    def device_name(self) -> str:
+        from ..target import cpu_model
+
+        return cpu_model() or platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=64)
+def _library(path: str, _mtime_ns: int, _size: int):
+    """One loaded module per library file as it is now (a package's specs share one)."""
+    # tvm's runtime, not just tvm_ffi's loader: the kernels call its thread pool
+    # and workspace allocator (tvm_ffi.load_module alone segfaults at the call).
+    import tvm
+
+    return tvm.runtime.load_module(path)
+
+
+BACKEND = LlvmBackend()

@@ -1,0 +1,10 @@
+"""RoIPool on the CPU: the pool family's kernels (`_pool.py`) with one grid."""
+
+from __future__ import annotations
+
+from . import by_direction
+from ._pool import roi_pool_kernels
+
+
+def kernels(spec, schedule) -> dict:
+    return by_direction(spec, schedule, roi_pool_kernels)

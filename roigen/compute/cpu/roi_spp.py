@@ -1,0 +1,10 @@
+"""RoI-SPP on the CPU: the pool family's kernels (`_pool.py`) with a pyramid of grids."""
+
+from __future__ import annotations
+
+from . import by_direction
+from ._pool import roi_spp_kernels
+
+
+def kernels(spec, schedule) -> dict:
+    return by_direction(spec, schedule, roi_spp_kernels)
