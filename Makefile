@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 # torch and torchvision are pinned to the releases this machine image carries
 # (a CPU-only torch 2.13 lacks a matching torchvision).
@@ -21,8 +21,13 @@ demo: $(STAMP)
 
 # Idle torch OpenMP workers spin on a core TVM's pool needs; on two cores that
 # made the suite crawl.  (A setting for the test run only, not for users.)
+# One pytest worker per core: most of the suite's time is TVM compiling, one
+# core per build; workers share the kernel cache (its builds hold a lock).
 test: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n auto --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cpu.py --repeats 7

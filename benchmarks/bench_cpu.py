@@ -39,10 +39,7 @@ def main(argv=None) -> int:
     allocator = ("glibc malloc with MALLOC_MMAP_MAX_=0 (freed memory reused)"
                  if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "glibc malloc, default settings")
     table = bench.render(rows, args.repeats, allocator)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+    bench.emit(table, args.out)
     return 0
 
 

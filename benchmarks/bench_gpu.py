@@ -45,10 +45,7 @@ def main(argv=None) -> int:
 
         target = cuda_name(torch.cuda.get_device_capability())
     table = bench.render(rows, args.repeats, note, device, target)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+    bench.emit(table, args.out)
     return 0
 
 

@@ -29,8 +29,8 @@ import sys
 import torch
 
 from roigen import records, workloads
-from roigen.bench import memory_floor_ms
 from roigen.backends import backend_for
+from roigen.bench import memory_floor_ms
 from roigen.schedules import default_point
 from roigen.target import resolve
 from roigen.tune import measure_local, workload_spec
@@ -43,13 +43,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=json.loads, default={},
-                        help="JSON knobs replacing the default's, e.g. the previous default")
+                        help="JSON knobs replacing the default's, e.g. a point to compare with")
     args = parser.parse_args(argv)
     target = resolve("host" if args.target == "cpu" else args.target)
     device = backend_for(target).device_type
     table = workloads.load()["workloads"]
     base = "baseline" if args.baseline else "default"
-    lines = [f"| workload | kernel | {base} (ms) | tuned (ms) | speed-up | floor (ms) | {base} / floor | tuned / floor |",
+    lines = [f"| workload | kernel | {base} (ms) | tuned (ms) | speed-up | floor (ms) | {base} / floor "
+             "| tuned / floor |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     knob_lines = []
     ratios = []

@@ -18,30 +18,20 @@ from . import workloads
 CPU_WORKLOADS = ("fpn_box", "c4_head", "mask_head", "fast_rcnn_pool", "spp_window", "ps_fpn_box")
 
 
-def _roi_spp_composed(lib, x, boxes, levels, scale):
-    """torchvision has no RoI-SPP: its baseline is RoIPool once per level."""
-    return torch.cat([lib.roi_pool(x, boxes, n, scale).flatten(1) for n in levels], 1)
+def run_op(kind: str, workload: dict, x, boxes, **options):
+    """`workload`'s op with its parameters: "roigen" (with `options`: target,
+    deterministic), its "oracle" (the peer the benchmarks compare with) or its
+    float64 "reference"."""
+    from .ops import _adapter
 
-
-def run_op(lib, workload: dict, x, boxes, **options):
-    """`workload`'s op from `lib` (roigen.ops or torchvision.ops), with its parameters.
-
-    `options` (target, deterministic) go to roigen only."""
-    import roigen.ops
-
-    op, scale = workload["op"], workload["spatial_scale"]
-    if op == "roi_align":
-        return lib.roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"], workload["aligned"],
-                             **options)
-    if op == "roi_pool":
-        return lib.roi_pool(x, boxes, workload["output_size"], scale, **options)
-    if op == "ps_roi_align":
-        return lib.ps_roi_align(x, boxes, workload["output_size"], scale, workload["sampling_ratio"], **options)
-    if op == "roi_spp":
-        if lib is roigen.ops:
-            return lib.roi_spp(x, boxes, workload["levels"], scale, **options)
-        return _roi_spp_composed(lib, x, boxes, workload["levels"], scale)
-    raise ValueError(f"no benchmark for op {op!r}")
+    spec = workloads.spec_of(workload)
+    params = _adapter.params_of(spec)
+    if kind == "roigen":
+        return _adapter.run(type(spec), x, boxes, params, **options)
+    fn = _adapter.oracle(type(spec), params) if kind == "oracle" else _adapter.reference(type(spec), params)
+    if fn is None:
+        raise ValueError(f"{workload['op']} has no {kind} for the parameters {params}")
+    return fn(x, boxes)
 
 
 def retain_freed_memory() -> None:
@@ -83,24 +73,22 @@ def memory_floor_ms(reads, writes, repeats: int, device: str = "cpu") -> float:
 def measure(name: str, repeats: int = 5, device: str = "cpu", **options) -> dict:
     """roigen (with `options`: target, deterministic) and torchvision on one workload,
     inputs on `device`; torchvision runs on that device too."""
-    import torchvision.ops
-
-    import roigen.ops
-
     workload = workloads.load()["workloads"][name]
     x, boxes = (t.to(device) for t in workloads.make_inputs(workload))
     with torch.no_grad():
-        out = run_op(roigen.ops, workload, x, boxes, **options)
+        out = run_op("roigen", workload, x, boxes, **options)
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(device)
     row = {"workload": name, "op": workload["op"]}
-    for label, lib, opts in (("roigen", roigen.ops, options), ("torchvision", torchvision.ops, {})):
-        def forward():
+    # The peers' column is labelled torchvision: every workload's oracle is torchvision's op
+    # (RoI-SPP's, its roi_pool once per level).
+    for label, kind, opts in (("roigen", "roigen", options), ("torchvision", "oracle", {})):
+        def forward(kind=kind, opts=opts):
             with torch.no_grad():
-                run_op(lib, workload, x, boxes, **opts)
+                run_op(kind, workload, x, boxes, **opts)
 
-        def forward_backward():
+        def forward_backward(kind=kind, opts=opts):
             leaf = x.detach().requires_grad_()
-            run_op(lib, workload, leaf, boxes, **opts).backward(grad)
+            run_op(kind, workload, leaf, boxes, **opts).backward(grad)
 
         row[f"{label}_forward"] = median_ms(forward, repeats, device=device)
         row[f"{label}_forward_backward"] = median_ms(forward_backward, repeats, device=device)
@@ -119,7 +107,8 @@ def machine(device: str = "cpu", target: str = "auto") -> str:
     from .target import host_name
 
     if device == "cuda":
-        where = f"{torch.cuda.get_device_name()} (compute capability {'.'.join(map(str, torch.cuda.get_device_capability()))})"
+        capability = ".".join(map(str, torch.cuda.get_device_capability()))
+        where = f"{torch.cuda.get_device_name()} (compute capability {capability})"
     else:
         where = f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores"
     if target not in ("auto", "host") and device == "cpu":  # a CPU-tensor target other than this CPU
@@ -140,3 +129,11 @@ def render(rows: list[dict], repeats: int, allocator: str = "glibc malloc, defau
     text = resources.files("roigen.templates").joinpath("bench_table.md.j2").read_text()
     return jinja2.Template(text, trim_blocks=True, lstrip_blocks=True).render(
         rows=rows, repeats=repeats, machine=machine(device, target), allocator=allocator)
+
+
+def emit(table: str, out: str | None) -> None:
+    """Print a benchmark table, and write it to `out` too if given."""
+    print(table)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)

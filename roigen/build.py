@@ -116,7 +116,7 @@ def _build(spec, target: Target, knobs: tuple | None):
     for _ in range(2):  # a second pass rebuilds an entry found unreadable
         name, sched = ensure_built(spec, target, None if knobs is None else dict(knobs))
         try:
-            return backend.load(spec, sched.runtime_params(), lambda suffix: cache.path(name, suffix))
+            return backend.load(spec, sched.runtime_params(), lambda suffix, entry=name: cache.path(entry, suffix))
         except Exception as err:  # noqa: BLE001 - whatever the runtime raises, the entry is rebuilt
             cache.discard(name, err)
     raise RuntimeError(f"roigen: could not build or load {name}")

@@ -89,14 +89,19 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     return torch.stack(outs) if outs else x.new_zeros(0, x.shape[1], ph_, pw_)
 
 
+def _snapped(boxes, spatial_scale):
+    """Each box's batch index and corners scaled and C-rounded (RoIPool's grid)."""
+    for b, *coords in _rois(boxes).tolist():
+        yield (int(b), *(c_round(v * spatial_scale) for v in coords))
+
+
 def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     x = input.to(torch.float64)
     _, c, h, w = x.shape
     ph_, pw_ = _pair(output_size)
     outs = []
-    for b, *coords in _rois(boxes).tolist():
-        x1, y1, x2, y2 = (c_round(v * spatial_scale) for v in coords)
-        rw, rh = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+    for b, x1, y1, x2, y2 in _snapped(boxes, spatial_scale):
+        rw, rh = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)  # +1: the last pixel is inside
         bins = []
         for p in range(ph_):
             # floor(p * rh / PH) and ceil((p+1) * rh / PH) in exact integer arithmetic.
@@ -105,7 +110,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
             for q in range(pw_):
                 ws = min(max(q * rw // pw_ + x1, 0), w)
                 we = min(max(-(-(q + 1) * rw // pw_) + x1, 0), w)
-                region = x[int(b), :, hs:he, ws:we]
+                region = x[b, :, hs:he, ws:we]
                 bins.append(region.flatten(1).max(1).values if region.numel() else x.new_zeros(c))
         outs.append(torch.stack(bins, 1).reshape(c, ph_, pw_))
     return torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)
@@ -166,8 +171,7 @@ def ps_roi_pool(input, boxes, output_size, spatial_scale=1.0):
     _, c, h, w = x.shape
     ph_, pw_ = _pair(output_size)
     outs = []
-    for b, *coords in _rois(boxes).tolist():
-        x1, y1, x2, y2 = (c_round(v * spatial_scale) for v in coords)
+    for b, x1, y1, x2, y2 in _snapped(boxes, spatial_scale):
         rw, rh = max(x2 - x1, 1), max(y2 - y1, 1)
         bins = []
         for p in range(ph_):
@@ -176,7 +180,7 @@ def ps_roi_pool(input, boxes, output_size, spatial_scale=1.0):
             for q in range(pw_):
                 ws = min(max(math.floor(q * (rw / pw_)) + x1, 0), w - 1)
                 we = min(max(math.ceil((q + 1) * (rw / pw_)) + x1, 0), w - 1)
-                region = x[int(b), :, hs:he, ws:we]
+                region = x[b, :, hs:he, ws:we]
                 bins.append(region.mean((1, 2)) if region[0].numel() else x.new_zeros(c))
         outs.append(torch.stack(bins, 1).reshape(c, ph_, pw_))
     full = torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)

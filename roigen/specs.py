@@ -1,9 +1,11 @@
 """Declarative op specs: each RoI op's parameters, validated once, frozen.
 
-A spec is the single source of an op's facts.  The TIR compute
-(`roigen.compute`), the PyTorch schema and fake kernel (`roigen.ops`), the
-kernel-cache key (`roigen.build`) and the tests' parametrisation all read it.
-Adding an op means adding a spec here and its compute; the plumbing is generic.
+A spec is the single source of an op's facts.  The TIR computes
+(`roigen/compute/{cpu,gpu}/<op>.py`), the PyTorch schema and fake kernel
+(`roigen.ops`), the kernel-cache key (`roigen.build`) and the tests'
+parametrisation all read it.  Adding an op is five files: its spec here, its
+CPU and GPU computes, its reference, its `roigen/ops/<op>.py`
+(docs/ARCHITECTURE.md); the plumbing is generic.
 
 Fields marked ``op_param`` become arguments of the ``torch.ops.roigen.*``
 schema, in declaration order; ``dtype`` and ``layout`` come from the input
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -122,7 +123,7 @@ class OpSpec:
     def check_input_shape(self, shape) -> None:
         """Raise ValueError if the op cannot take an input of this (N, C, H, W) shape."""
 
-    def kernel_spec(self) -> "OpSpec":
+    def kernel_spec(self) -> OpSpec:
         """The spec the compiled kernel depends on: half types share the float32 kernel."""
         return dataclasses.replace(self, dtype=self.compute_dtype)
 
@@ -158,54 +159,9 @@ def _check_sampling(spec: OpSpec) -> None:
                          f"<= 0 chooses them per box), got {spec.sampling_ratio}")
 
 
-@dataclass(frozen=True)
-class RoIAlignSpec(OpSpec):
-    """Mask R-CNN's RoIAlign (torchvision.ops.roi_align; `mode="max"` as mmcv)."""
-
-    name: ClassVar[str] = "roi_align"
-
-    spatial_scale: float = op_param(py_type=float)
-    pooled_height: int = op_param(py_type=int)
-    pooled_width: int = op_param(py_type=int)
-    sampling_ratio: int = op_param(-1, py_type=int)
-    aligned: bool = op_param(False, py_type=bool)
-    mode: str = op_param("avg", py_type=str)
-
-    def validate(self) -> None:
-        _check_scale(self)
-        _check_pooled(self)
-        _check_sampling(self)
-        if self.mode not in ("avg", "max"):
-            raise ValueError(f"mode must be 'avg' or 'max', got {self.mode!r}")
-
-    @property
-    def aux_outputs(self) -> tuple[str, ...]:
-        # Max mode routes each gradient to its bin's winning sample.
-        return ("argmax",) if self.mode == "max" else ()
-
-
-@dataclass(frozen=True)
-class RoIPoolSpec(OpSpec):
-    """Fast R-CNN's RoIPool (torchvision.ops.roi_pool)."""
-
-    name: ClassVar[str] = "roi_pool"
-
-    spatial_scale: float = op_param(py_type=float)
-    pooled_height: int = op_param(py_type=int)
-    pooled_width: int = op_param(py_type=int)
-
-    def validate(self) -> None:
-        _check_scale(self)
-        _check_pooled(self)
-
-    @property
-    def aux_outputs(self) -> tuple[str, ...]:
-        return ("argmax",)
-
-    def kernel_output_shape(self, input_shape, num_boxes) -> tuple:
-        # One level of the pool family's pyramid layout (compute/roi_pool.py).
-        k, c, ph, pw = self.output_shape(input_shape, num_boxes)
-        return (k, c * ph * pw)
+def _check_mode(spec: OpSpec) -> None:
+    if spec.mode not in ("avg", "max"):
+        raise ValueError(f"mode must be 'avg' or 'max', got {spec.mode!r}")
 
 
 def _check_levels(levels: tuple) -> None:
@@ -214,19 +170,78 @@ def _check_levels(levels: tuple) -> None:
 
 
 @dataclass(frozen=True)
-class RoIWarpSpec(OpSpec):
-    """MNC's RoIWarp: RoIAlign on the box snapped to the feature-map grid."""
-
-    name: ClassVar[str] = "roi_warp"
+class _GridSpec(OpSpec):
+    """Ops that pool each box, at a spatial scale, into a PH x PW grid of bins."""
 
     spatial_scale: float = op_param(py_type=float)
     pooled_height: int = op_param(py_type=int)
     pooled_width: int = op_param(py_type=int)
+
+    def validate(self) -> None:
+        _check_scale(self)
+        _check_pooled(self)
+
+
+@dataclass(frozen=True)
+class _SampledGridSpec(_GridSpec):
+    """Grid ops that average (or max) bilinear samples of each bin: `sampling_ratio` per axis."""
+
     sampling_ratio: int = op_param(-1, py_type=int)
+
+    def validate(self) -> None:
+        super().validate()
+        _check_sampling(self)
+
+
+class _SampleMaxMixin:
+    """`mode="max"` routes each gradient to its bin's winning sample, kept as argmax."""
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        return ("argmax",) if self.mode == "max" else ()
+
+
+@dataclass(frozen=True)
+class RoIAlignSpec(_SampleMaxMixin, _SampledGridSpec):
+    """Mask R-CNN's RoIAlign (torchvision.ops.roi_align; `mode="max"` as mmcv)."""
+
+    name: ClassVar[str] = "roi_align"
+
+    aligned: bool = op_param(False, py_type=bool)
     mode: str = op_param("avg", py_type=str)
 
-    validate = RoIAlignSpec.validate
-    aux_outputs = RoIAlignSpec.aux_outputs
+    def validate(self) -> None:
+        super().validate()
+        _check_mode(self)
+
+
+@dataclass(frozen=True)
+class RoIPoolSpec(_GridSpec):
+    """Fast R-CNN's RoIPool (torchvision.ops.roi_pool)."""
+
+    name: ClassVar[str] = "roi_pool"
+
+    @property
+    def aux_outputs(self) -> tuple[str, ...]:
+        return ("argmax",)
+
+    def kernel_output_shape(self, input_shape, num_boxes) -> tuple:
+        # One level of the pool family's pyramid layout (compute/cpu/_pool.py).
+        k, c, ph, pw = self.output_shape(input_shape, num_boxes)
+        return (k, c * ph * pw)
+
+
+@dataclass(frozen=True)
+class RoIWarpSpec(_SampleMaxMixin, _SampledGridSpec):
+    """MNC's RoIWarp: RoIAlign on the box snapped to the feature-map grid."""
+
+    name: ClassVar[str] = "roi_warp"
+
+    mode: str = op_param("avg", py_type=str)
+
+    def validate(self) -> None:
+        super().validate()
+        _check_mode(self)
 
 
 class _PyramidMixin:
@@ -277,8 +292,7 @@ class SPPSpec(_PyramidMixin, OpSpec):
 
     def validate(self) -> None:
         _check_levels(self.levels)
-        if self.mode not in ("avg", "max"):
-            raise ValueError(f"mode must be 'avg' or 'max', got {self.mode!r}")
+        _check_mode(self)
 
     @property
     def aux_outputs(self) -> tuple[str, ...]:
@@ -286,9 +300,6 @@ class SPPSpec(_PyramidMixin, OpSpec):
 
     def output_shape(self, input_shape, num_rows) -> tuple:
         return (input_shape[0], input_shape[1] * self.bins)
-
-    def kernel_output_shape(self, input_shape, num_rows) -> tuple:
-        return self.output_shape(input_shape, num_rows)
 
 
 class _PositionSensitiveMixin:
@@ -308,35 +319,17 @@ class _PositionSensitiveMixin:
 
 
 @dataclass(frozen=True)
-class PSRoIAlignSpec(_PositionSensitiveMixin, OpSpec):
+class PSRoIAlignSpec(_PositionSensitiveMixin, _SampledGridSpec):
     """R-FCN's position-sensitive RoIAlign (torchvision.ops.ps_roi_align)."""
 
     name: ClassVar[str] = "ps_roi_align"
 
-    spatial_scale: float = op_param(py_type=float)
-    pooled_height: int = op_param(py_type=int)
-    pooled_width: int = op_param(py_type=int)
-    sampling_ratio: int = op_param(-1, py_type=int)
-
-    def validate(self) -> None:
-        _check_scale(self)
-        _check_pooled(self)
-        _check_sampling(self)
-
 
 @dataclass(frozen=True)
-class PSRoIPoolSpec(_PositionSensitiveMixin, OpSpec):
+class PSRoIPoolSpec(_PositionSensitiveMixin, _GridSpec):
     """R-FCN's position-sensitive RoIPool, an average (torchvision.ops.ps_roi_pool)."""
 
     name: ClassVar[str] = "ps_roi_pool"
-
-    spatial_scale: float = op_param(py_type=float)
-    pooled_height: int = op_param(py_type=int)
-    pooled_width: int = op_param(py_type=int)
-
-    def validate(self) -> None:
-        _check_scale(self)
-        _check_pooled(self)
 
 
 SPECS: dict[str, type[OpSpec]] = {

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -53,7 +54,7 @@ class Target:
         return tvm.target.Target(self.tvm)
 
     @classmethod
-    def from_description(cls, d: dict) -> "Target":
+    def from_description(cls, d: dict) -> Target:
         """The inverse of describe() (a generated package rebuilds its target from its manifest)."""
         return cls(name=d["name"], family=d["family"], runtime=d["runtime"],
                    tvm_json=json.dumps(d["tvm"], sort_keys=True), facts_json=json.dumps(d["schedule"], sort_keys=True),

@@ -19,11 +19,12 @@ import json
 import sys
 
 import torch
-from cases import ONE_PER_OP, OUTPUT, SCALE, OpCase
-from guarded import guarded
 
 from roigen.build import build
 from roigen.specs import SPECS
+
+from cases import ONE_PER_OP, OUTPUT, SCALE, OpCase
+from guarded import guarded
 
 EDGE_VALUES = [0.0, -1.0, -0.5, 0.5, 1.0, 2.0, 4.0, 5.0, 6.0, 1e-30, -1e-30, 1e19, -1e19, 1e30, -1e30,
                3e38, -3e38, 2.0**31, -(2.0**31), 2.0**63, -(2.0**63), 2.0**24 + 1, 1e6, -1e6]

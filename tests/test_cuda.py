@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 import torch
-from boxes import KINDS, random_rois
-from cases import ALL, ONE_PER_OP
 
 import roigen.ops
 from roigen import cache
 from roigen.build import ensure_built
+
+from boxes import KINDS, random_rois
+from cases import ALL, ONE_PER_OP, forward_backward, problem
 
 ARCHS = ("cuda-sm80", "cuda-sm90")
 # One case per kernel shape: every op, both modes, adaptive sampling (the
@@ -59,18 +60,8 @@ ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem, 400 bytes c
 
 
 def _problem(case, gen, dtype=torch.float32):
-    x = torch.randn(2, case.channels(40), 13, 15, generator=gen, dtype=torch.float64).to(dtype)
-    rois = random_rois(2, 13, 15, 24, 0.5, gen, kinds=KINDS + ("inverted",), dtype=dtype) \
-        if case.takes_boxes else None
-    return x, rois
-
-
-def _forward_backward(fn, x, rois, grad_seed=1):
-    x = x.detach().clone().requires_grad_()
-    out = fn(x, rois)
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=torch.float64)
-    out.backward(g.to(out.dtype).to(out.device))
-    return out.detach(), x.grad
+    return problem(case, gen, dtype, shape=(2, 13, 15), channels=case.channels(40), kinds=KINDS + ("inverted",),
+                   count=24)
 
 
 def _cuda(t):
@@ -83,13 +74,13 @@ def _cuda(t):
 def test_runs_on_gpu_and_matches_reference(case, deterministic, gen):
     x, rois = _problem(case, gen, torch.float64)
     fn = lambda t, r: case.roigen(t, r, deterministic=deterministic)  # noqa: E731
-    out, gx = _forward_backward(fn, x.cuda(), _cuda(rois))
+    out, gx = forward_backward(fn, x.cuda(), _cuda(rois))
     assert out.is_cuda and gx.is_cuda
-    ref, gref = _forward_backward(case.reference, x, rois)
+    ref, gref = forward_backward(case.reference, x, rois)
     torch.testing.assert_close(out.cpu(), ref, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(gx.cpu(), gref, rtol=1e-9, atol=1e-9)
-    cpu, gcpu = _forward_backward(lambda t, r: case.roigen(t, r), x.float(), None if rois is None else rois.float())
-    gpu, ggpu = _forward_backward(fn, x.float().cuda(), _cuda(None if rois is None else rois.float()))
+    cpu, gcpu = forward_backward(lambda t, r: case.roigen(t, r), x.float(), None if rois is None else rois.float())
+    gpu, ggpu = forward_backward(fn, x.float().cuda(), _cuda(None if rois is None else rois.float()))
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ggpu.cpu(), gcpu, rtol=1e-4, atol=1e-4)
 
@@ -101,8 +92,8 @@ def test_deterministic_backward_is_bitwise_repeatable(case, gen):
     x, rois = x.cuda(), _cuda(rois)
     torch.use_deterministic_algorithms(True)
     try:
-        _, first = _forward_backward(case.roigen, x, rois)
-        _, second = _forward_backward(case.roigen, x, rois)
+        _, first = forward_backward(case.roigen, x, rois)
+        _, second = forward_backward(case.roigen, x, rois)
     finally:
         torch.use_deterministic_algorithms(False)
     assert torch.equal(first, second)

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from cases import ONE_PER_OP
 
 HERE = Path(__file__).parent
@@ -39,6 +40,7 @@ def _vulkan() -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", [c.name for c in ONE_PER_OP])
 def test_adversarial_boxes_on_guarded_maps(op):
     counts = json.loads(_python(str(HERE / "hostile_runner.py"), op, *(["vulkan"] if _vulkan() else []))

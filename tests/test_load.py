@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+import pytest
 import torch
 
 import roigen.ops as R
@@ -42,6 +43,7 @@ def _calls(gen):
 
 
 
+@pytest.mark.slow
 def test_many_mixed_calls_from_short_lived_threads_leak_nothing():
     gen = torch.Generator().manual_seed(0)
     calls = _calls(gen)

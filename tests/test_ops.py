@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from boxes import KINDS, random_rois
-from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP, WITH_ORACLE
+from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP, WITH_ORACLE, forward_backward, problem
 
 N, H, W = 2, 11, 13
-
-
-def _problem(case, gen, dtype, kinds=KINDS, count=18, channels=None):
-    c = channels or case.channels()
-    x = torch.randn(N, c, H, W, generator=gen, dtype=torch.float64).to(dtype)
-    rois = random_rois(N, H, W, count, 0.5, gen, kinds=kinds, dtype=dtype) if case.takes_boxes else None
-    return x, rois
-
-
-def _forward_backward(fn, x, rois, gen):
-    x = x.detach().clone().requires_grad_()
-    out = fn(x, rois)
-    grad = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
-    out.backward(grad)
-    return out.detach(), x.grad
-
-
-def _seeded(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize("case", ALL, ids=str)
 def test_matches_reference_float64(case, gen):
     # Inverted boxes (x2 < x1) are defined by ROI_OPS.md; torchvision crashes on some.
-    x, rois = _problem(case, gen, torch.float64, kinds=KINDS + ("inverted",), count=21)
-    out, gx = _forward_backward(case.roigen, x, rois, _seeded(1))
-    ref, gref = _forward_backward(case.reference, x, rois, _seeded(1))
+    x, rois = problem(case, gen, torch.float64, kinds=KINDS + ("inverted",), count=21)
+    out, gx = forward_backward(case.roigen, x, rois, 1)
+    ref, gref = forward_backward(case.reference, x, rois, 1)
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(gx, gref, rtol=1e-9, atol=1e-9)
 
@@ -43,9 +25,9 @@ def test_matches_reference_float64(case, gen):
 def test_matches_oracle_float32(case, gen):
     # torchvision's ps_roi_align divides by a zero sample count for zero-size boxes.
     kinds = tuple(k for k in KINDS if k != "zero") if case.name == "ps_roi_align" else KINDS
-    x, rois = _problem(case, gen, torch.float32, kinds=kinds)
-    out, gx = _forward_backward(case.roigen, x, rois, _seeded(1))
-    ref, gref = _forward_backward(case.oracle, x, rois, _seeded(1))
+    x, rois = problem(case, gen, torch.float32, kinds=kinds)
+    out, gx = forward_backward(case.roigen, x, rois, 1)
+    ref, gref = forward_backward(case.oracle, x, rois, 1)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     if case.oracle_gradient:
         torch.testing.assert_close(gx, gref, rtol=1e-5, atol=1e-5)
@@ -63,11 +45,11 @@ def test_gradcheck(case, gen):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", ONE_PER_OP, ids=str)
 def test_half_types_match_float32(case, dtype, gen):
-    x, rois = _problem(case, gen, dtype)
-    out, gx = _forward_backward(case.roigen, x, rois, _seeded(1))
+    x, rois = problem(case, gen, dtype)
+    out, gx = forward_backward(case.roigen, x, rois, 1)
     assert out.dtype == dtype and gx.dtype == dtype
     # The same (rounded) values in float32: only the last rounding may differ.
-    ref, gref = _forward_backward(case.roigen, x.float(), None if rois is None else rois.float(), _seeded(1))
+    ref, gref = forward_backward(case.roigen, x.float(), None if rois is None else rois.float(), 1)
     tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
     torch.testing.assert_close(gx.float(), gref, rtol=tol, atol=tol)
@@ -76,8 +58,8 @@ def test_half_types_match_float32(case, dtype, gen):
 @pytest.mark.parametrize("case", ONE_PER_OP, ids=str)
 @pytest.mark.parametrize("channels", [16, 20])
 def test_layouts_and_strides_agree(case, channels, gen):
-    x, rois = _problem(case, gen, torch.float32, channels=channels if case.spec_cls.packed else None)
-    out, gx = _forward_backward(case.roigen, x, rois, _seeded(1))
+    x, rois = problem(case, gen, torch.float32, channels=channels if case.spec_cls.packed else None)
+    out, gx = forward_backward(case.roigen, x, rois, 1)
     wide = torch.randn(N, x.shape[1], H, 2 * W, generator=gen)
     wide[..., ::2] = x
     variants = {
@@ -86,10 +68,10 @@ def test_layouts_and_strides_agree(case, channels, gen):
         "permuted": x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2),
     }
     for name, variant in variants.items():
-        o, g = _forward_backward(case.roigen, variant, rois, _seeded(1))
+        o, g = forward_backward(case.roigen, variant, rois, 1)
         torch.testing.assert_close(o, out, rtol=1e-6, atol=1e-6, msg=name)
         torch.testing.assert_close(g, gx, rtol=1e-6, atol=1e-6, msg=name)
-    _, g = _forward_backward(case.roigen, variants["channels_last"], rois, _seeded(1))
+    _, g = forward_backward(case.roigen, variants["channels_last"], rois, 1)
     assert g.is_contiguous(memory_format=torch.channels_last), "grad follows the input's memory format"
 
 
@@ -104,7 +86,7 @@ def test_no_boxes(case, gen):
 
 @pytest.mark.parametrize("case", BOXED_ONE_PER_OP, ids=str)
 def test_list_of_boxes_equals_tensor_form(case, gen):
-    x, rois = _problem(case, gen, torch.float32)
+    x, rois = problem(case, gen, torch.float32)
     per_image = [rois[rois[:, 0] == i, 1:] for i in range(N)]
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(N)])
     torch.testing.assert_close(case.roigen(x, per_image), case.roigen(x, ordered))
@@ -112,7 +94,7 @@ def test_list_of_boxes_equals_tensor_form(case, gen):
 
 @pytest.mark.parametrize("case", ONE_PER_OP, ids=str)
 def test_inputs_are_not_modified(case, gen):
-    x, rois = _problem(case, gen, torch.float32)
+    x, rois = problem(case, gen, torch.float32)
     x_before = x.clone()
     rois_before = None if rois is None else rois.clone()
     x.requires_grad_()
@@ -139,8 +121,8 @@ def test_spp_on_maps_smaller_than_the_finest_level(shape, mode, gen):
 
     case = OpCase("spp", (("levels", (4, 2, 1)), ("mode", mode)))
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
-    out, gx = _forward_backward(case.roigen, x, None, _seeded(2))
-    ref, gref = _forward_backward(case.oracle, x, None, _seeded(2))
+    out, gx = forward_backward(case.roigen, x, None, 2)
+    ref, gref = forward_backward(case.oracle, x, None, 2)
     assert out.shape == (shape[0], shape[1] * 21)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(gx, gref)
@@ -149,6 +131,6 @@ def test_spp_on_maps_smaller_than_the_finest_level(shape, mode, gen):
 @pytest.mark.parametrize("case", ONE_PER_OP, ids=str)
 def test_backward_is_deterministic(case, gen):
     """Threads own disjoint slabs of the gradient: repeated runs agree bit for bit."""
-    x, rois = _problem(case, gen, torch.float32, count=40)
-    grads = [_forward_backward(case.roigen, x, rois, _seeded(3))[1] for _ in range(3)]
+    x, rois = problem(case, gen, torch.float32, count=40)
+    grads = [forward_backward(case.roigen, x, rois, 3)[1] for _ in range(3)]
     assert all(torch.equal(grads[0], g) for g in grads[1:])

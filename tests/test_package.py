@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from boxes import KINDS, random_rois
-from devices import require_vulkan
 
 from roigen import reference
 from roigen.package import generate, parse_spec
+
+from boxes import KINDS, random_rois
+from devices import require_vulkan
 
 SPECS = ["roi_align:output_size=3,spatial_scale=0.5,sampling_ratio=-1,aligned=true",
          "roi_pool:output_size=2,spatial_scale=0.5",
@@ -128,6 +129,7 @@ def test_vulkan_package_runs(tmp_path, gen):
     _run_package(tmp_path, out, gen)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 def test_cuda_package_carries_cubin_and_ptxas_report(tmp_path):
     """`roigen generate --target cuda-sm90` with the default op set: every kernel of the
@@ -150,6 +152,7 @@ def _cli(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_a_new_target_is_one_file(tmp_path, gen):
     """Adding a target: a TOML file in a folder on ROIGEN_TARGETS_PATH, then generate."""
     folder = tmp_path / "my_targets"

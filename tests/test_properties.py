@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from boxes import random_rois
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import roigen.ops as R
 from roigen import reference
+
+from boxes import random_rois
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 12), st.integers(1, 12))
 
@@ -17,6 +19,7 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 12), st
 @given(shape=shapes, boxes=st.integers(0, 12), output=st.tuples(st.integers(1, 4), st.integers(1, 4)),
        scale=st.sampled_from([1.0, 0.5, 0.25, 1 / 16]), sampling_ratio=st.integers(-1, 3),
        aligned=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@pytest.mark.slow
 def test_roi_align_matches_reference(shape, boxes, output, scale, sampling_ratio, aligned, seed):
     gen = torch.Generator().manual_seed(seed)
     n, c, h, w = shape

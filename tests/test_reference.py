@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from boxes import random_rois
 
 from roigen import reference
+
+from boxes import random_rois
 
 
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])

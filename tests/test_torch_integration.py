@@ -5,35 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from boxes import random_rois
 
 import roigen.ops as R
 from roigen.backends import llvm as cpu_backend
 from roigen.build import build
 from roigen.specs import RoIAlignSpec
 
-OPS = [
-    ("roi_align", (1.0, 3, 2, 2, True, "avg"), 5),
-    ("roi_align", (0.5, 2, 3, -1, False, "max"), 5),
-    ("roi_pool", (0.5, 3, 3), 5),
-    ("roi_warp", (0.5, 3, 2, 2, "max"), 5),
-    ("roi_spp", (0.5, [3, 1]), 5),
-    ("ps_roi_align", (0.5, 2, 2, -1), 8),
-    ("ps_roi_pool", (0.5, 2, 2), 8),
-]
+from boxes import random_rois
+from cases import ALL, SCALE
+
+# The first and the last case of each op (pairwise rows differ in every field).
+OPCHECK = list({str(c): c for name in dict.fromkeys(c.name for c in ALL)
+                for c in (next(c for c in ALL if c.name == name), [c for c in ALL if c.name == name][-1])}.values())
 
 
-@pytest.mark.parametrize("name, params, channels", OPS, ids=[f"{n}-{p[-1]}" for n, p, _ in OPS])
-def test_opcheck(name, params, channels, gen):
-    x = torch.randn(2, channels, 7, 8, generator=gen, requires_grad=True)
-    rois = random_rois(2, 7, 8, 6, params[0], gen, kinds=("inside", "partial"))
-    torch.library.opcheck(getattr(torch.ops.roigen, name), (x, rois, *params))
-
-
-@pytest.mark.parametrize("mode", ["max", "avg"])
-def test_opcheck_spp(mode, gen):
-    x = torch.randn(2, 5, 7, 8, generator=gen, requires_grad=True)
-    torch.library.opcheck(torch.ops.roigen.spp, (x, [4, 2, 1], mode))
+@pytest.mark.parametrize("case", OPCHECK, ids=str)
+def test_opcheck(case, gen):
+    x = torch.randn(2, case.channels(5), 7, 8, generator=gen, requires_grad=True)
+    params = [list(v) if isinstance(v, tuple) else v for v in case.op_params().values()]  # the schema's int[]
+    rois = (random_rois(2, 7, 8, 6, SCALE, gen, kinds=("inside", "partial")),) if case.takes_boxes else ()
+    torch.library.opcheck(getattr(torch.ops.roigen, case.name), (x, *rois, *params))
 
 
 def test_opcheck_multi_scale(gen):

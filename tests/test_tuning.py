@@ -8,21 +8,21 @@ import subprocess
 import sys
 import textwrap
 import time
-
 from dataclasses import replace
 
 import pytest
 import torch
-from boxes import random_rois
-from cases import cases
-from devices import require_vulkan
 
 from roigen import records
-from roigen.schedules import default_point, knob_groups, space_for
 from roigen.build import ensure_built
+from roigen.schedules import default_point, knob_groups, space_for
 from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
 from roigen.tune import Trial, best_point, points, tune
+
+from boxes import random_rois
+from cases import cases
+from devices import require_vulkan
 
 SPEC = RoIAlignSpec(spatial_scale=0.125, pooled_height=7, pooled_width=7, sampling_ratio=2, aligned=True)
 
@@ -151,6 +151,7 @@ def test_a_bad_database_falls_back_with_a_warning(tmp_path, tuning_dir, damage):
     assert "ignoring" in stderr and out.shape == (2, 24, 7, 7)
 
 
+@pytest.mark.slow
 def test_tuning_on_an_rpc_device(tmp_path):
     """A tracker and a server on loopback, started here; the runner measures through them."""
     pytest.importorskip("tornado")
@@ -173,6 +174,7 @@ def test_tuning_on_an_rpc_device(tmp_path):
     assert (folder / records.RECORD_FILE).read_text().count("SampleCategorical") >= 1
 
 
+@pytest.mark.slow
 def test_tuning_on_vulkan(tmp_path):
     require_vulkan()
     result = tune("roi_pool", "fast_rcnn_pool", "vulkan", trials=2, repeats=1, db=tmp_path / "db", progress=None)

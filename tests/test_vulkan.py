@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from boxes import KINDS, random_rois
-from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP
-from devices import require_vulkan
 
 import roigen.ops
 from roigen.backends import wgpu as vulkan
+
+from boxes import KINDS, random_rois
+from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP, forward_backward, problem
+from devices import require_vulkan
 
 N, H, W = 2, 9, 12
 
@@ -23,26 +24,15 @@ def vulkan_device():
     require_vulkan()
 
 
-def _problem(case, gen, dtype=torch.float32, kinds=KINDS + ("inverted",), count=14):
-    x = torch.randn(N, case.channels(10), H, W, generator=gen, dtype=torch.float64).to(dtype)
-    rois = random_rois(N, H, W, count, 0.5, gen, kinds=kinds, dtype=dtype) if case.takes_boxes else None
-    return x, rois
-
-
-def _forward_backward(fn, x, rois, grad_seed=1):
-    x = x.detach().clone().requires_grad_()
-    out = fn(x, rois)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed),
-                       dtype=torch.float64).to(out.dtype)
-    out.backward(grad)
-    return out.detach(), x.grad
+def _problem(case, gen, kinds=KINDS + ("inverted",), count=14):
+    return problem(case, gen, shape=(N, H, W), channels=case.channels(10), kinds=kinds, count=count)
 
 
 @pytest.mark.parametrize("case", ALL, ids=str)
 def test_matches_reference(case, gen):
     x, rois = _problem(case, gen)
-    out, gx = _forward_backward(lambda t, r: case.roigen(t, r, target="vulkan"), x, rois)
-    ref, gref = _forward_backward(case.reference, x.double(), None if rois is None else rois.double())
+    out, gx = forward_backward(lambda t, r: case.roigen(t, r, target="vulkan"), x, rois)
+    ref, gref = forward_backward(case.reference, x.double(), None if rois is None else rois.double())
     assert out.dtype == torch.float32 and out.device.type == "cpu"
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx.double(), gref, rtol=1e-5, atol=1e-5)
@@ -52,8 +42,8 @@ def test_matches_reference(case, gen):
 def test_backward_is_repeatable(case, gen):
     x, rois = _problem(case, gen, kinds=("inside", "partial", "huge"), count=30)
     fn = lambda t, r: case.roigen(t, r, target="vulkan")  # noqa: E731
-    _, first = _forward_backward(fn, x, rois)
-    _, second = _forward_backward(fn, x, rois)
+    _, first = forward_backward(fn, x, rois)
+    _, second = forward_backward(fn, x, rois)
     assert torch.equal(first, second)
 
 
@@ -61,14 +51,14 @@ def test_backward_is_repeatable(case, gen):
 def test_half_input_and_channels_last(case, gen):
     x, rois = _problem(case, gen)
     fn = lambda t, r: case.roigen(t, r, target="vulkan")  # noqa: E731
-    out, gx = _forward_backward(fn, x.to(torch.bfloat16), None if rois is None else rois.to(torch.bfloat16))
+    out, gx = forward_backward(fn, x.to(torch.bfloat16), None if rois is None else rois.to(torch.bfloat16))
     assert out.dtype == gx.dtype == torch.bfloat16
-    ref, _ = _forward_backward(fn, x.to(torch.bfloat16).float(),
+    ref, _ = forward_backward(fn, x.to(torch.bfloat16).float(),
                                None if rois is None else rois.to(torch.bfloat16).float())
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
     nhwc = x.contiguous(memory_format=torch.channels_last)
-    out_nhwc, g_nhwc = _forward_backward(fn, nhwc, rois)
-    out_nchw, g_nchw = _forward_backward(fn, x, rois)
+    out_nhwc, g_nhwc = forward_backward(fn, nhwc, rois)
+    out_nchw, g_nchw = forward_backward(fn, x, rois)
     torch.testing.assert_close(out_nhwc, out_nchw)
     torch.testing.assert_close(g_nhwc, g_nchw)
     assert g_nhwc.is_contiguous(memory_format=torch.channels_last)

@@ -16,9 +16,9 @@ compares).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 # A cache entry or package keeps the shared library under this suffix.
 LIBRARY = ".so"

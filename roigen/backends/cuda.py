@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import shutil
 import subprocess
 import tempfile
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -187,7 +187,7 @@ class _Kernel:
 
     def _pods(self, values: dict[str, int], blocks: int):
         words = []
-        for name, kind in self.pod_fields:
+        for name, _type in self.pod_fields:
             if name == "packGridDimX":
                 words.append(blocks)
             elif name in values:

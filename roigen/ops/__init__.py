@@ -7,11 +7,13 @@ for _spec_cls in SPECS.values():
     register(_spec_cls)
 
 from .multi_scale import MultiScaleRoIAlign, multi_scale_roi_align  # noqa: E402
-from .ps_roi import PSRoIAlign, PSRoIPool, ps_roi_align, ps_roi_pool  # noqa: E402
+from .ps_roi_align import PSRoIAlign, ps_roi_align  # noqa: E402
+from .ps_roi_pool import PSRoIPool, ps_roi_pool  # noqa: E402
 from .roi_align import RoIAlign, roi_align  # noqa: E402
 from .roi_pool import RoIPool, roi_pool  # noqa: E402
+from .roi_spp import RoISPP, roi_spp  # noqa: E402
 from .roi_warp import RoIWarp, roi_warp  # noqa: E402
-from .spp import RoISPP, SpatialPyramidPool, roi_spp, spp  # noqa: E402
+from .spp import SpatialPyramidPool, spp  # noqa: E402
 
 __all__ = [
     "roi_align", "RoIAlign", "roi_pool", "RoIPool", "roi_warp", "RoIWarp",

@@ -22,7 +22,7 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
     ph, pw = output_size_pair(output_size)
     return call(RoIAlignSpec, input, boxes, spatial_scale=_as_float(spatial_scale), pooled_height=ph,
                 pooled_width=pw, sampling_ratio=sampling_ratio, aligned=aligned, mode=mode,
-                            target=target, deterministic=deterministic)
+                target=target, deterministic=deterministic)
 
 
 class RoIAlign(nn.Module):
@@ -44,3 +44,16 @@ class RoIAlign(nn.Module):
     def extra_repr(self) -> str:
         return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
                 f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}")
+
+
+def oracle(params: dict):
+    """torchvision's roi_align (average mode only: it has no max mode)."""
+    import torchvision
+
+    if params.get("mode", "avg") != "avg":
+        return None
+
+    def roi_align_avg(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, mode="avg"):
+        return torchvision.ops.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+
+    return roi_align_avg

@@ -1,11 +1,11 @@
-"""SPPnet: spatial pyramid pooling over the whole map (spp) and inside boxes (roi_spp)."""
+"""spp / SpatialPyramidPool: SPPnet's spatial pyramid pooling over the whole map."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..specs import RoISPPSpec, SPPSpec
-from ._checks import as_float, as_levels
+from ..specs import SPPSpec
+from ._checks import as_levels
 from ._registry import call
 
 
@@ -17,15 +17,6 @@ def spp(input: Tensor, levels=(4, 2, 1), mode: str = "max",
     as `cat([adaptive_max_pool2d(input, n).flatten(1) for n in levels], 1)`.
     """
     return call(SPPSpec, input, None, levels=as_levels(levels), mode=mode, target=target, deterministic=deterministic)
-
-
-def roi_spp(input: Tensor, boxes, levels=(4, 2, 1), spatial_scale: float = 1.0,
-            *, target: str = "auto", deterministic: bool = False) -> Tensor:
-    """SPPnet pooling inside boxes: the RoIPool grids of every level, computed in one
-    pass per box.  Returns Tensor[K, C * sum(n*n)], equal to
-    `cat([roi_pool(input, boxes, n, spatial_scale).flatten(1) for n in levels], 1)`."""
-    return call(RoISPPSpec, input, boxes, spatial_scale=as_float(spatial_scale), levels=as_levels(levels),
-                target=target, deterministic=deterministic)
 
 
 class SpatialPyramidPool(nn.Module):
@@ -40,13 +31,14 @@ class SpatialPyramidPool(nn.Module):
         return f"levels={self.levels}, mode={self.mode!r}"
 
 
-class RoISPP(nn.Module):
-    def __init__(self, levels=(4, 2, 1), spatial_scale: float = 1.0):
-        super().__init__()
-        self.levels, self.spatial_scale = tuple(levels), spatial_scale
+def oracle(params: dict):
+    """torch's adaptive pooling, once per level."""
+    import torch
+    import torch.nn.functional as F
 
-    def forward(self, input: Tensor, rois) -> Tensor:
-        return roi_spp(input, rois, self.levels, self.spatial_scale)
+    pool = F.adaptive_max_pool2d if params.get("mode", "max") == "max" else F.adaptive_avg_pool2d
 
-    def extra_repr(self) -> str:
-        return f"levels={self.levels}, spatial_scale={self.spatial_scale}"
+    def composed(input, levels=(4, 2, 1), mode="max"):
+        return torch.cat([pool(input, n).flatten(1) for n in levels], 1)
+
+    return composed

@@ -41,7 +41,7 @@ def roi_warp_kernels(spec: RoIWarpSpec, lanes: int, **options) -> dict[str, tirx
 
 
 def align_tables(spec, start, extent):
-    """The per-box sample tables of the align family (see sampling.py).
+    """The per-box sample tables of the align family (see common/sampling.py).
 
     `start(rois, k, col)` and `extent(rois, k, col)` give a box's first
     coordinate and size along x (col 1) or y (col 2) in feature-map units.
@@ -77,7 +77,7 @@ def align_tables(spec, start, extent):
     @T.prim_func
     def tables(r: T.handle, it: T.handle, ft: T.handle, H: T.int64, W: T.int64):
         # One box per task: y entries first (row offsets, weights carrying 1/count
-        # in avg mode), then x entries; see sampling.py.
+        # in avg mode), then x entries; see common/sampling.py.
         T.func_attr({"tirx.noalias": True})
         K = T.int64()
         S = T.int64()
@@ -101,9 +101,9 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
 
     `fuse`: forward reads the caller's map and backward writes the caller's
     gradient, each task converting its own (image, block) slab in a scratch
-    buffer (see `layout.block_macros`), so there are no pack/unpack passes.
+    buffer (see `_layout.block_macros`), so there are no pack/unpack passes.
     `shuffle`: the forward writes its output through block transposes
-    (`transpose.bin_tile`).
+    (`_transpose.bin_tile`).
     """
     dt = spec.compute_dtype
     L = lanes
@@ -176,7 +176,7 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                         put_bin(tile, ph * PW + pw, acc)
                         if not avg:
                             put_bin(atile, ph * PW + pw, arg)
-                    # The (box, block) run of the output is channel-major (transpose.py).
+                    # The (box, block) run of the output is channel-major (_transpose.py).
                     move_bins(tile, tr, flat_out, k * C, cb, C)
                     if not avg:
                         if A > 0:
@@ -216,10 +216,14 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                             sy = 2 * (ph * gh + iy)
                             sx = 2 * PH * gh + 2 * (pw * gw + ix)
                             for ci in T.vectorized(L):
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gvec[ci]
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gvec[ci]
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gvec[ci]
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gvec[ci]
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += (
+                                    ftab[k, sy] * ftab[k, sx] * gvec[ci])
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += (
+                                    ftab[k, sy] * ftab[k, sx + 1] * gvec[ci])
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += (
+                                    ftab[k, sy + 1] * ftab[k, sx] * gvec[ci])
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += (
+                                    ftab[k, sy + 1] * ftab[k, sx + 1] * gvec[ci])
                 else:
                     # Max: only the winning sample of each bin and channel gets the gradient.
                     for ci in range(T.min(L, C - cb * L)):
@@ -229,10 +233,14 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                                 sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
                                 sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
                                 gv = grad_out[k, cb * L + ci, ph * PW + pw]
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += ftab[k, sy] * ftab[k, sx] * gv
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += ftab[k, sy] * ftab[k, sx + 1] * gv
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += ftab[k, sy + 1] * ftab[k, sx] * gv
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += (
+                                    ftab[k, sy] * ftab[k, sx] * gv)
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += (
+                                    ftab[k, sy] * ftab[k, sx + 1] * gv)
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += (
+                                    ftab[k, sy + 1] * ftab[k, sx] * gv)
+                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += (
+                                    ftab[k, sy + 1] * ftab[k, sx + 1] * gv)
 
     def map_buffer_shape(N, Cb, C, H, W):
         # Fused kernels take the caller's map (or gradient); the others, channel blocks.

@@ -1,6 +1,6 @@
 """RoIPool's math as TIR, and RoI-SPP's (a pyramid of RoIPool grids in one pass per box).
 
-Same channel blocks and (image, channel block) tasks as `roi_align.py`.  The
+Same channel blocks and (image, channel block) tasks as `_align.py`.  The
 output is (K, D): for each grid (level) in order, C channels of GH*GW bins,
 channel-major, so RoIPool's (K, C, PH, PW) is the one-level case.  `argmax`
 (flat, K*D int32) holds each bin's first maximum in row-major order as the
@@ -131,8 +131,10 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                                     for ci in range(L):
                                         tile[ci, r * GW(lv) + pw] = acc[ci]
                                         atile[ci, r * GW(lv) + pw] = arg[ci]
-                                for ci, j in T.grid(T.min(L, C - cb * L), T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)) * GW(lv)):
-                                    q = T.meta_var(C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + r0 * ROWS(lv) * GW(lv) + j)
+                                rows = T.meta_var(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)))
+                                for ci, j in T.grid(T.min(L, C - cb * L), rows * GW(lv)):
+                                    q = T.meta_var(C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv)
+                                                   + r0 * ROWS(lv) * GW(lv) + j)
                                     out[k, q] = tile[ci, j]
                                     if A > 0:
                                         argmax[k * D + q] = atile[ci, j]
@@ -168,7 +170,7 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                                     acc = T.alloc_buffer((L,), dt)
                                     arg = T.alloc_buffer((L,), "int32")
                                     scan_bin(data, n, cb, rois, k, lv, ph, pw, acc, arg, H, W)
-                                    # Tiles in output order (channel-major), as in roi_align.py.
+                                    # Tiles in output order (channel-major), as in _align.py.
                                     for ci in range(L):
                                         tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
                                         atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]

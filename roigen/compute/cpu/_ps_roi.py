@@ -105,9 +105,12 @@ def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
                         sy = 2 * (ph * gh + iy)
                         sx = 2 * PH * gh + 2 * (pw * gw + ix)
                         grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])] += ftab[k, sy] * ftab[k, sx] * gv
-                        grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])] += ftab[k, sy] * ftab[k, sx + 1] * gv
-                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])] += ftab[k, sy + 1] * ftab[k, sx] * gv
-                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])] += ftab[k, sy + 1] * ftab[k, sx + 1] * gv
+                        grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])] += (
+                            ftab[k, sy] * ftab[k, sx + 1] * gv)
+                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])] += (
+                            ftab[k, sy + 1] * ftab[k, sx] * gv)
+                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])] += (
+                            ftab[k, sy + 1] * ftab[k, sx + 1] * gv)
 
     return {**table_kernels, "forward": forward, "backward": backward}
 

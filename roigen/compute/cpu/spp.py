@@ -4,7 +4,7 @@ Each level n splits the map into n x n adaptive bins, bin i spanning
 [floor(i*H/n), ceil((i+1)*H/n)) in exact integer arithmetic (as
 adaptive_max_pool2d), so every level is exactly n x n, even for maps smaller
 than n.  Output (N, D), D = C * sum(n*n): levels in order, each channel-major,
-the pool family's layout (roi_pool.py).  Max mode keeps the first maximum's
+the pool family's layout (_pool.py).  Max mode keeps the first maximum's
 pixel index h*W + w in `argmax`; avg divides by the bin's area.
 """
 
@@ -116,7 +116,8 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                             out[n, C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = tile[ci, OFF(lv) + p]
                             if not avg:
                                 if A > 0:
-                                    argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = atile[ci, OFF(lv) + p]
+                                    argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = (
+                                        atile[ci, OFF(lv) + p])
 
     @T.prim_func
     def backward(g: T.handle, a: T.handle, gd: T.handle):

@@ -127,12 +127,13 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
                         if c < CO:
                             for iy in range(T.min(S, gh - yc * S)):
                                 for ix in range(T.min(S, gw - xc * S)):
+                                    ch = T.meta_var(in_channel(c, b))
                                     v = T.meta_var(
-                                        yw[2 * iy] * (xw[2 * ix] * x[n, yi[2 * iy], xi[2 * ix], in_channel(c, b)]
-                                                      + xw[2 * ix + 1] * x[n, yi[2 * iy], xi[2 * ix + 1], in_channel(c, b)])
+                                        yw[2 * iy] * (xw[2 * ix] * x[n, yi[2 * iy], xi[2 * ix], ch]
+                                                      + xw[2 * ix + 1] * x[n, yi[2 * iy], xi[2 * ix + 1], ch])
                                         + yw[2 * iy + 1] * (
-                                            xw[2 * ix] * x[n, yi[2 * iy + 1], xi[2 * ix], in_channel(c, b)]
-                                            + xw[2 * ix + 1] * x[n, yi[2 * iy + 1], xi[2 * ix + 1], in_channel(c, b)]))
+                                            xw[2 * ix] * x[n, yi[2 * iy + 1], xi[2 * ix], ch]
+                                            + xw[2 * ix + 1] * x[n, yi[2 * iy + 1], xi[2 * ix + 1], ch]))
                                     if avg:
                                         acc[0] = acc[0] + v
                                     else:
@@ -269,8 +270,9 @@ def _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables, i
                                 for iy in range(T.min(S, gh - yc * S)):
                                     for ix in range(T.min(S, gw - xc * S)):
                                         for cy, cx in T.grid(2, 2):
+                                            ch = T.meta_var(in_channel(c, b))
                                             T.evaluate(T.cuda.atomic_add(
-                                                T.address_of(grad_input[n, yi[2 * iy + cy], xi[2 * ix + cx], in_channel(c, b)]),
+                                                T.address_of(grad_input[n, yi[2 * iy + cy], xi[2 * ix + cx], ch]),
                                                 yw[2 * iy + cy] * xw[2 * ix + cx] * (grad[k, c, b] / count(gh, gw))))
                 else:
                     # Max mode touches one sample per thread: no tables to share.

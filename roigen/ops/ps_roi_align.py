@@ -1,0 +1,37 @@
+"""ps_roi_align / PSRoIAlign: R-FCN's position-sensitive RoIAlign, torchvision's API and results."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..specs import PSRoIAlignSpec, output_size_pair
+from ._checks import as_float
+from ._registry import call
+
+
+def ps_roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
+                 sampling_ratio: int = -1, *, target: str = "auto", deterministic: bool = False) -> Tensor:
+    """Position-sensitive RoIAlign (torchvision.ops.ps_roi_align): input has
+    C_out * PH * PW channels; returns Tensor[K, C_out, PH, PW]."""
+    ph, pw = output_size_pair(output_size)
+    return call(PSRoIAlignSpec, input, boxes, spatial_scale=as_float(spatial_scale), pooled_height=ph,
+                pooled_width=pw, sampling_ratio=sampling_ratio, target=target, deterministic=deterministic)
+
+
+class PSRoIAlign(nn.Module):
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int):
+        super().__init__()
+        self.output_size, self.spatial_scale, self.sampling_ratio = output_size, spatial_scale, sampling_ratio
+
+    def forward(self, input: Tensor, rois) -> Tensor:
+        return ps_roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}")
+
+
+def oracle(params: dict):
+    import torchvision
+
+    return torchvision.ops.ps_roi_align

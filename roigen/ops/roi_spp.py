@@ -1,0 +1,41 @@
+"""roi_spp / RoISPP: SPPnet's pyramid pooling inside boxes, every level in one pass per box."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..specs import RoISPPSpec
+from ._checks import as_float, as_levels
+from ._registry import call
+
+
+def roi_spp(input: Tensor, boxes, levels=(4, 2, 1), spatial_scale: float = 1.0,
+            *, target: str = "auto", deterministic: bool = False) -> Tensor:
+    """SPPnet pooling inside boxes: the RoIPool grids of every level, computed in one
+    pass per box.  Returns Tensor[K, C * sum(n*n)], equal to
+    `cat([roi_pool(input, boxes, n, spatial_scale).flatten(1) for n in levels], 1)`."""
+    return call(RoISPPSpec, input, boxes, spatial_scale=as_float(spatial_scale), levels=as_levels(levels),
+                target=target, deterministic=deterministic)
+
+
+class RoISPP(nn.Module):
+    def __init__(self, levels=(4, 2, 1), spatial_scale: float = 1.0):
+        super().__init__()
+        self.levels, self.spatial_scale = tuple(levels), spatial_scale
+
+    def forward(self, input: Tensor, rois) -> Tensor:
+        return roi_spp(input, rois, self.levels, self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, spatial_scale={self.spatial_scale}"
+
+
+def oracle(params: dict):
+    """torchvision has no RoI-SPP: its `roi_pool` once per level."""
+    import torch
+    import torchvision
+
+    def composed(input, boxes, levels=(4, 2, 1), spatial_scale=1.0):
+        return torch.cat([torchvision.ops.roi_pool(input, boxes, n, spatial_scale).flatten(1) for n in levels], 1)
+
+    return composed
