@@ -28,10 +28,12 @@ SCRIPT = textwrap.dedent("""
     if mode == "kill-compiling":  # killed inside the compiler
         tvm.compile = die
     elif mode == "kill-writing-library":  # a temporary library half written
-        def half(executable, target, path):
-            open(path, "wb").write(b"\\x7fELF" + b"\\0" * 1000)
-            die()
-        roigen.build.export = half
+        write = roigen.cache.atomic_write
+        def half_library(target, fn):
+            if target.suffix == ".so":
+                write(target, lambda tmp: (open(tmp, "wb").write(b"\\x7fELF" + b"\\0" * 1000), die()))
+            write(target, fn)
+        roigen.cache.atomic_write = half_library
     elif mode == "kill-before-record":  # the library in place, its record not
         write = roigen.cache.atomic_write
         def until_record(target, fn):
@@ -177,6 +179,7 @@ def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path):
                                   "kill-writing-record"])
 def test_a_build_killed_at_any_step_leaves_a_cache_that_recovers(tmp_path, step):
     cache = tmp_path / "cache"
+    # -9 proves the patched step was reached: a kill point the build no longer passes fails here.
     assert _run(tmp_path, cache, step, check=False) == -9
     stderr = []
     out = _run(tmp_path, cache, "build", stderr)
