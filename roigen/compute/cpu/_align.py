@@ -26,6 +26,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ...specs import RoIAlignSpec, RoIWarpSpec
+from ..common.bilinear import corners_at, interpolate, scatter_macro
 from ..common.sampling import axis_table_macro, box_rule, sample_grid
 from ._layout import block_macros, map_shape
 from ._transpose import MAX_TILE_BINS, bin_tile
@@ -113,6 +114,7 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
     avg = spec.mode == "avg"
     grids, table_kernels = align_tables(spec, start, extent)
     load, store = block_macros(spec.layout, dt, L)
+    scatter = scatter_macro()
     # A grid of more bins than a tile holds goes out in runs of whole rows of bins
     # (scratch per task stays at most MAX_TILE_BINS or one row, whatever output_size).
     chunked = P > MAX_TILE_BINS
@@ -130,13 +132,8 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
             sx = 2 * PH * gh + 2 * (pw * gw + ix)
             for ci in T.vectorized(L):
                 # data[dn, dcb, 0, row*W + col] addresses pixel (row, col).
-                v = T.meta_var(ftab[k, sy] * (
-                    ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci]
-                    + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci]
-                ) + ftab[k, sy + 1] * (
-                    ftab[k, sx] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci]
-                    + ftab[k, sx + 1] * data[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci]
-                ))
+                v = T.meta_var(interpolate(lambda y, x: data[dn, dcb, 0, T.Cast("int64", y + x), ci],
+                                           corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx)))
                 if avg:
                     acc[ci] = acc[ci] + v
                 else:
@@ -216,14 +213,8 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                             sy = 2 * (ph * gh + iy)
                             sx = 2 * PH * gh + 2 * (pw * gw + ix)
                             for ci in T.vectorized(L):
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += (
-                                    ftab[k, sy] * ftab[k, sx] * gvec[ci])
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += (
-                                    ftab[k, sy] * ftab[k, sx + 1] * gvec[ci])
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += (
-                                    ftab[k, sy + 1] * ftab[k, sx] * gvec[ci])
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += (
-                                    ftab[k, sy + 1] * ftab[k, sx + 1] * gvec[ci])
+                                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci),
+                                        corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx), gvec[ci])
                 else:
                     # Max: only the winning sample of each bin and channel gets the gradient.
                     for ci in range(T.min(L, C - cb * L)):
@@ -233,14 +224,8 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                                 sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
                                 sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
                                 gv = grad_out[k, cb * L + ci, ph * PW + pw]
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx]), ci] += (
-                                    ftab[k, sy] * ftab[k, sx] * gv)
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1]), ci] += (
-                                    ftab[k, sy] * ftab[k, sx + 1] * gv)
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx]), ci] += (
-                                    ftab[k, sy + 1] * ftab[k, sx] * gv)
-                                grad[dn, dcb, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1]), ci] += (
-                                    ftab[k, sy + 1] * ftab[k, sx + 1] * gv)
+                                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci),
+                                        corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx), gv)
 
     def map_buffer_shape(N, Cb, C, H, W):
         # Fused kernels take the caller's map (or gradient); the others, channel blocks.

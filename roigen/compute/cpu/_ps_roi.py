@@ -21,6 +21,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..common.bilinear import corners_at, interpolate, scatter_macro
 from ..common.sampling import box_rule, pool_edge
 from ._align import align_tables
 
@@ -32,6 +33,7 @@ def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
     P = PH * PW
     zero = tirx.const(0.0, dt)
     grids, table_kernels = align_tables(spec, *box_rule(spec))
+    scatter = scatter_macro()
 
     @T.prim_func
     def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
@@ -64,13 +66,8 @@ def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
                         sy = 2 * (ph * gh + iy)
                         sx = 2 * PH * gh + 2 * (pw * gw + ix)
                         # data[n, plane, 0, row*W + col] addresses pixel (row, col).
-                        acc[0] = acc[0] + ftab[k, sy] * (
-                            ftab[k, sx] * data[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])]
-                            + ftab[k, sx + 1] * data[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])]
-                        ) + ftab[k, sy + 1] * (
-                            ftab[k, sx] * data[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])]
-                            + ftab[k, sx + 1] * data[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])]
-                        )
+                        acc[0] = interpolate(lambda y, x: data[n, plane, 0, T.Cast("int64", y + x)],
+                                             corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx), acc[0])
                     out[k, plane // P, plane % P] = acc[0]
 
     @T.prim_func
@@ -104,13 +101,8 @@ def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
                     for iy, ix in T.grid(gh, gw):
                         sy = 2 * (ph * gh + iy)
                         sx = 2 * PH * gh + 2 * (pw * gw + ix)
-                        grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx])] += ftab[k, sy] * ftab[k, sx] * gv
-                        grad[n, plane, 0, T.Cast("int64", itab[k, sy] + itab[k, sx + 1])] += (
-                            ftab[k, sy] * ftab[k, sx + 1] * gv)
-                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx])] += (
-                            ftab[k, sy + 1] * ftab[k, sx] * gv)
-                        grad[n, plane, 0, T.Cast("int64", itab[k, sy + 1] + itab[k, sx + 1])] += (
-                            ftab[k, sy + 1] * ftab[k, sx + 1] * gv)
+                        scatter(grad, lambda y, x: (n, plane, 0, T.Cast("int64", y + x)),
+                                corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx), gv)
 
     return {**table_kernels, "forward": forward, "backward": backward}
 

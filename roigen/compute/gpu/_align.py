@@ -20,6 +20,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..common.bilinear import corners_at, interpolate, scatter_macro
 from ..common.sampling import axis_corners, box_rule, sample_grid, sample_pos
 
 I32 = "int32"
@@ -52,6 +53,7 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
     zero = tirx.const(0.0, dt)
     one_i = tirx.const(1, I32)
     assert S <= TPB, "a block's threads fill its sample tables"
+    scatter, scatter_atomic = scatter_macro(), scatter_macro(atomic=True)
 
     def grid(rois, k, col, pooled):
         return sample_grid(extent(rois, k, col), pooled, spec.sampling_ratio, dt, I32)
@@ -127,13 +129,8 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
                         if c < CO:
                             for iy in range(T.min(S, gh - yc * S)):
                                 for ix in range(T.min(S, gw - xc * S)):
-                                    ch = T.meta_var(in_channel(c, b))
-                                    v = T.meta_var(
-                                        yw[2 * iy] * (xw[2 * ix] * x[n, yi[2 * iy], xi[2 * ix], ch]
-                                                      + xw[2 * ix + 1] * x[n, yi[2 * iy], xi[2 * ix + 1], ch])
-                                        + yw[2 * iy + 1] * (
-                                            xw[2 * ix] * x[n, yi[2 * iy + 1], xi[2 * ix], ch]
-                                            + xw[2 * ix + 1] * x[n, yi[2 * iy + 1], xi[2 * ix + 1], ch]))
+                                    v = T.meta_var(interpolate(lambda y, xx: x[n, y, xx, in_channel(c, b)],
+                                                               corners_at(yi, yw, 2 * iy), corners_at(xi, xw, 2 * ix)))
                                     if avg:
                                         acc[0] = acc[0] + v
                                     else:
@@ -191,15 +188,15 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
                                         corners(yi, yw, 0, y0, bh, gh, b // PW * gh + iy, H)
                                         for ix in range(gw):
                                             corners(xi, xw, 0, x0, bw, gw, b % PW * gw + ix, W)
-                                            for cy, cx in T.grid(2, 2):
-                                                grad_input[n, yi[cy], xi[cx], ci] += yw[cy] * xw[cx] * gv
+                                            scatter(grad_input, lambda y, xx: (n, y, xx, ci),
+                                                    corners_at(yi, yw, 0), corners_at(xi, xw, 0), gv)
                                 else:
                                     s = aux[(k * CO + c) * P + b]
                                     if s >= 0 and s < gh * gw:  # a sample of this bin, whoever forged aux
                                         corners(yi, yw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
                                         corners(xi, xw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
-                                        for cy, cx in T.grid(2, 2):
-                                            grad_input[n, yi[cy], xi[cx], ci] += yw[cy] * xw[cx] * grad[k, c, b]
+                                        scatter(grad_input, lambda y, xx: (n, y, xx, ci),
+                                                corners_at(yi, yw, 0), corners_at(xi, xw, 0), grad[k, c, b])
 
     @T.prim_func
     def grid_size(r_h: T.handle, g_h: T.handle):
@@ -218,20 +215,10 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
     kernels = {"forward": forward, "backward": backward}
     if spec.sampling_ratio <= 0:
         kernels["grid_size"] = grid_size
-    if sched.atomics:
-        kernels["backward_atomic"] = _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables,
-                                                      in_channel, count, avg)
-    return kernels
+    if not sched.atomics:
+        return kernels
 
-
-def _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables, in_channel, count, avg):
-    """backward with the forward's blocks and sample tables, scattering by atomic adds."""
-    dt = spec.compute_dtype
-    PH, PW = spec.pooled_size
-    P = PH * PW
-    TPB = sched.threads
-    S = sched.table
-
+    # backward with the forward's blocks and sample tables, scattering by atomic adds (CUDA).
     @T.prim_func
     def backward_atomic(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
         T.func_attr({"tirx.noalias": True})
@@ -269,11 +256,9 @@ def _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables, i
                             if c < CO:
                                 for iy in range(T.min(S, gh - yc * S)):
                                     for ix in range(T.min(S, gw - xc * S)):
-                                        for cy, cx in T.grid(2, 2):
-                                            ch = T.meta_var(in_channel(c, b))
-                                            T.evaluate(T.cuda.atomic_add(
-                                                T.address_of(grad_input[n, yi[2 * iy + cy], xi[2 * ix + cx], ch]),
-                                                yw[2 * iy + cy] * xw[2 * ix + cx] * (grad[k, c, b] / count(gh, gw))))
+                                        scatter_atomic(grad_input, lambda y, xx: (n, y, xx, in_channel(c, b)),
+                                                       corners_at(yi, yw, 2 * iy), corners_at(xi, xw, 2 * ix),
+                                                       grad[k, c, b] / count(gh, gw))
                 else:
                     # Max mode touches one sample per thread: no tables to share.
                     yl = T.alloc_buffer((2,), I32, scope="local")
@@ -285,9 +270,8 @@ def _atomic_backward(spec, sched, start, bin_size, grid, corners, fill_tables, i
                         if s >= 0 and s < gh * gw:
                             corners(yl, ylw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
                             corners(xl, xlw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
-                            for cy, cx in T.grid(2, 2):
-                                T.evaluate(T.cuda.atomic_add(
-                                    T.address_of(grad_input[n, yl[cy], xl[cx], in_channel(c, b)]),
-                                    ylw[cy] * xlw[cx] * grad[k, c, b]))
+                            scatter_atomic(grad_input, lambda y, xx: (n, y, xx, in_channel(c, b)),
+                                           corners_at(yl, ylw, 0), corners_at(xl, xlw, 0), grad[k, c, b])
 
-    return backward_atomic
+    kernels["backward_atomic"] = backward_atomic
+    return kernels

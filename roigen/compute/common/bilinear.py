@@ -1,0 +1,51 @@
+"""One bilinear sample: the read of its four corners, and its twin, the scatter of a gradient.
+
+A sample's corners along an axis are `(low, high, w_low, w_high)` (see
+`sampling.axis_corners`); where the kernels keep them (sample tables, shared
+or local buffers) and how a corner pair becomes an address differ by kernel,
+so both helpers take the corners as values and an address function.  The
+order of floating-point operations is ROI_OPS.md's (and torchvision's):
+wy0 * (wx0 * v00 + wx1 * v01) + wy1 * (wx0 * v10 + wx1 * v11) forward, and
+wy * wx * g per corner backward.
+"""
+
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+
+def corners_at(ibuf, fbuf, *index):
+    """The corners stored at `index` and the entry after it along the last axis (`ibuf`
+    the indices, `fbuf` the weights): the layout every sample table here uses."""
+    *lead, last = index
+    return ibuf[(*lead, last)], ibuf[(*lead, last + 1)], fbuf[(*lead, last)], fbuf[(*lead, last + 1)]
+
+
+def interpolate(read, ys, xs, onto=None):
+    """The sample's value; `read(y, x)` loads the pixel at corner indices y, x.  With
+    `onto` (a running sum), the sum plus the value, adding one row of corners at a time."""
+    y0, y1, wy0, wy1 = ys
+    x0, x1, wx0, wx1 = xs
+    top = wy0 * (wx0 * read(y0, x0) + wx1 * read(y0, x1))
+    bottom = wy1 * (wx0 * read(y1, x0) + wx1 * read(y1, x1))
+    return top + bottom if onto is None else onto + top + bottom
+
+
+def scatter_macro(atomic: bool = False):
+    """A macro adding `g` times each corner's weight into `buf` at `address(y, x)`
+    (an index tuple): plain adds, or CUDA atomic adds where blocks share pixels."""
+
+    @T.macro
+    def scatter(buf, address, ys, xs, g):
+        if atomic:
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[0], xs[0])]), ys[2] * xs[2] * g))
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[0], xs[1])]), ys[2] * xs[3] * g))
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[1], xs[0])]), ys[3] * xs[2] * g))
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[1], xs[1])]), ys[3] * xs[3] * g))
+        else:
+            buf[*address(ys[0], xs[0])] += ys[2] * xs[2] * g
+            buf[*address(ys[0], xs[1])] += ys[2] * xs[3] * g
+            buf[*address(ys[1], xs[0])] += ys[3] * xs[2] * g
+            buf[*address(ys[1], xs[1])] += ys[3] * xs[3] * g
+
+    return scatter
