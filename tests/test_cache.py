@@ -25,29 +25,28 @@ SCRIPT = textwrap.dedent("""
             raise AssertionError("compiled although the kernel was cached")
         tvm.compile = refuse
     import roigen.build, roigen.cache
+    write = roigen.cache.atomic_write
+
+    def die_while_writing(suffix, partial):
+        # The process killed once `partial(tmp)` has half written the temporary `suffix` file.
+        def half_written(target, fn):
+            if target.suffix == suffix:
+                write(target, lambda tmp: (partial(tmp), die()))
+            write(target, fn)
+        roigen.cache.atomic_write = half_written
+
     if mode == "kill-compiling":  # killed inside the compiler
         tvm.compile = die
     elif mode == "kill-writing-library":  # a temporary library half written
-        write = roigen.cache.atomic_write
-        def half_library(target, fn):
-            if target.suffix == ".so":
-                write(target, lambda tmp: (open(tmp, "wb").write(b"\\x7fELF" + b"\\0" * 1000), die()))
-            write(target, fn)
-        roigen.cache.atomic_write = half_library
+        die_while_writing(".so", lambda tmp: open(tmp, "wb").write(b"\\x7fELF" + b"\\0" * 1000))
     elif mode == "kill-before-record":  # the library in place, its record not
-        write = roigen.cache.atomic_write
         def until_record(target, fn):
             if target.suffix == ".json":
                 die()
             write(target, fn)
         roigen.cache.atomic_write = until_record
     elif mode == "kill-writing-record":  # a temporary record half written
-        write = roigen.cache.atomic_write
-        def half_record(target, fn):
-            if target.suffix == ".json":
-                write(target, lambda tmp: (open(tmp, "w").write('{"key": '), die()))
-            write(target, fn)
-        roigen.cache.atomic_write = half_record
+        die_while_writing(".json", lambda tmp: open(tmp, "w").write('{"key": '))
     import roigen.ops as R
     torch.manual_seed(0)
     x = torch.randn(1, 8, 6, 7)
