@@ -51,12 +51,12 @@ def _sections(source: str) -> dict[str, str]:
 
 
 def _grid_extent(func) -> str:
-    """The blockIdx.x extent of a GPU kernel (its outermost loop), as integer arithmetic text."""
-    loop = func.body
-    binding = getattr(loop, "thread_binding", None)
-    if binding is None or binding.thread_tag != "blockIdx.x":
-        raise ValueError("a Vulkan kernel's outermost loop must be bound to blockIdx.x")
-    text = str(loop.extent)
+    """The blockIdx.x extent of a GPU kernel (its first statement launches it), as integer
+    arithmetic text."""
+    launch = func.body
+    if getattr(launch, "attr_key", None) != "thread_extent" or launch.node.thread_tag != "blockIdx.x":
+        raise ValueError("a Vulkan kernel must launch blockIdx.x first (compute.gpu._threads.launch)")
+    text = str(launch.value)
     _Grid(text)  # refuse at build time what the launcher could not evaluate
     return text
 

@@ -31,8 +31,13 @@ def compute_module(family: str, spec_cls):
 
 
 def kernel_funcs(spec, family: str, schedule) -> dict:
-    """The op's PrimFuncs for a schedule family, by kernel name."""
-    return compute_module(family, type(spec)).kernels(spec, schedule)
+    """The op's PrimFuncs for a schedule family, by kernel name.
+
+    Every kernel is marked `tirx.noalias`: its buffers are distinct tensors
+    (the runtime never passes one tensor twice), which lets LLVM vectorize.
+    """
+    funcs = compute_module(family, type(spec)).kernels(spec, schedule)
+    return {name: func.with_attr("tirx.noalias", True) for name, func in funcs.items()}
 
 
 def options_of(family: str, spec_cls, direction: str) -> tuple[str, ...]:

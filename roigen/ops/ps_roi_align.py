@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..specs import PSRoIAlignSpec, output_size_pair
 from ._checks import as_float
+from ._module import OpModule
 from ._registry import call
 
 
@@ -18,17 +19,8 @@ def ps_roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
                 pooled_width=pw, sampling_ratio=sampling_ratio, target=target, deterministic=deterministic)
 
 
-class PSRoIAlign(nn.Module):
-    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int):
-        super().__init__()
-        self.output_size, self.spatial_scale, self.sampling_ratio = output_size, spatial_scale, sampling_ratio
-
-    def forward(self, input: Tensor, rois) -> Tensor:
-        return ps_roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio)
-
-    def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}")
+class PSRoIAlign(OpModule, function=ps_roi_align):
+    """Module form of `ps_roi_align` (as `torchvision.ops.PSRoIAlign`)."""
 
 
 def oracle(params: dict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..specs import PSRoIPoolSpec, output_size_pair
 from ._checks import as_float
+from ._module import OpModule
 from ._registry import call
 
 
@@ -17,16 +18,8 @@ def ps_roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
                 pooled_width=pw, target=target, deterministic=deterministic)
 
 
-class PSRoIPool(nn.Module):
-    def __init__(self, output_size, spatial_scale: float):
-        super().__init__()
-        self.output_size, self.spatial_scale = output_size, spatial_scale
-
-    def forward(self, input: Tensor, rois) -> Tensor:
-        return ps_roi_pool(input, rois, self.output_size, self.spatial_scale)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+class PSRoIPool(OpModule, function=ps_roi_pool):
+    """Module form of `ps_roi_pool` (as `torchvision.ops.PSRoIPool`)."""
 
 
 def oracle(params: dict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..specs import RoIAlignSpec, output_size_pair
 from ._checks import as_float as _as_float
+from ._module import OpModule
 from ._registry import call
 
 
@@ -25,25 +26,8 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
                 target=target, deterministic=deterministic)
 
 
-class RoIAlign(nn.Module):
+class RoIAlign(OpModule, function=roi_align):
     """Module form of `roi_align` (as `torchvision.ops.RoIAlign`)."""
-
-    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int,
-                 aligned: bool = False, mode: str = "avg"):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.sampling_ratio = sampling_ratio
-        self.aligned = aligned
-        self.mode = mode
-
-    def forward(self, input: Tensor, rois) -> Tensor:
-        return roi_align(input, rois, self.output_size, self.spatial_scale,
-                         self.sampling_ratio, self.aligned, self.mode)
-
-    def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, mode={self.mode!r}")
 
 
 def oracle(params: dict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..specs import RoIPoolSpec, output_size_pair
 from ._checks import as_float as _as_float
+from ._module import OpModule
 from ._registry import call
 
 
@@ -21,19 +22,8 @@ def roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
                 target=target, deterministic=deterministic)
 
 
-class RoIPool(nn.Module):
+class RoIPool(OpModule, function=roi_pool):
     """Module form of `roi_pool` (as `torchvision.ops.RoIPool`)."""
-
-    def __init__(self, output_size, spatial_scale: float):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-
-    def forward(self, input: Tensor, rois) -> Tensor:
-        return roi_pool(input, rois, self.output_size, self.spatial_scale)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
 
 
 def oracle(params: dict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..specs import RoISPPSpec
 from ._checks import as_float, as_levels
+from ._module import OpModule
 from ._registry import call
 
 
@@ -18,16 +19,8 @@ def roi_spp(input: Tensor, boxes, levels=(4, 2, 1), spatial_scale: float = 1.0,
                 target=target, deterministic=deterministic)
 
 
-class RoISPP(nn.Module):
-    def __init__(self, levels=(4, 2, 1), spatial_scale: float = 1.0):
-        super().__init__()
-        self.levels, self.spatial_scale = tuple(levels), spatial_scale
-
-    def forward(self, input: Tensor, rois) -> Tensor:
-        return roi_spp(input, rois, self.levels, self.spatial_scale)
-
-    def extra_repr(self) -> str:
-        return f"levels={self.levels}, spatial_scale={self.spatial_scale}"
+class RoISPP(OpModule, function=roi_spp):
+    """Module form of `roi_spp`."""
 
 
 def oracle(params: dict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..specs import RoIWarpSpec, output_size_pair
 from ._checks import as_float
+from ._module import OpModule
 from ._registry import call
 
 
@@ -19,18 +20,8 @@ def roi_warp(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
                 pooled_width=pw, sampling_ratio=sampling_ratio, mode=mode, target=target, deterministic=deterministic)
 
 
-class RoIWarp(nn.Module):
-    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int = -1, mode: str = "avg"):
-        super().__init__()
-        self.output_size, self.spatial_scale = output_size, spatial_scale
-        self.sampling_ratio, self.mode = sampling_ratio, mode
-
-    def forward(self, input: Tensor, rois) -> Tensor:
-        return roi_warp(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.mode)
-
-    def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, mode={self.mode!r}")
+class RoIWarp(OpModule, function=roi_warp):
+    """Module form of `roi_warp`."""
 
 
 def oracle(params: dict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..specs import SPPSpec
 from ._checks import as_levels
+from ._module import OpModule
 from ._registry import call
 
 
@@ -19,16 +20,8 @@ def spp(input: Tensor, levels=(4, 2, 1), mode: str = "max",
     return call(SPPSpec, input, None, levels=as_levels(levels), mode=mode, target=target, deterministic=deterministic)
 
 
-class SpatialPyramidPool(nn.Module):
-    def __init__(self, levels=(4, 2, 1), mode: str = "max"):
-        super().__init__()
-        self.levels, self.mode = tuple(levels), mode
-
-    def forward(self, input: Tensor) -> Tensor:
-        return spp(input, self.levels, self.mode)
-
-    def extra_repr(self) -> str:
-        return f"levels={self.levels}, mode={self.mode!r}"
+class SpatialPyramidPool(OpModule, function=spp, inputs=1):
+    """Module form of `spp` (over the whole map: no boxes)."""
 
 
 def oracle(params: dict):

@@ -27,7 +27,9 @@ from tvm.script import tirx as T
 
 from ...specs import RoIAlignSpec, RoIWarpSpec
 from ..common.bilinear import corners_at, interpolate, scatter_macro
+from ..common.indexing import unravel
 from ..common.sampling import axis_table_macro, box_rule, sample_grid
+from ..common.signature import dims
 from ._layout import block_macros, map_shape
 from ._transpose import MAX_TILE_BINS, bin_tile
 
@@ -65,26 +67,19 @@ def align_tables(spec, start, extent):
         return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt),
                 sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
 
+    (K,) = dims("K", "int64")
     @T.prim_func
-    def table_size(r: T.handle, t: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        K = T.int64()
-        rois = T.match_buffer(r, (K, 5), dt)
-        size = T.match_buffer(t, (1,), "int64")
+    def table_size(rois: T.Buffer((K, 5), dt), size: T.Buffer((1,), "int64")):
         size[0] = T.int64(1)
         for k in range(K):
             size[0] = T.max(size[0], 2 * (PH * grids(rois, k)[0] + PW * grids(rois, k)[1]))
 
+    K, S = dims("K S", "int64")
     @T.prim_func
-    def tables(r: T.handle, it: T.handle, ft: T.handle, H: T.int64, W: T.int64):
+    def tables(rois: T.Buffer((K, 5), dt), itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt),
+               H: T.int64, W: T.int64):
         # One box per task: y entries first (row offsets, weights carrying 1/count
         # in avg mode), then x entries; see common/sampling.py.
-        T.func_attr({"tirx.noalias": True})
-        K = T.int64()
-        S = T.int64()
-        rois = T.match_buffer(r, (K, 5), dt)
-        itab = T.match_buffer(it, (K, S), "int32")
-        ftab = T.match_buffer(ft, (K, S), dt)
         for k in T.parallel(K):
             gh = T.meta_var(grids(rois, k)[0])
             gw = T.meta_var(grids(rois, k)[1])
@@ -234,27 +229,14 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
     def blocks(Cb, C):
         return (C + L - 1) // L if fuse else Cb
 
+    N, Cb, H, W, K, C, A, S = dims("N Cb H W K C A S", "int64")  # Cb: unused when fused
     @T.prim_func
-    def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        Cb = T.int64()  # unused when fused
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        C = T.int64()
-        A = T.int64()
-        S = T.int64()
-        data = T.match_buffer(d, map_buffer_shape(N, Cb, C, H, W), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        itab = T.match_buffer(it, (K, S), "int32")
-        ftab = T.match_buffer(ft, (K, S), dt)
-        out = T.match_buffer(o, (K, C, P), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
+    def forward(data: T.Buffer(map_buffer_shape(N, Cb, C, H, W), dt), rois: T.Buffer((K, 5), dt),
+                itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), out: T.Buffer((K, C, P), dt),
+                argmax: T.Buffer((A,), "int32")):
         flat_out = T.decl_buffer((K * C * P,), dt, data=out.data)
         for task in T.parallel(N * blocks(Cb, C)):
-            n = task // blocks(Cb, C)
-            cb = task % blocks(Cb, C)
+            n, cb = unravel(task, (N, blocks(Cb, C)))
             if fuse:
                 slab = T.alloc_buffer((1, 1, H, W, L), dt)
                 load(data, slab, n, cb, 0, 0, C, H, W)
@@ -262,26 +244,13 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
             else:
                 sample_boxes(data, n, cb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A)
 
+    N, Cb, H, W, K, C, A, S = dims("N Cb H W K C A S", "int64")  # Cb: unused when fused
     @T.prim_func
-    def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        Cb = T.int64()  # unused when fused
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        C = T.int64()
-        A = T.int64()
-        S = T.int64()
-        grad_out = T.match_buffer(g, (K, C, P), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        itab = T.match_buffer(it, (K, S), "int32")
-        ftab = T.match_buffer(ft, (K, S), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
-        grad = T.match_buffer(gd, map_buffer_shape(N, Cb, C, H, W), dt)
+    def backward(grad_out: T.Buffer((K, C, P), dt), rois: T.Buffer((K, 5), dt),
+                 itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), argmax: T.Buffer((A,), "int32"),
+                 grad: T.Buffer(map_buffer_shape(N, Cb, C, H, W), dt)):
         for task in T.parallel(N * blocks(Cb, C)):
-            n = task // blocks(Cb, C)
-            cb = task % blocks(Cb, C)
+            n, cb = unravel(task, (N, blocks(Cb, C)))
             if fuse:
                 slab = T.alloc_buffer((1, 1, H, W, L), dt)
                 scatter_boxes(slab, 0, 0, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W)

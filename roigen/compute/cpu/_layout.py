@@ -16,6 +16,9 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..common.indexing import unravel
+from ..common.signature import dims
+
 # The layout kernel each direction of a channel-block op runs, unless its kernels
 # convert the layout themselves (the CPU schedule's `fuse`).
 LAYOUT_PASS = {"forward": "pack", "backward": "unpack"}
@@ -75,34 +78,18 @@ def layout_kernels(layout: str, dt: str, lanes: int) -> dict[str, tirx.PrimFunc]
     L = lanes
     load, store = block_macros(layout, dt, lanes)
 
+    N, C, H, W, Cb = dims("N C H W Cb", "int64")
     @T.prim_func
-    def pack(s: T.handle, d: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        Cb = T.int64()
-        src = T.match_buffer(s, map_shape(layout, N, C, H, W), dt)
-        dst = T.match_buffer(d, (N, Cb, H, W, L), dt)
+    def pack(src: T.Buffer(map_shape(layout, N, C, H, W), dt), dst: T.Buffer((N, Cb, H, W, L), dt)):
         for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
+            n, cb = unravel(task, (N, Cb))
             load(src, dst, n, cb, n, cb, C, H, W)
 
+    N, C, H, W, Cb = dims("N C H W Cb", "int64")
     @T.prim_func
-    def unpack(s: T.handle, d: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        Cb = T.int64()
-        src = T.match_buffer(s, (N, Cb, H, W, L), dt)
-        dst = T.match_buffer(d, map_shape(layout, N, C, H, W), dt)
+    def unpack(src: T.Buffer((N, Cb, H, W, L), dt), dst: T.Buffer(map_shape(layout, N, C, H, W), dt)):
         for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
+            n, cb = unravel(task, (N, Cb))
             store(src, dst, n, cb, n, cb, C, H, W)
 
     return {"pack": pack, "unpack": unpack}

@@ -12,9 +12,11 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..common.indexing import unravel
 from ..common.levels import LOWEST, pick
 from ..common.sampling import pool_edge
-from ._transpose import MAX_TILE_BINS
+from ..common.signature import dims
+from ._transpose import max_tiles, tile_plan
 
 
 def roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
@@ -44,12 +46,9 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     def OFF(lv):
         return pick(lv, offsets)
 
-    # A pyramid of more bins than a tile holds goes out level by level in runs of
-    # whole rows of bins (scratch per task: lanes x max(MAX_TILE_BINS, widest row)),
-    # and no level is derived from another (that needs them all in the tile).
-    chunked = S > MAX_TILE_BINS
-    tile_bins = max([MAX_TILE_BINS] + [gw for _, gw in grids]) if chunked else S
-    chunk_rows = [max(1, tile_bins // gw) for _, gw in grids]
+    # A chunked pyramid derives no level from another (that needs them all in the tile).
+    chunked, tile_bins, chunk_rows = tile_plan(S, [gw for _, gw in grids])
+    alloc_max, stash = max_tiles(dt, L, tile_bins)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
@@ -99,38 +98,23 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                     arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
                     acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
 
+    N, Cb, H, W, K, D, A = dims("N Cb H W K D A", "int64")
     @T.prim_func
-    def forward(d: T.handle, r: T.handle, o: T.handle, a: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        Cb = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        D = T.int64()
-        A = T.int64()
-        data = T.match_buffer(d, (N, Cb, H, W, L), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        out = T.match_buffer(o, (K, D), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
+    def forward(data: T.Buffer((N, Cb, H, W, L), dt), rois: T.Buffer((K, 5), dt), out: T.Buffer((K, D), dt),
+                argmax: T.Buffer((A,), "int32")):
         C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
-            tile = T.alloc_buffer((L, tile_bins), dt)
-            atile = T.alloc_buffer((L, tile_bins), "int32")
+            n, cb = unravel(task, (N, Cb))
+            tile, atile = alloc_max()
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     if chunked:
                         for lv in range(NL):
                             for r0 in range((GH(lv) + ROWS(lv) - 1) // ROWS(lv)):
                                 for r, pw in T.grid(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)), GW(lv)):
-                                    acc = T.alloc_buffer((L,), dt)
-                                    arg = T.alloc_buffer((L,), "int32")
+                                    acc, arg = alloc_max(1)
                                     scan_bin(data, n, cb, rois, k, lv, r0 * ROWS(lv) + r, pw, acc, arg, H, W)
-                                    for ci in range(L):
-                                        tile[ci, r * GW(lv) + pw] = acc[ci]
-                                        atile[ci, r * GW(lv) + pw] = arg[ci]
+                                    stash(tile, atile, r * GW(lv) + pw, acc, arg)
                                 rows = T.meta_var(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)))
                                 for ci, j in T.grid(T.min(L, C - cb * L), rows * GW(lv)):
                                     q = T.meta_var(C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv)
@@ -144,10 +128,8 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                                 # Union of the previous level's bins: combine their maxima,
                                 # the earliest pixel (smallest h*W + w) winning ties.
                                 for ph, pw in T.grid(GH(lv), GW(lv)):
-                                    acc = T.alloc_buffer((L,), dt)
-                                    arg = T.alloc_buffer((L,), "int32")
-                                    new_acc = T.alloc_buffer((L,), dt)
-                                    new_arg = T.alloc_buffer((L,), "int32")
+                                    acc, arg = alloc_max(1)
+                                    new_acc, new_arg = alloc_max(1)
                                     for ci in T.vectorized(L):
                                         acc[ci] = zero
                                         arg[ci] = -1
@@ -162,18 +144,13 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                                         for ci in T.vectorized(L):
                                             acc[ci] = new_acc[ci]
                                             arg[ci] = new_arg[ci]
-                                    for ci in range(L):
-                                        tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
-                                        atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
+                                    stash(tile, atile, OFF(lv) + ph * GW(lv) + pw, acc, arg)
                             else:
                                 for ph, pw in T.grid(GH(lv), GW(lv)):
-                                    acc = T.alloc_buffer((L,), dt)
-                                    arg = T.alloc_buffer((L,), "int32")
+                                    acc, arg = alloc_max(1)
                                     scan_bin(data, n, cb, rois, k, lv, ph, pw, acc, arg, H, W)
                                     # Tiles in output order (channel-major), as in _align.py.
-                                    for ci in range(L):
-                                        tile[ci, OFF(lv) + ph * GW(lv) + pw] = acc[ci]
-                                        atile[ci, OFF(lv) + ph * GW(lv) + pw] = arg[ci]
+                                    stash(tile, atile, OFF(lv) + ph * GW(lv) + pw, acc, arg)
                         for ci in range(T.min(L, C - cb * L)):
                             for lv in range(NL):
                                 for p in range(GH(lv) * GW(lv)):
@@ -185,24 +162,13 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                                         j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
                                         argmax[j] = atile[ci, OFF(lv) + p]
 
+    N, Cb, H, W, K, D, A = dims("N Cb H W K D A", "int64")
     @T.prim_func
-    def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        Cb = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        D = T.int64()
-        A = T.int64()
-        grad_out = T.match_buffer(g, (K, D), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
-        grad = T.match_buffer(gd, (N, Cb, H, W, L), dt)
+    def backward(grad_out: T.Buffer((K, D), dt), rois: T.Buffer((K, 5), dt), argmax: T.Buffer((A,), "int32"),
+                 grad: T.Buffer((N, Cb, H, W, L), dt)):
         C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
+            n, cb = unravel(task, (N, Cb))
             for h, w in T.grid(H, W):
                 for ci in T.vectorized(L):
                     grad[n, cb, h, w, ci] = zero

@@ -22,8 +22,15 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ..common.bilinear import corners_at, interpolate, scatter_macro
+from ..common.indexing import unravel
 from ..common.sampling import box_rule, pool_edge
+from ..common.signature import dims
 from ._align import align_tables
+
+
+def bin_of(plane, PH: int, PW: int) -> tuple:
+    """Input channel `plane` feeds bin (ph, pw) of output channel plane // (PH*PW)."""
+    return (plane % (PH * PW)) // PW, plane % PW
 
 
 def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
@@ -35,27 +42,13 @@ def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
     grids, table_kernels = align_tables(spec, *box_rule(spec))
     scatter = scatter_macro()
 
+    N, C, H, W, K, S, A = dims("N C H W K S A", "int64")
     @T.prim_func
-    def forward(d: T.handle, r: T.handle, it: T.handle, ft: T.handle, o: T.handle, a: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        S = T.int64()
-        A = T.int64()
-        data = T.match_buffer(d, (N, C, H, W), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        itab = T.match_buffer(it, (K, S), "int32")
-        ftab = T.match_buffer(ft, (K, S), dt)
-        out = T.match_buffer(o, (K, C // P, P), dt)
-        T.match_buffer(a, (A,), "int32")  # the empty aux
+    def forward(data: T.Buffer((N, C, H, W), dt), rois: T.Buffer((K, 5), dt), itab: T.Buffer((K, S), "int32"),
+                ftab: T.Buffer((K, S), dt), out: T.Buffer((K, C // P, P), dt), aux: T.Buffer((A,), "int32")):
         for task in T.parallel(N * C):
-            n = task // C
-            plane = task % C
-            ph = (plane % P) // PW
-            pw = plane % PW
+            n, plane = unravel(task, (N, C))
+            ph, pw = bin_of(plane, PH, PW)
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     gh = T.meta_var(grids(rois, k)[0])
@@ -70,27 +63,14 @@ def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
                                              corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx), acc[0])
                     out[k, plane // P, plane % P] = acc[0]
 
+    N, C, H, W, K, S, A = dims("N C H W K S A", "int64")
     @T.prim_func
-    def backward(g: T.handle, r: T.handle, it: T.handle, ft: T.handle, a: T.handle, gd: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        S = T.int64()
-        A = T.int64()
-        grad_out = T.match_buffer(g, (K, C // P, P), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        itab = T.match_buffer(it, (K, S), "int32")
-        ftab = T.match_buffer(ft, (K, S), dt)
-        T.match_buffer(a, (A,), "int32")  # the empty aux
-        grad = T.match_buffer(gd, (N, C, H, W), dt)
+    def backward(grad_out: T.Buffer((K, C // P, P), dt), rois: T.Buffer((K, 5), dt),
+                 itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), aux: T.Buffer((A,), "int32"),
+                 grad: T.Buffer((N, C, H, W), dt)):
         for task in T.parallel(N * C):
-            n = task // C
-            plane = task % C
-            ph = (plane % P) // PW
-            pw = plane % PW
+            n, plane = unravel(task, (N, C))
+            ph, pw = bin_of(plane, PH, PW)
             for h, w in T.grid(H, W):
                 grad[n, plane, h, w] = zero
             for k in range(K):
@@ -122,36 +102,26 @@ def ps_roi_pool_kernels(spec) -> dict[str, tirx.PrimFunc]:
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
 
-    def edge(rois, k, col, pooled, index, rounding, limit):
-        return pool_edge(rois, k, col, scale, False, pooled, index, rounding, limit, dt)
+    def bounds(rois, k, plane, H, W):
+        """Input channel plane's bin of box k as [hs, he) x [ws, we), clipped to [0, H-1) x [0, W-1)."""
+        def edge(col, pooled, index, rounding, limit):
+            return pool_edge(rois, k, col, scale, False, pooled, index, rounding, limit, dt)
+        ph, pw = bin_of(plane, PH, PW)
+        return (edge(2, PH, ph, T.floor, H - 1), edge(2, PH, ph + 1, T.ceil, H - 1),
+                edge(1, PW, pw, T.floor, W - 1), edge(1, PW, pw + 1, T.ceil, W - 1))
 
     def area(hs, he, ws, we):
         return T.Cast(dt, (he - hs) * (we - ws))
 
+    N, C, H, W, K, A = dims("N C H W K A", "int64")
     @T.prim_func
-    def forward(d: T.handle, r: T.handle, o: T.handle, a: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        A = T.int64()
-        data = T.match_buffer(d, (N, C, H, W), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        out = T.match_buffer(o, (K, C // P, P), dt)
-        T.match_buffer(a, (A,), "int32")  # the empty aux
+    def forward(data: T.Buffer((N, C, H, W), dt), rois: T.Buffer((K, 5), dt),
+                out: T.Buffer((K, C // P, P), dt), aux: T.Buffer((A,), "int32")):
         for task in T.parallel(N * C):
-            n = task // C
-            plane = task % C
-            ph = (plane % P) // PW
-            pw = plane % PW
+            n, plane = unravel(task, (N, C))
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    hs = edge(rois, k, 2, PH, ph, T.floor, H - 1)
-                    he = edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
-                    ws = edge(rois, k, 1, PW, pw, T.floor, W - 1)
-                    we = edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
+                    hs, he, ws, we = bounds(rois, k, plane, H, W)
                     acc = T.alloc_buffer((1,), dt)
                     acc[0] = zero
                     for h, w in T.grid(he - hs, we - ws):
@@ -159,32 +129,17 @@ def ps_roi_pool_kernels(spec) -> dict[str, tirx.PrimFunc]:
                     out[k, plane // P, plane % P] = T.if_then_else(
                         he <= hs or we <= ws, zero, acc[0] / area(hs, he, ws, we))
 
+    N, C, H, W, K, A = dims("N C H W K A", "int64")
     @T.prim_func
-    def backward(g: T.handle, r: T.handle, a: T.handle, gd: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        C = T.int64()
-        H = T.int64()
-        W = T.int64()
-        K = T.int64()
-        A = T.int64()
-        grad_out = T.match_buffer(g, (K, C // P, P), dt)
-        rois = T.match_buffer(r, (K, 5), dt)
-        T.match_buffer(a, (A,), "int32")  # the empty aux
-        grad = T.match_buffer(gd, (N, C, H, W), dt)
+    def backward(grad_out: T.Buffer((K, C // P, P), dt), rois: T.Buffer((K, 5), dt),
+                 aux: T.Buffer((A,), "int32"), grad: T.Buffer((N, C, H, W), dt)):
         for task in T.parallel(N * C):
-            n = task // C
-            plane = task % C
-            ph = (plane % P) // PW
-            pw = plane % PW
+            n, plane = unravel(task, (N, C))
             for h, w in T.grid(H, W):
                 grad[n, plane, h, w] = zero
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    hs = edge(rois, k, 2, PH, ph, T.floor, H - 1)
-                    he = edge(rois, k, 2, PH, ph + 1, T.ceil, H - 1)
-                    ws = edge(rois, k, 1, PW, pw, T.floor, W - 1)
-                    we = edge(rois, k, 1, PW, pw + 1, T.ceil, W - 1)
+                    hs, he, ws, we = bounds(rois, k, plane, H, W)
                     if he > hs and we > ws:
                         gv = grad_out[k, plane // P, plane % P] / area(hs, he, ws, we)
                         for h, w in T.grid(he - hs, we - ws):

@@ -23,6 +23,33 @@ from tvm.script import tirx as T
 MAX_TILE_BINS = 1 << 12
 
 
+def tile_plan(bins: int, widths: list[int]) -> tuple[bool, int, list[int]]:
+    """How a pyramid of `bins` bins, whose levels are `widths` bins wide, fits the tile:
+    (chunked, bins the tile holds, rows of each level per chunk).  Chunked pyramids go
+    out level by level in runs of whole rows (scratch: lanes x max(MAX_TILE_BINS, widest row))."""
+    chunked = bins > MAX_TILE_BINS
+    tile_bins = max([MAX_TILE_BINS, *widths]) if chunked else bins
+    return chunked, tile_bins, [max(1, tile_bins // w) for w in widths]
+
+
+def max_tiles(dt: str, lanes: int, tile_bins: int):
+    """`alloc(bins)` -> (values, argmaxes) per lane and bin: a task's tile for `tile_bins`
+    bins, or one bin's vectors for 1; and the macro `stash(tile, atile, slot, acc, arg)`
+    that puts one bin's vectors at `slot` of the tile."""
+
+    def alloc(bins=tile_bins):
+        shape = (lanes, bins) if bins != 1 else (lanes,)
+        return T.alloc_buffer(shape, dt), T.alloc_buffer(shape, "int32")
+
+    @T.macro
+    def stash(tile, atile, slot, acc, arg):
+        for ci in range(lanes):
+            tile[ci, slot] = acc[ci]
+            atile[ci, slot] = arg[ci]
+
+    return alloc, stash
+
+
 def _stages(lanes: int) -> list[tuple[int, list[int], list[int]]]:
     """(b, lo, hi) per stage: rows i and i+b (bit b of i clear) exchange their b-blocks.
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..common.indexing import unravel
 from ..common.levels import hi, lo, pick
+from ..common.signature import dims
 from . import by_direction
-from ._transpose import MAX_TILE_BINS
+from ._transpose import max_tiles, tile_plan
 
 
 def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
@@ -36,11 +38,8 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     def OFF(lv):
         return pick(lv, offsets)
 
-    # More bins than a tile holds go out level by level in runs of whole rows of
-    # bins (scratch per task: lanes x max(MAX_TILE_BINS, widest level)).
-    chunked = S > MAX_TILE_BINS
-    tile_bins = max([MAX_TILE_BINS] + levels) if chunked else S
-    chunk_rows = [max(1, tile_bins // n) for n in levels]
+    chunked, tile_bins, chunk_rows = tile_plan(S, levels)
+    alloc_max, stash = max_tiles(dt, L, tile_bins)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
@@ -67,34 +66,21 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             for ci in range(L):
                 acc[ci] = acc[ci] / T.Cast(dt, area)
 
+    N, Cb, H, W, D, A = dims("N Cb H W D A", "int64")
     @T.prim_func
-    def forward(d: T.handle, o: T.handle, a: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        Cb = T.int64()
-        H = T.int64()
-        W = T.int64()
-        D = T.int64()
-        A = T.int64()
-        data = T.match_buffer(d, (N, Cb, H, W, L), dt)
-        out = T.match_buffer(o, (N, D), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
+    def forward(data: T.Buffer((N, Cb, H, W, L), dt), out: T.Buffer((N, D), dt),
+                argmax: T.Buffer((A,), "int32")):
         C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
-            tile = T.alloc_buffer((L, tile_bins), dt)
-            atile = T.alloc_buffer((L, tile_bins), "int32")
+            n, cb = unravel(task, (N, Cb))
+            tile, atile = alloc_max()
             if chunked:
                 for lv in range(NL):
                     for r0 in range((LV(lv) + ROWS(lv) - 1) // ROWS(lv)):
                         for r, j in T.grid(T.min(ROWS(lv), LV(lv) - r0 * ROWS(lv)), LV(lv)):
-                            acc = T.alloc_buffer((L,), dt)
-                            arg = T.alloc_buffer((L,), "int32")
+                            acc, arg = alloc_max(1)
                             pool_bin(data, n, cb, lv, r0 * ROWS(lv) + r, j, acc, arg, H, W)
-                            for ci in range(L):
-                                tile[ci, r * LV(lv) + j] = acc[ci]
-                                atile[ci, r * LV(lv) + j] = arg[ci]
+                            stash(tile, atile, r * LV(lv) + j, acc, arg)
                         for ci, p in T.grid(T.min(L, C - cb * L), T.min(ROWS(lv), LV(lv) - r0 * ROWS(lv)) * LV(lv)):
                             q = T.meta_var(C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + r0 * ROWS(lv) * LV(lv) + p)
                             out[n, q] = tile[ci, p]
@@ -104,12 +90,9 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             else:
                 for lv in range(NL):
                     for i, j in T.grid(LV(lv), LV(lv)):
-                        acc = T.alloc_buffer((L,), dt)
-                        arg = T.alloc_buffer((L,), "int32")
+                        acc, arg = alloc_max(1)
                         pool_bin(data, n, cb, lv, i, j, acc, arg, H, W)
-                        for ci in range(L):
-                            tile[ci, OFF(lv) + i * LV(lv) + j] = acc[ci]
-                            atile[ci, OFF(lv) + i * LV(lv) + j] = arg[ci]
+                        stash(tile, atile, OFF(lv) + i * LV(lv) + j, acc, arg)
                 for ci in range(T.min(L, C - cb * L)):
                     for lv in range(NL):
                         for p in range(LV(lv) * LV(lv)):
@@ -119,22 +102,13 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                                     argmax[n * D + C * OFF(lv) + (cb * L + ci) * LV(lv) * LV(lv) + p] = (
                                         atile[ci, OFF(lv) + p])
 
+    N, Cb, H, W, D, A = dims("N Cb H W D A", "int64")
     @T.prim_func
-    def backward(g: T.handle, a: T.handle, gd: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int64()
-        Cb = T.int64()
-        H = T.int64()
-        W = T.int64()
-        D = T.int64()
-        A = T.int64()
-        grad_out = T.match_buffer(g, (N, D), dt)
-        argmax = T.match_buffer(a, (A,), "int32")
-        grad = T.match_buffer(gd, (N, Cb, H, W, L), dt)
+    def backward(grad_out: T.Buffer((N, D), dt), argmax: T.Buffer((A,), "int32"),
+                 grad: T.Buffer((N, Cb, H, W, L), dt)):
         C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
-            n = task // Cb
-            cb = task % Cb
+            n, cb = unravel(task, (N, Cb))
             gvec = T.alloc_buffer((L,), dt)
             for h, w in T.grid(H, W):
                 for ci in T.vectorized(L):

@@ -21,7 +21,10 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ..common.bilinear import corners_at, interpolate, scatter_macro
+from ..common.indexing import unravel
 from ..common.sampling import axis_corners, box_rule, sample_grid, sample_pos
+from ..common.signature import dims
+from ._threads import kernel_set, launch, registers
 
 I32 = "int32"
 
@@ -67,6 +70,20 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
     def count(gh, gw):
         return T.Cast(dt, T.max(gh * gw, one_i))
 
+    def geometry(rois, k):
+        """Box k's sample grid (gh, gw), first corner (y0, x0) and bin size (bh, bw)."""
+        return (grid(rois, k, 2, PH), grid(rois, k, 1, PW), start(rois, k, 2), start(rois, k, 1),
+                bin_size(rois, k, 2, PH), bin_size(rois, k, 1, PW))
+
+    def block_of(blk, t, K, CO):
+        """(box, bin, channel) of thread t: blocks run over boxes, bins and chunks of TPB channels."""
+        k, b, chunk = unravel(blk, (K, P, (CO + TPB - 1) // TPB))
+        return k, b, chunk * TPB + t
+
+    def sample_tables(slots, scope):
+        """Corner indices and weights along y, then x, for `slots` samples per axis."""
+        return tuple(T.alloc_buffer((2 * slots,), kind, scope=scope) for kind in (I32, dt, I32, dt))
+
     @T.macro
     def corners(ibuf, fbuf, slot, first, size, g, s, limit):
         """Store sample s's two corner indices and weights along one axis at `slot`."""
@@ -88,190 +105,111 @@ def align_family(spec, sched, start, extent, position_sensitive: bool) -> dict[s
                 corners(xi, xw, t, x0, bw, gw, b % PW * gw + xc * S + t, W)
         T.tvm_storage_sync("shared")
 
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
     @T.prim_func
-    def forward(x_h: T.handle, r_h: T.handle, o_h: T.handle, a_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        CI = T.int32()
-        K = T.int32()
-        CO = T.int32()
-        A = T.int32()
-        x = T.match_buffer(x_h, (N, H, W, CI), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        out = T.match_buffer(o_h, (K, CO, P), dt)
-        aux = T.match_buffer(a_h, (A,), I32)
-        for blk in T.thread_binding(K * P * ((CO + TPB - 1) // TPB), thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                yi = T.alloc_buffer((2 * S,), I32, scope="shared")
-                yw = T.alloc_buffer((2 * S,), dt, scope="shared")
-                xi = T.alloc_buffer((2 * S,), I32, scope="shared")
-                xw = T.alloc_buffer((2 * S,), dt, scope="shared")
-                acc = T.alloc_buffer((1,), dt, scope="local")
-                val = T.alloc_buffer((1,), dt, scope="local")
-                arg = T.alloc_buffer((1,), I32, scope="local")
-                k = blk // (P * ((CO + TPB - 1) // TPB))
-                b = blk // ((CO + TPB - 1) // TPB) % P
-                c = blk % ((CO + TPB - 1) // TPB) * TPB + t
-                n = T.Cast(I32, rois[k, 0])
-                gh = grid(rois, k, 2, PH)
-                gw = grid(rois, k, 1, PW)
-                y0 = start(rois, k, 2)
-                x0 = start(rois, k, 1)
-                bh = bin_size(rois, k, 2, PH)
-                bw = bin_size(rois, k, 1, PW)
-                acc[0] = zero
-                arg[0] = -1
-                for yc in range((gh + S - 1) // S):
-                    for xc in range((gw + S - 1) // S):
-                        fill_tables(yi, yw, xi, xw, t, yc, xc, b, y0, bh, gh, H, x0, bw, gw, W)
-                        if c < CO:
-                            for iy in range(T.min(S, gh - yc * S)):
-                                for ix in range(T.min(S, gw - xc * S)):
-                                    v = T.meta_var(interpolate(lambda y, xx: x[n, y, xx, in_channel(c, b)],
-                                                               corners_at(yi, yw, 2 * iy), corners_at(xi, xw, 2 * ix)))
-                                    if avg:
-                                        acc[0] = acc[0] + v
-                                    else:
-                                        # The lowest sample index wins ties, whatever the chunk order.
-                                        sample = T.meta_var((yc * S + iy) * gw + xc * S + ix)
-                                        val[0] = v
-                                        if arg[0] < 0 or val[0] > acc[0] or (val[0] == acc[0] and sample < arg[0]):
-                                            acc[0] = val[0]
-                                            arg[0] = sample
-                if c < CO:
+    def forward(x: T.Buffer((N, H, W, CI), dt), rois: T.Buffer((K, 5), dt), out: T.Buffer((K, CO, P), dt),
+                aux: T.Buffer((A,), I32)):
+        blk, t = launch(K * P * ((CO + TPB - 1) // TPB), TPB)
+        yi, yw, xi, xw = sample_tables(S, "shared")
+        acc, val, arg = registers(dt, dt, I32)
+        k, b, c = block_of(blk, t, K, CO)
+        n = T.Cast(I32, rois[k, 0])
+        gh, gw, y0, x0, bh, bw = geometry(rois, k)
+        acc[0] = zero
+        arg[0] = -1
+        for yc, xc in T.grid((gh + S - 1) // S, (gw + S - 1) // S):
+            fill_tables(yi, yw, xi, xw, t, yc, xc, b, y0, bh, gh, H, x0, bw, gw, W)
+            if c < CO:
+                for iy, ix in T.grid(T.min(S, gh - yc * S), T.min(S, gw - xc * S)):
+                    v = T.meta_var(interpolate(lambda y, xx: x[n, y, xx, in_channel(c, b)],
+                                               corners_at(yi, yw, 2 * iy), corners_at(xi, xw, 2 * ix)))
                     if avg:
-                        out[k, c, b] = acc[0] / count(gh, gw)
+                        acc[0] = acc[0] + v
                     else:
-                        out[k, c, b] = T.Select(arg[0] < 0, zero, acc[0])
-                        if A > 0:
-                            aux[(k * CO + c) * P + b] = arg[0]
+                        # The lowest sample index wins ties, whatever the chunk order.
+                        sample = T.meta_var((yc * S + iy) * gw + xc * S + ix)
+                        val[0] = v
+                        if arg[0] < 0 or val[0] > acc[0] or (val[0] == acc[0] and sample < arg[0]):
+                            acc[0] = val[0]
+                            arg[0] = sample
+        if c < CO:
+            if avg:
+                out[k, c, b] = acc[0] / count(gh, gw)
+            else:
+                out[k, c, b] = T.Select(arg[0] < 0, zero, acc[0])
+                if A > 0:
+                    aux[(k * CO + c) * P + b] = arg[0]
 
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
     @T.prim_func
-    def backward(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        CI = T.int32()
-        K = T.int32()
-        CO = T.int32()
-        A = T.int32()
-        grad = T.match_buffer(g_h, (K, CO, P), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        aux = T.match_buffer(a_h, (A,), I32)
-        grad_input = T.match_buffer(gi_h, (N, H, W, CI), dt)
-        for blk in T.thread_binding((N * CI + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                yi = T.alloc_buffer((2,), I32, scope="local")
-                yw = T.alloc_buffer((2,), dt, scope="local")
-                xi = T.alloc_buffer((2,), I32, scope="local")
-                xw = T.alloc_buffer((2,), dt, scope="local")
-                if blk * TPB + t < N * CI:
-                    n = (blk * TPB + t) // CI
-                    ci = (blk * TPB + t) % CI
-                    c = T.meta_var(ci // P if ps else ci)
-                    for k in range(K):
-                        if T.Cast(I32, rois[k, 0]) == n:
-                            gh = grid(rois, k, 2, PH)
-                            gw = grid(rois, k, 1, PW)
-                            y0 = start(rois, k, 2)
-                            x0 = start(rois, k, 1)
-                            bh = bin_size(rois, k, 2, PH)
-                            bw = bin_size(rois, k, 1, PW)
-                            for bb in range(1 if ps else P):
-                                b = T.meta_var(ci % P if ps else bb)
-                                if avg:
-                                    gv = grad[k, c, b] / count(gh, gw)
-                                    for iy in range(gh):
-                                        corners(yi, yw, 0, y0, bh, gh, b // PW * gh + iy, H)
-                                        for ix in range(gw):
-                                            corners(xi, xw, 0, x0, bw, gw, b % PW * gw + ix, W)
-                                            scatter(grad_input, lambda y, xx: (n, y, xx, ci),
-                                                    corners_at(yi, yw, 0), corners_at(xi, xw, 0), gv)
-                                else:
-                                    s = aux[(k * CO + c) * P + b]
-                                    if s >= 0 and s < gh * gw:  # a sample of this bin, whoever forged aux
-                                        corners(yi, yw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
-                                        corners(xi, xw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
-                                        scatter(grad_input, lambda y, xx: (n, y, xx, ci),
-                                                corners_at(yi, yw, 0), corners_at(xi, xw, 0), grad[k, c, b])
+    def backward(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, 5), dt), aux: T.Buffer((A,), I32),
+                 grad_input: T.Buffer((N, H, W, CI), dt)):
+        blk, t = launch((N * CI + TPB - 1) // TPB, TPB)
+        yi, yw, xi, xw = sample_tables(1, "local")
+        if blk * TPB + t < N * CI:
+            n, ci = unravel(blk * TPB + t, (N, CI))
+            c = T.meta_var(ci // P if ps else ci)
+            for k in range(K):
+                if T.Cast(I32, rois[k, 0]) == n:
+                    gh, gw, y0, x0, bh, bw = geometry(rois, k)
+                    for bb in range(1 if ps else P):
+                        b = T.meta_var(ci % P if ps else bb)
+                        if avg:
+                            gv = grad[k, c, b] / count(gh, gw)
+                            for iy in range(gh):
+                                corners(yi, yw, 0, y0, bh, gh, b // PW * gh + iy, H)
+                                for ix in range(gw):
+                                    corners(xi, xw, 0, x0, bw, gw, b % PW * gw + ix, W)
+                                    scatter(grad_input, lambda y, xx: (n, y, xx, ci),
+                                            corners_at(yi, yw, 0), corners_at(xi, xw, 0), gv)
+                        else:
+                            s = aux[(k * CO + c) * P + b]
+                            if s >= 0 and s < gh * gw:  # a sample of this bin, whoever forged aux
+                                corners(yi, yw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
+                                corners(xi, xw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
+                                scatter(grad_input, lambda y, xx: (n, y, xx, ci),
+                                        corners_at(yi, yw, 0), corners_at(xi, xw, 0), grad[k, c, b])
 
+    (K,) = dims("K", I32)
     @T.prim_func
-    def grid_size(r_h: T.handle, g_h: T.handle):
+    def grid_size(rois: T.Buffer((K, 5), dt), sizes: T.Buffer((K, 2), I32)):
         # Each box's adaptive sample grid (gh, gw), for the runtime's limit on it
         # (runtime.check_table): checked before a kernel could loop over it.
-        T.func_attr({"tirx.noalias": True})
-        K = T.int32()
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        sizes = T.match_buffer(g_h, (K, 2), I32)
-        for blk in T.thread_binding((K + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                if blk * TPB + t < K:
-                    sizes[blk * TPB + t, 0] = grid(rois, blk * TPB + t, 2, PH)
-                    sizes[blk * TPB + t, 1] = grid(rois, blk * TPB + t, 1, PW)
-
-    kernels = {"forward": forward, "backward": backward}
-    if spec.sampling_ratio <= 0:
-        kernels["grid_size"] = grid_size
-    if not sched.atomics:
-        return kernels
+        blk, t = launch((K + TPB - 1) // TPB, TPB)
+        if blk * TPB + t < K:
+            sizes[blk * TPB + t, 0] = grid(rois, blk * TPB + t, 2, PH)
+            sizes[blk * TPB + t, 1] = grid(rois, blk * TPB + t, 1, PW)
 
     # backward with the forward's blocks and sample tables, scattering by atomic adds (CUDA).
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
     @T.prim_func
-    def backward_atomic(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        CI = T.int32()
-        K = T.int32()
-        CO = T.int32()
-        A = T.int32()
-        grad = T.match_buffer(g_h, (K, CO, P), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        aux = T.match_buffer(a_h, (A,), I32)
-        grad_input = T.match_buffer(gi_h, (N, H, W, CI), dt)
-        for blk in T.thread_binding(K * P * ((CO + TPB - 1) // TPB), thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                yi = T.alloc_buffer((2 * S,), I32, scope="shared")
-                yw = T.alloc_buffer((2 * S,), dt, scope="shared")
-                xi = T.alloc_buffer((2 * S,), I32, scope="shared")
-                xw = T.alloc_buffer((2 * S,), dt, scope="shared")
-                k = blk // (P * ((CO + TPB - 1) // TPB))
-                b = blk // ((CO + TPB - 1) // TPB) % P
-                c = blk % ((CO + TPB - 1) // TPB) * TPB + t
-                n = T.Cast(I32, rois[k, 0])
-                gh = grid(rois, k, 2, PH)
-                gw = grid(rois, k, 1, PW)
-                y0 = start(rois, k, 2)
-                x0 = start(rois, k, 1)
-                bh = bin_size(rois, k, 2, PH)
-                bw = bin_size(rois, k, 1, PW)
-                if avg:
-                    for yc in range((gh + S - 1) // S):
-                        for xc in range((gw + S - 1) // S):
-                            fill_tables(yi, yw, xi, xw, t, yc, xc, b, y0, bh, gh, H, x0, bw, gw, W)
-                            if c < CO:
-                                for iy in range(T.min(S, gh - yc * S)):
-                                    for ix in range(T.min(S, gw - xc * S)):
-                                        scatter_atomic(grad_input, lambda y, xx: (n, y, xx, in_channel(c, b)),
-                                                       corners_at(yi, yw, 2 * iy), corners_at(xi, xw, 2 * ix),
-                                                       grad[k, c, b] / count(gh, gw))
-                else:
-                    # Max mode touches one sample per thread: no tables to share.
-                    yl = T.alloc_buffer((2,), I32, scope="local")
-                    ylw = T.alloc_buffer((2,), dt, scope="local")
-                    xl = T.alloc_buffer((2,), I32, scope="local")
-                    xlw = T.alloc_buffer((2,), dt, scope="local")
-                    if c < CO:
-                        s = aux[(k * CO + c) * P + b]
-                        if s >= 0 and s < gh * gw:
-                            corners(yl, ylw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
-                            corners(xl, xlw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
-                            scatter_atomic(grad_input, lambda y, xx: (n, y, xx, in_channel(c, b)),
-                                           corners_at(yl, ylw, 0), corners_at(xl, xlw, 0), grad[k, c, b])
+    def backward_atomic(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, 5), dt), aux: T.Buffer((A,), I32),
+                        grad_input: T.Buffer((N, H, W, CI), dt)):
+        blk, t = launch(K * P * ((CO + TPB - 1) // TPB), TPB)
+        yi, yw, xi, xw = sample_tables(S, "shared")
+        k, b, c = block_of(blk, t, K, CO)
+        n = T.Cast(I32, rois[k, 0])
+        gh, gw, y0, x0, bh, bw = geometry(rois, k)
+        if avg:
+            for yc, xc in T.grid((gh + S - 1) // S, (gw + S - 1) // S):
+                fill_tables(yi, yw, xi, xw, t, yc, xc, b, y0, bh, gh, H, x0, bw, gw, W)
+                if c < CO:
+                    for iy, ix in T.grid(T.min(S, gh - yc * S), T.min(S, gw - xc * S)):
+                        scatter_atomic(grad_input, lambda y, xx: (n, y, xx, in_channel(c, b)),
+                                       corners_at(yi, yw, 2 * iy), corners_at(xi, xw, 2 * ix),
+                                       grad[k, c, b] / count(gh, gw))
+        else:
+            # Max mode touches one sample per thread: no tables to share.
+            yl, ylw, xl, xlw = sample_tables(1, "local")
+            if c < CO:
+                s = aux[(k * CO + c) * P + b]
+                if s >= 0 and s < gh * gw:
+                    corners(yl, ylw, 0, y0, bh, gh, b // PW * gh + s // gw, H)
+                    corners(xl, xlw, 0, x0, bw, gw, b % PW * gw + s % gw, W)
+                    scatter_atomic(grad_input, lambda y, xx: (n, y, xx, in_channel(c, b)),
+                                   corners_at(yl, ylw, 0), corners_at(xl, xlw, 0), grad[k, c, b])
 
-    kernels["backward_atomic"] = backward_atomic
+    kernels = kernel_set(sched, forward, backward, backward_atomic)
+    if spec.sampling_ratio <= 0:
+        kernels["grid_size"] = grid_size
     return kernels

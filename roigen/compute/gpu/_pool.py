@@ -17,8 +17,11 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ..common.indexing import unravel
 from ..common.levels import LOWEST, level_of, pick
 from ..common.sampling import pool_edge
+from ..common.signature import dims
+from ._threads import kernel_set, launch, registers
 
 I32 = "int32"
 
@@ -52,109 +55,65 @@ def pool_family(spec, sched, grids) -> dict[str, tirx.PrimFunc]:
     def OFF(lv):
         return pick(lv, offsets, I32)
 
+    N, H, W, C, K, D, A = dims("N H W C K D A", I32)
     @T.prim_func
-    def forward(x_h: T.handle, r_h: T.handle, o_h: T.handle, a_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        C = T.int32()
-        K = T.int32()
-        D = T.int32()
-        A = T.int32()
-        x = T.match_buffer(x_h, (N, H, W, C), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        out = T.match_buffer(o_h, (K, D), dt)
-        aux = T.match_buffer(a_h, (A,), I32)
-        for blk in T.thread_binding((K * S * C + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                acc = T.alloc_buffer((1,), dt, scope="local")
-                arg = T.alloc_buffer((1,), I32, scope="local")
-                if blk * TPB + t < K * S * C:
-                    c = (blk * TPB + t) % C
-                    b = (blk * TPB + t) // C % S
-                    k = (blk * TPB + t) // (C * S)
-                    lv = level(b)
-                    gh = GH(lv)
-                    gw = GW(lv)
-                    q = b - OFF(lv)
-                    n = T.Cast(I32, rois[k, 0])
-                    hs = pool_edge(rois, k, 2, scale, True, gh, q // gw, T.floor, H, dt, I32)
-                    he = pool_edge(rois, k, 2, scale, True, gh, q // gw + 1, T.ceil, H, dt, I32)
-                    ws = pool_edge(rois, k, 1, scale, True, gw, q % gw, T.floor, W, dt, I32)
-                    we = pool_edge(rois, k, 1, scale, True, gw, q % gw + 1, T.ceil, W, dt, I32)
-                    acc[0] = tirx.const(LOWEST, dt)
-                    arg[0] = -1
-                    for h in range(hs, he):
-                        for w in range(ws, we):
-                            if x[n, h, w, c] > acc[0]:
-                                acc[0] = x[n, h, w, c]
-                                arg[0] = h * W + w
-                    out[k, OFF(lv) * C + c * gh * gw + q] = T.Select(he <= hs or we <= ws, zero, acc[0])
-                    if A > 0:
-                        aux[k * D + OFF(lv) * C + c * gh * gw + q] = arg[0]
+    def forward(x: T.Buffer((N, H, W, C), dt), rois: T.Buffer((K, 5), dt), out: T.Buffer((K, D), dt),
+                aux: T.Buffer((A,), I32)):
+        blk, t = launch((K * S * C + TPB - 1) // TPB, TPB)
+        acc, arg = registers(dt, I32)
+        if blk * TPB + t < K * S * C:
+            k, b, c = unravel(blk * TPB + t, (K, S, C))
+            lv = level(b)
+            gh = GH(lv)
+            gw = GW(lv)
+            q = b - OFF(lv)
+            n = T.Cast(I32, rois[k, 0])
+            hs = pool_edge(rois, k, 2, scale, True, gh, q // gw, T.floor, H, dt, I32)
+            he = pool_edge(rois, k, 2, scale, True, gh, q // gw + 1, T.ceil, H, dt, I32)
+            ws = pool_edge(rois, k, 1, scale, True, gw, q % gw, T.floor, W, dt, I32)
+            we = pool_edge(rois, k, 1, scale, True, gw, q % gw + 1, T.ceil, W, dt, I32)
+            acc[0] = tirx.const(LOWEST, dt)
+            arg[0] = -1
+            for h in range(hs, he):
+                for w in range(ws, we):
+                    if x[n, h, w, c] > acc[0]:
+                        acc[0] = x[n, h, w, c]
+                        arg[0] = h * W + w
+            out[k, OFF(lv) * C + c * gh * gw + q] = T.Select(he <= hs or we <= ws, zero, acc[0])
+            if A > 0:
+                aux[k * D + OFF(lv) * C + c * gh * gw + q] = arg[0]
 
+    N, H, W, C, K, D, A = dims("N H W C K D A", I32)
     @T.prim_func
-    def backward(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        C = T.int32()
-        K = T.int32()
-        D = T.int32()
-        A = T.int32()
-        grad = T.match_buffer(g_h, (K, D), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        aux = T.match_buffer(a_h, (A,), I32)
-        grad_input = T.match_buffer(gi_h, (N, H, W, C), dt)
-        for blk in T.thread_binding((N * C + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                if blk * TPB + t < N * C:
-                    n = (blk * TPB + t) // C
-                    c = (blk * TPB + t) % C
-                    for k in range(K):
-                        if T.Cast(I32, rois[k, 0]) == n:
-                            for b in range(S):
-                                lv = level(b)
-                                j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
-                                a = aux[k * D + j]
-                                if a >= 0 and a < H * W:  # a pixel of this map, whoever forged aux
-                                    grad_input[n, a // W, a % W, c] += grad[k, j]
+    def backward(grad: T.Buffer((K, D), dt), rois: T.Buffer((K, 5), dt), aux: T.Buffer((A,), I32),
+                 grad_input: T.Buffer((N, H, W, C), dt)):
+        blk, t = launch((N * C + TPB - 1) // TPB, TPB)
+        if blk * TPB + t < N * C:
+            n, c = unravel(blk * TPB + t, (N, C))
+            for k in range(K):
+                if T.Cast(I32, rois[k, 0]) == n:
+                    for b in range(S):
+                        lv = level(b)
+                        j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
+                        a = aux[k * D + j]
+                        if a >= 0 and a < H * W:  # a pixel of this map, whoever forged aux
+                            grad_input[n, a // W, a % W, c] += grad[k, j]
 
-    kernels = {"forward": forward, "backward": backward}
-    if not sched.atomics:
-        return kernels
-
+    N, H, W, C, K, D, A = dims("N H W C K D A", I32)
     @T.prim_func
-    def backward_atomic(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        C = T.int32()
-        K = T.int32()
-        D = T.int32()
-        A = T.int32()
-        grad = T.match_buffer(g_h, (K, D), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        aux = T.match_buffer(a_h, (A,), I32)
-        grad_input = T.match_buffer(gi_h, (N, H, W, C), dt)
-        for blk in T.thread_binding((K * S * C + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                if blk * TPB + t < K * S * C:
-                    c = (blk * TPB + t) % C
-                    b = (blk * TPB + t) // C % S
-                    k = (blk * TPB + t) // (C * S)
-                    lv = level(b)
-                    j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
-                    a = aux[k * D + j]
-                    if a >= 0 and a < H * W:
-                        T.evaluate(T.cuda.atomic_add(
-                            T.address_of(grad_input[T.Cast(I32, rois[k, 0]), a // W, a % W, c]), grad[k, j]))
+    def backward_atomic(grad: T.Buffer((K, D), dt), rois: T.Buffer((K, 5), dt), aux: T.Buffer((A,), I32),
+                        grad_input: T.Buffer((N, H, W, C), dt)):
+        blk, t = launch((K * S * C + TPB - 1) // TPB, TPB)
+        if blk * TPB + t < K * S * C:
+            k, b, c = unravel(blk * TPB + t, (K, S, C))
+            lv = level(b)
+            j = OFF(lv) * C + c * GH(lv) * GW(lv) + b - OFF(lv)
+            a = aux[k * D + j]
+            if a >= 0 and a < H * W:
+                T.evaluate(T.cuda.atomic_add(
+                    T.address_of(grad_input[T.Cast(I32, rois[k, 0]), a // W, a % W, c]), grad[k, j]))
 
-    kernels["backward_atomic"] = backward_atomic
-    return kernels
+    return kernel_set(sched, forward, backward, backward_atomic)
 
 
 def ps_roi_pool_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
@@ -181,97 +140,54 @@ def ps_roi_pool_kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
     def nonempty(bounds):
         return tirx.all(bounds[1] > bounds[0], bounds[3] > bounds[2])
 
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
     @T.prim_func
-    def forward(x_h: T.handle, r_h: T.handle, o_h: T.handle, a_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        CI = T.int32()
-        K = T.int32()
-        CO = T.int32()
-        A = T.int32()
-        x = T.match_buffer(x_h, (N, H, W, CI), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        out = T.match_buffer(o_h, (K, CO, P), dt)
-        T.match_buffer(a_h, (A,), I32)  # no aux: an average needs none
-        for blk in T.thread_binding((K * CO * P + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                bounds = T.alloc_buffer((4,), I32, scope="local")
-                acc = T.alloc_buffer((1,), dt, scope="local")
-                if blk * TPB + t < K * CO * P:
-                    b = (blk * TPB + t) % P
-                    c = (blk * TPB + t) // P % CO
-                    k = (blk * TPB + t) // (P * CO)
-                    n = T.Cast(I32, rois[k, 0])
-                    region(bounds, rois, k, b, H, W)
-                    acc[0] = zero
-                    for h in range(bounds[0], bounds[1]):
-                        for w in range(bounds[2], bounds[3]):
-                            acc[0] = acc[0] + x[n, h, w, c * P + b]
-                    out[k, c, b] = T.Select(nonempty(bounds), acc[0] / area(bounds), zero)
+    def forward(x: T.Buffer((N, H, W, CI), dt), rois: T.Buffer((K, 5), dt), out: T.Buffer((K, CO, P), dt),
+                aux: T.Buffer((A,), I32)):
+        blk, t = launch((K * CO * P + TPB - 1) // TPB, TPB)
+        bounds = T.alloc_buffer((4,), I32, scope="local")
+        (acc,) = registers(dt)
+        if blk * TPB + t < K * CO * P:
+            k, c, b = unravel(blk * TPB + t, (K, CO, P))
+            n = T.Cast(I32, rois[k, 0])
+            region(bounds, rois, k, b, H, W)
+            acc[0] = zero
+            for h in range(bounds[0], bounds[1]):
+                for w in range(bounds[2], bounds[3]):
+                    acc[0] = acc[0] + x[n, h, w, c * P + b]
+            out[k, c, b] = T.Select(nonempty(bounds), acc[0] / area(bounds), zero)
 
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
     @T.prim_func
-    def backward(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        CI = T.int32()
-        K = T.int32()
-        CO = T.int32()
-        A = T.int32()
-        grad = T.match_buffer(g_h, (K, CO, P), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        T.match_buffer(a_h, (A,), I32)
-        grad_input = T.match_buffer(gi_h, (N, H, W, CI), dt)
-        for blk in T.thread_binding((N * CI + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                bounds = T.alloc_buffer((4,), I32, scope="local")
-                if blk * TPB + t < N * CI:
-                    n = (blk * TPB + t) // CI
-                    ci = (blk * TPB + t) % CI
-                    for k in range(K):
-                        if T.Cast(I32, rois[k, 0]) == n:
-                            region(bounds, rois, k, ci % P, H, W)
-                            if nonempty(bounds):
-                                gv = grad[k, ci // P, ci % P] / area(bounds)
-                                for h in range(bounds[0], bounds[1]):
-                                    for w in range(bounds[2], bounds[3]):
-                                        grad_input[n, h, w, ci] += gv
-
-    kernels = {"forward": forward, "backward": backward}
-    if not sched.atomics:
-        return kernels
-
-    @T.prim_func
-    def backward_atomic(g_h: T.handle, r_h: T.handle, a_h: T.handle, gi_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        N = T.int32()
-        H = T.int32()
-        W = T.int32()
-        CI = T.int32()
-        K = T.int32()
-        CO = T.int32()
-        A = T.int32()
-        grad = T.match_buffer(g_h, (K, CO, P), dt)
-        rois = T.match_buffer(r_h, (K, 5), dt)
-        T.match_buffer(a_h, (A,), I32)
-        grad_input = T.match_buffer(gi_h, (N, H, W, CI), dt)
-        for blk in T.thread_binding((K * CO * P + TPB - 1) // TPB, thread="blockIdx.x"):
-            for t in T.thread_binding(TPB, thread="threadIdx.x"):
-                bounds = T.alloc_buffer((4,), I32, scope="local")
-                if blk * TPB + t < K * CO * P:
-                    b = (blk * TPB + t) % P
-                    c = (blk * TPB + t) // P % CO
-                    k = (blk * TPB + t) // (P * CO)
-                    region(bounds, rois, k, b, H, W)
+    def backward(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, 5), dt), aux: T.Buffer((A,), I32),
+                 grad_input: T.Buffer((N, H, W, CI), dt)):
+        blk, t = launch((N * CI + TPB - 1) // TPB, TPB)
+        bounds = T.alloc_buffer((4,), I32, scope="local")
+        if blk * TPB + t < N * CI:
+            n, ci = unravel(blk * TPB + t, (N, CI))
+            for k in range(K):
+                if T.Cast(I32, rois[k, 0]) == n:
+                    region(bounds, rois, k, ci % P, H, W)
                     if nonempty(bounds):
-                        gv = grad[k, c, b] / area(bounds)
+                        gv = grad[k, ci // P, ci % P] / area(bounds)
                         for h in range(bounds[0], bounds[1]):
                             for w in range(bounds[2], bounds[3]):
-                                T.evaluate(T.cuda.atomic_add(
-                                    T.address_of(grad_input[T.Cast(I32, rois[k, 0]), h, w, c * P + b]), gv))
+                                grad_input[n, h, w, ci] += gv
 
-    kernels["backward_atomic"] = backward_atomic
-    return kernels
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
+    @T.prim_func
+    def backward_atomic(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, 5), dt), aux: T.Buffer((A,), I32),
+                        grad_input: T.Buffer((N, H, W, CI), dt)):
+        blk, t = launch((K * CO * P + TPB - 1) // TPB, TPB)
+        bounds = T.alloc_buffer((4,), I32, scope="local")
+        if blk * TPB + t < K * CO * P:
+            k, c, b = unravel(blk * TPB + t, (K, CO, P))
+            region(bounds, rois, k, b, H, W)
+            if nonempty(bounds):
+                gv = grad[k, c, b] / area(bounds)
+                for h in range(bounds[0], bounds[1]):
+                    for w in range(bounds[2], bounds[3]):
+                        T.evaluate(T.cuda.atomic_add(
+                            T.address_of(grad_input[T.Cast(I32, rois[k, 0]), h, w, c * P + b]), gv))
+
+    return kernel_set(sched, forward, backward, backward_atomic)
