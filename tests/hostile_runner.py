@@ -2,10 +2,11 @@
 
     python hostile_runner.py OP [vulkan]
 
-For every map shape (1x1, 1xW, Hx1, HxW), side of the guard page, dtype and
-spatial scale, it runs the op's forward and backward on a batch of finite
-adversarial boxes (±1e30, ±1e19, ±3e38, 2**31, 2**63, exactly on the edges,
-inverted, tiny, zero-size, random mixes), on the guarded map itself through
+For every map shape (1x1, 1xW, Hx1, HxW), side of the guard page and dtype
+(float64 at scale 1, float32 at SCALE), it runs the op's forward and backward
+on a batch of finite adversarial boxes (±1e30, ±1e19, ±3e38, 2**31, 2**63,
+exactly on the edges, inverted, tiny, zero-size, random mixes), on the
+guarded map itself through
 the runtime (so reads past the map and writes past the gradient fault), and
 through the public op against the float64 reference.  Non-finite boxes must
 be refused.  Each sample table the align family builds must address pixels
@@ -121,29 +122,29 @@ def main(op: str, vulkan: bool) -> None:
     counts = {"runtime": 0, "public": 0, "against_reference": 0, "refused": 0, "non_finite_refused": 0,
               "vulkan": 0}
     channels = case.channels(3)
-    for dtype in (torch.float64, torch.float32):
+    # One scale per dtype, each a build: 1.0 (the scaling folded away) and SCALE between them.
+    for dtype, scale in ((torch.float64, 1.0), (torch.float32, SCALE)):
         for height, width in SHAPES:
             for side in ("after", "before"):
-                for scale in (SCALE, 1.0):
-                    x = guarded((2, channels, height, width), dtype, side,
-                                fill=torch.randn(2, channels, height, width, generator=gen, dtype=dtype))
-                    rois = adversarial_rois(height, width, scale, gen).to(dtype) if case.takes_boxes else None
-                    _runtime_round_trip(case, x, rois, scale, side, counts)
-                    _public_against_reference(case, x, rois, scale, counts)
-                    if case.takes_boxes and side == "after" and scale == SCALE:
-                        for row in NON_FINITE:
-                            try:
-                                case.roigen(x, torch.tensor([row], dtype=dtype), scale=scale)
-                            except ValueError as err:
-                                assert "NaN or infinite" in str(err), err
-                                counts["non_finite_refused"] += 1
-                            else:
-                                raise AssertionError(f"non-finite box {row} accepted")
-                    if vulkan and dtype == torch.float32 and side == "after":
-                        cpu = case.roigen(x, rois, scale=scale)
-                        gpu = case.roigen(x, rois, target="vulkan", scale=scale)
-                        torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
-                        counts["vulkan"] += 1 if rois is None else rois.shape[0]
+                x = guarded((2, channels, height, width), dtype, side,
+                            fill=torch.randn(2, channels, height, width, generator=gen, dtype=dtype))
+                rois = adversarial_rois(height, width, scale, gen).to(dtype) if case.takes_boxes else None
+                _runtime_round_trip(case, x, rois, scale, side, counts)
+                _public_against_reference(case, x, rois, scale, counts)
+                if case.takes_boxes and side == "after":
+                    for row in NON_FINITE:
+                        try:
+                            case.roigen(x, torch.tensor([row], dtype=dtype), scale=scale)
+                        except ValueError as err:
+                            assert "NaN or infinite" in str(err), err
+                            counts["non_finite_refused"] += 1
+                        else:
+                            raise AssertionError(f"non-finite box {row} accepted")
+                if vulkan and dtype == torch.float32 and side == "after":
+                    cpu = case.roigen(x, rois, scale=scale)
+                    gpu = case.roigen(x, rois, target="vulkan", scale=scale)
+                    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
+                    counts["vulkan"] += 1 if rois is None else rois.shape[0]
     print(json.dumps(counts))
 
 
