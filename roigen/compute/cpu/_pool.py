@@ -48,7 +48,7 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
 
     # A chunked pyramid derives no level from another (that needs them all in the tile).
     chunked, tile_bins, chunk_rows = tile_plan(S, [gw for _, gw in grids])
-    alloc_max, stash = max_tiles(dt, L, tile_bins)
+    alloc_tile, alloc_bin, stash = max_tiles(dt, L, tile_bins)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
@@ -105,14 +105,14 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
         C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
             n, cb = unravel(task, (N, Cb))
-            tile, atile = alloc_max()
+            tile, atile = alloc_tile()
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     if chunked:
                         for lv in range(NL):
                             for r0 in range((GH(lv) + ROWS(lv) - 1) // ROWS(lv)):
                                 for r, pw in T.grid(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)), GW(lv)):
-                                    acc, arg = alloc_max(1)
+                                    acc, arg = alloc_bin()
                                     scan_bin(data, n, cb, rois, k, lv, r0 * ROWS(lv) + r, pw, acc, arg, H, W)
                                     stash(tile, atile, r * GW(lv) + pw, acc, arg)
                                 rows = T.meta_var(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)))
@@ -128,8 +128,8 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                                 # Union of the previous level's bins: combine their maxima,
                                 # the earliest pixel (smallest h*W + w) winning ties.
                                 for ph, pw in T.grid(GH(lv), GW(lv)):
-                                    acc, arg = alloc_max(1)
-                                    new_acc, new_arg = alloc_max(1)
+                                    acc, arg = alloc_bin()
+                                    new_acc, new_arg = alloc_bin()
                                     for ci in T.vectorized(L):
                                         acc[ci] = zero
                                         arg[ci] = -1
@@ -147,7 +147,7 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
                                     stash(tile, atile, OFF(lv) + ph * GW(lv) + pw, acc, arg)
                             else:
                                 for ph, pw in T.grid(GH(lv), GW(lv)):
-                                    acc, arg = alloc_max(1)
+                                    acc, arg = alloc_bin()
                                     scan_bin(data, n, cb, rois, k, lv, ph, pw, acc, arg, H, W)
                                     # Tiles in output order (channel-major), as in _align.py.
                                     stash(tile, atile, OFF(lv) + ph * GW(lv) + pw, acc, arg)

@@ -33,13 +33,15 @@ def tile_plan(bins: int, widths: list[int]) -> tuple[bool, int, list[int]]:
 
 
 def max_tiles(dt: str, lanes: int, tile_bins: int):
-    """`alloc(bins)` -> (values, argmaxes) per lane and bin: a task's tile for `tile_bins`
-    bins, or one bin's vectors for 1; and the macro `stash(tile, atile, slot, acc, arg)`
-    that puts one bin's vectors at `slot` of the tile."""
+    """`alloc_tile()` -> (values, argmaxes) per lane for `tile_bins` bins, a task's tile;
+    `alloc_bin()` -> one bin's (values, argmaxes) vectors; and the macro
+    `stash(tile, atile, slot, acc, arg)` that puts a bin's vectors at `slot` of the tile."""
 
-    def alloc(bins=tile_bins):
-        shape = (lanes, bins) if bins != 1 else (lanes,)
-        return T.alloc_buffer(shape, dt), T.alloc_buffer(shape, "int32")
+    def alloc_tile():
+        return T.alloc_buffer((lanes, tile_bins), dt), T.alloc_buffer((lanes, tile_bins), "int32")
+
+    def alloc_bin():
+        return T.alloc_buffer((lanes,), dt), T.alloc_buffer((lanes,), "int32")
 
     @T.macro
     def stash(tile, atile, slot, acc, arg):
@@ -47,7 +49,7 @@ def max_tiles(dt: str, lanes: int, tile_bins: int):
             tile[ci, slot] = acc[ci]
             atile[ci, slot] = arg[ci]
 
-    return alloc, stash
+    return alloc_tile, alloc_bin, stash
 
 
 def _stages(lanes: int) -> list[tuple[int, list[int], list[int]]]:

@@ -39,7 +39,7 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         return pick(lv, offsets)
 
     chunked, tile_bins, chunk_rows = tile_plan(S, levels)
-    alloc_max, stash = max_tiles(dt, L, tile_bins)
+    alloc_tile, alloc_bin, stash = max_tiles(dt, L, tile_bins)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
@@ -73,12 +73,12 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         C = T.meta_var(D // S)
         for task in T.parallel(N * Cb):
             n, cb = unravel(task, (N, Cb))
-            tile, atile = alloc_max()
+            tile, atile = alloc_tile()
             if chunked:
                 for lv in range(NL):
                     for r0 in range((LV(lv) + ROWS(lv) - 1) // ROWS(lv)):
                         for r, j in T.grid(T.min(ROWS(lv), LV(lv) - r0 * ROWS(lv)), LV(lv)):
-                            acc, arg = alloc_max(1)
+                            acc, arg = alloc_bin()
                             pool_bin(data, n, cb, lv, r0 * ROWS(lv) + r, j, acc, arg, H, W)
                             stash(tile, atile, r * LV(lv) + j, acc, arg)
                         for ci, p in T.grid(T.min(L, C - cb * L), T.min(ROWS(lv), LV(lv) - r0 * ROWS(lv)) * LV(lv)):
@@ -90,7 +90,7 @@ def spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             else:
                 for lv in range(NL):
                     for i, j in T.grid(LV(lv), LV(lv)):
-                        acc, arg = alloc_max(1)
+                        acc, arg = alloc_bin()
                         pool_bin(data, n, cb, lv, i, j, acc, arg, H, W)
                         stash(tile, atile, OFF(lv) + i * LV(lv) + j, acc, arg)
                 for ci in range(T.min(L, C - cb * L)):
