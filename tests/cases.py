@@ -23,9 +23,9 @@ from boxes import KINDS, random_rois
 OUTPUT = (3, 4)
 SCALE = 0.5
 FIELD_VALUES = {
-    # Adaptive (both spellings) and a fixed grid: the kernels branch on `<= 0` only;
-    # other fixed ratios are constants of the same code (test_properties draws them).
-    "sampling_ratio": [-1, 0, 2],
+    # Adaptive and a fixed grid: the kernels branch on `<= 0` only; 0 and other
+    # fixed ratios are constants of the same code (test_properties draws them).
+    "sampling_ratio": [-1, 2],
     "aligned": [True, False],
     "mode": ["avg", "max"],
     "levels": [(4, 2, 1), (3, 1)],
