@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..specs import COMPUTE_DTYPE
+from ._autocast import dtypes_meet_under_autocast
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -58,9 +59,13 @@ def check_rois(rois, input: torch.Tensor, *, values: bool = True) -> None:
     """Rows must index an image of `input` and hold finite coordinates.
 
     values=False checks metadata alone (shape, device, dtype), which is all a
-    traced or fake tensor has.
+    traced or fake tensor has.  Under torch.autocast, half-precision maps may
+    meet float32 boxes: the op's autocast kernel brings both to float32.
     """
-    check_rois_for(rois, input.shape[0], input.device, input.dtype, values=values)
+    dtype = input.dtype
+    if isinstance(rois, torch.Tensor) and dtypes_meet_under_autocast(input.device.type, dtype, rois.dtype):
+        dtype = rois.dtype
+    check_rois_for(rois, input.shape[0], input.device, dtype, values=values)
 
 
 def check_rois_for(rois, batch: int, device, dtype, *, values: bool = True, name: str = "boxes") -> None:

@@ -21,6 +21,7 @@ from ..backends import backend_for
 from ..runtime import channels_last
 from ..specs import SPECS, OpSpec
 from . import _provider
+from ._autocast import autocast_kernel
 from ._checks import boxes_to_rois, check_backward_args, check_input, check_rois, dtype_name
 
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
@@ -143,6 +144,7 @@ def register(spec_cls: type[OpSpec]) -> None:
     for key in ("CPU", "CUDA"):
         torch.library.impl(qualname, key, forward_impl, lib=_LIB)
         torch.library.impl(backward_qualname, key, backward_impl, lib=_LIB)
+        torch.library.impl(qualname, f"Autocast{key}", autocast_kernel(qualname, key.lower()), lib=_LIB)
 
     @torch.library.register_fake(backward_qualname, lib=_LIB)
     def backward_fake(*args):

@@ -16,8 +16,10 @@ from torch import Tensor, nn
 from .. import NAMESPACE
 from ..runtime import channels_last
 from ..specs import output_size_pair
+from ._autocast import autocast_kernel
 from ._checks import as_float, boxes_to_rois, check_input, check_rois
-from ._registry import ops_namespace
+from ._registry import _LIB, ops_namespace
+from ._tracing import fx_leaf
 
 
 def assign_levels(rois: Tensor, scales, canonical_scale: float = 224, canonical_level: int = 4,
@@ -33,7 +35,10 @@ def _align_args(output_size, scale, sampling_ratio, aligned):
     return (float(scale), output_size[0], output_size[1], sampling_ratio, aligned, "avg")
 
 
-@torch.library.custom_op(f"{NAMESPACE}::multi_scale_roi_align", mutates_args=())
+_QUALNAME = f"{NAMESPACE}::multi_scale_roi_align"
+
+
+@torch.library.custom_op(_QUALNAME, mutates_args=())
 def _multi_scale(features: list[Tensor], rois: Tensor, levels: Tensor, output_size: list[int],
                  scales: list[float], sampling_ratio: int, aligned: bool, target: str = "auto",
                  deterministic: bool = False) -> Tensor:
@@ -78,8 +83,11 @@ def _backward(ctx, grad):
 
 
 _multi_scale.register_autograd(_backward, setup_context=_setup_context)
+for _device in ("cpu", "cuda"):
+    torch.library.impl(_QUALNAME, f"Autocast{_device.upper()}", autocast_kernel(_QUALNAME, _device), lib=_LIB)
 
 
+@fx_leaf
 def multi_scale_roi_align(features, boxes, output_size, scales, sampling_ratio: int = -1,
                           aligned: bool = False, canonical_scale: float = 224,
                           canonical_level: int = 4, *, target: str = "auto",
@@ -118,6 +126,16 @@ def infer_scale(feature: Tensor, original_size) -> float:
     return 2.0 ** round(math.log2(approx))
 
 
+@fx_leaf  # one node in an FX trace, as torchvision's module (its scales come from the maps' sizes)
+def _pool_pyramid(x, boxes, image_shapes, featmap_names, output_size, sampling_ratio, aligned,
+                  canonical_scale, canonical_level) -> Tensor:
+    features = [x[name] for name in featmap_names]
+    original = (max(s[0] for s in image_shapes), max(s[1] for s in image_shapes))
+    scales = [infer_scale(f, original) for f in features]
+    return multi_scale_roi_align(features, boxes, output_size, scales, sampling_ratio, aligned,
+                                 canonical_scale, canonical_level)
+
+
 class MultiScaleRoIAlign(nn.Module):
     """torchvision.ops.MultiScaleRoIAlign's interface: forward(x: dict, boxes, image_shapes)."""
 
@@ -129,11 +147,8 @@ class MultiScaleRoIAlign(nn.Module):
         self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
-        features = [x[name] for name in self.featmap_names]
-        original = (max(s[0] for s in image_shapes), max(s[1] for s in image_shapes))
-        scales = [infer_scale(f, original) for f in features]
-        return multi_scale_roi_align(features, boxes, self.output_size, scales, self.sampling_ratio,
-                                     self.aligned, self.canonical_scale, self.canonical_level)
+        return _pool_pyramid(x, boxes, image_shapes, self.featmap_names, self.output_size, self.sampling_ratio,
+                             self.aligned, self.canonical_scale, self.canonical_level)
 
     def extra_repr(self) -> str:
         return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "

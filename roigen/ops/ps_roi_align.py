@@ -8,8 +8,10 @@ from ..specs import PSRoIAlignSpec, output_size_pair
 from ._checks import as_float
 from ._module import OpModule
 from ._registry import call
+from ._tracing import fx_leaf
 
 
+@fx_leaf
 def ps_roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
                  sampling_ratio: int = -1, *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """Position-sensitive RoIAlign (torchvision.ops.ps_roi_align): input has

@@ -8,8 +8,10 @@ from ..specs import RoIPoolSpec, output_size_pair
 from ._checks import as_float as _as_float
 from ._module import OpModule
 from ._registry import call
+from ._tracing import fx_leaf
 
 
+@fx_leaf
 def roi_pool(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
              *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """RoIPool of Fast R-CNN; the same arguments and results as `torchvision.ops.roi_pool`.

@@ -8,8 +8,10 @@ from ..specs import RoISPPSpec
 from ._checks import as_float, as_levels
 from ._module import OpModule
 from ._registry import call
+from ._tracing import fx_leaf
 
 
+@fx_leaf
 def roi_spp(input: Tensor, boxes, levels=(4, 2, 1), spatial_scale: float = 1.0,
             *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """SPPnet pooling inside boxes: the RoIPool grids of every level, computed in one

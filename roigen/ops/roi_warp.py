@@ -8,8 +8,10 @@ from ..specs import RoIWarpSpec, output_size_pair
 from ._checks import as_float
 from ._module import OpModule
 from ._registry import call
+from ._tracing import fx_leaf
 
 
+@fx_leaf
 def roi_warp(input: Tensor, boxes, output_size, spatial_scale: float = 1.0,
              sampling_ratio: int = -1, mode: str = "avg",
              *, target: str = "auto", deterministic: bool = False) -> Tensor:

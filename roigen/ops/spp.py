@@ -8,8 +8,10 @@ from ..specs import SPPSpec
 from ._checks import as_levels
 from ._module import OpModule
 from ._registry import call
+from ._tracing import fx_leaf
 
 
+@fx_leaf
 def spp(input: Tensor, levels=(4, 2, 1), mode: str = "max",
         *, target: str = "auto", deterministic: bool = False) -> Tensor:
     """Pool the map into n x n adaptive bins for each n in `levels` (max or avg).
