@@ -12,8 +12,8 @@ STAMP := $(VENV)/.installed
 # (a CPU-only torch 2.13 lacks a matching torchvision).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --no-compile -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -4,7 +4,8 @@ Each spec field listed in FIELD_VALUES is varied; the remaining fields
 (spatial scale, output size) are fixed here.  Fields are crossed pairwise
 (every pair of values of every two fields appears in some case), not as a
 full product: the kernels branch on each field, and no branch depends on three
-at once.  How to call an op, its oracle and its reference come from its
+at once.  roi_warp, roi_align's kernels with a snapped box, takes each value
+once (EACH_VALUE_ONCE).  How to call an op, its oracle and its reference come from its
 adapter (`roigen.ops._adapter`), so adding an op adds nothing here.
 """
 
@@ -111,13 +112,25 @@ class OpCase:
         return self.name + "".join(f"-{k}={v}" for k, v in self.params)
 
 
+# Ops whose kernels are another op's (roi_warp: roi_align's with a snapped box) get
+# every value of every field once, not every pair: the pairs are the other op's.
+EACH_VALUE_ONCE = {"roi_warp"}
+
+
+def each_value_once(fields: dict[str, list]) -> list[dict]:
+    """Rows in which every value of every field appears at least once (round robin)."""
+    rows = max((len(values) for values in fields.values()), default=1)
+    return [{name: values[i % len(values)] for name, values in fields.items()} for i in range(rows)]
+
+
 def cases(ops=None) -> list[OpCase]:
     out = []
     for name, spec_cls in SPECS.items():
         if ops and name not in ops:
             continue
         fields = [f.name for f in spec_cls.op_fields() if f.name in FIELD_VALUES]
-        for row in pairwise({f: FIELD_VALUES[f] for f in fields}):
+        cover = each_value_once if name in EACH_VALUE_ONCE else pairwise
+        for row in cover({f: FIELD_VALUES[f] for f in fields}):
             out.append(OpCase(name, tuple((f, row[f]) for f in fields)))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -84,18 +85,31 @@ def _hidden(cache: Path) -> list[str]:
     return [p.name for p in cache.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
 
 
-def test_second_process_loads_without_compiling(tmp_path):
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One child's build into a fresh cache: (cache folder, its result).  Tests that start
+    from a whole entry copy it (each child process costs seconds of imports)."""
+    root = tmp_path_factory.mktemp("built")
+    return root / "cache", _run(root, root / "cache", "build")
+
+
+def _copy(built, tmp_path) -> tuple[Path, torch.Tensor]:
+    """A private copy of the built cache, and the result its build gave."""
     cache = tmp_path / "cache"
-    first = _run(tmp_path, cache, "build")
+    shutil.copytree(built[0], cache)
+    return cache, built[1]
+
+
+def test_second_process_loads_without_compiling(tmp_path, built):
+    cache, first = _copy(built, tmp_path)
     entries = sorted(p.name for p in cache.iterdir())
     assert any(n.endswith(".so") for n in entries) and any(n.endswith(".json") for n in entries)
     second = _run(tmp_path, cache, "forbid-compile")
     torch.testing.assert_close(first, second)
 
 
-def test_entries_are_readable_and_keyed_by_what_they_depend_on(tmp_path):
-    cache = tmp_path / "cache"
-    _run(tmp_path, cache, "build")
+def test_entries_are_readable_and_keyed_by_what_they_depend_on(tmp_path, built):
+    cache, _ = _copy(built, tmp_path)
     (meta_path,) = cache.glob("*.json")
     meta = json.loads(meta_path.read_text())["key"]
     assert meta["spec"]["op"] == "ps_roi_pool" and meta["spec"]["pooled_height"] == 3
@@ -103,9 +117,8 @@ def test_entries_are_readable_and_keyed_by_what_they_depend_on(tmp_path):
     assert meta_path.with_suffix(".so").exists()
 
 
-def test_corrupted_entry_is_rebuilt(tmp_path):
-    cache = tmp_path / "cache"
-    first = _run(tmp_path, cache, "build")
+def test_corrupted_entry_is_rebuilt(tmp_path, built):
+    cache, first = _copy(built, tmp_path)
     (library,) = cache.glob("*.so")
     size = library.stat().st_size
     library.write_bytes(library.read_bytes()[:size // 2])  # truncated: loading it would SIGBUS
@@ -138,11 +151,10 @@ def test_concurrent_builds_leave_one_valid_entry(tmp_path):
     torch.testing.assert_close(_run(tmp_path, cache, "forbid-compile"), torch.load(tmp_path / "0.pt"))
 
 
-def test_a_library_swapped_for_another_entrys_is_rebuilt(tmp_path):
+def test_a_library_swapped_for_another_entrys_is_rebuilt(tmp_path, built):
     """The file name proves nothing: scale 0.5's library under scale 1.0's name is caught by
     the record's sha256, reported once, and rebuilt; the result is scale 1.0's."""
-    cache = tmp_path / "cache"
-    first = _run(tmp_path, cache, "build", scale=1.0)
+    cache, first = _copy(built, tmp_path)  # scale 1.0
     half = _run(tmp_path, cache, "build", scale=0.5)
     assert not torch.allclose(first, half)
     entries = _entries(cache)
@@ -153,7 +165,7 @@ def test_a_library_swapped_for_another_entrys_is_rebuilt(tmp_path):
     _run(tmp_path, cache, "forbid-compile", scale=1.0)  # the rebuilt entry verifies
 
 
-def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path):
+def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path, built):
     """Another op's TVM library, or a library that is not TVM's at all: rebuilt, once."""
     import ctypes.util
 
@@ -161,8 +173,7 @@ def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path):
     from roigen.build import ensure_built
     from roigen.specs import RoIPoolSpec
 
-    cache = tmp_path / "cache"
-    first = _run(tmp_path, cache, "build")
+    cache, first = _copy(built, tmp_path)
     (library,) = cache.glob("*.so")
     foreign = Path(ctypes.util.find_library("m") or "libm.so.6")
     foreign = foreign if foreign.is_absolute() else Path("/lib/x86_64-linux-gnu") / foreign
@@ -188,14 +199,14 @@ def test_a_build_killed_at_any_step_leaves_a_cache_that_recovers(tmp_path, step)
 
 
 @pytest.mark.parametrize("unusable", ["a-file", "/proc/roigen-cache"])
-def test_an_unwritable_cache_falls_back_with_one_warning(tmp_path, unusable):
+def test_an_unwritable_cache_falls_back_with_one_warning(tmp_path, unusable, built):
     cache = tmp_path / unusable if not unusable.startswith("/") else Path(unusable)
     if unusable == "a-file":
         cache.write_text("not a folder")
     stderr = []
     out = _run(tmp_path, cache, "build", stderr)
     assert stderr[0].count("cannot write the kernel cache") == 1, stderr[0]
-    torch.testing.assert_close(out, _run(tmp_path, tmp_path / "good", "build"))
+    torch.testing.assert_close(out, built[1])  # what a usable cache's build gives
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")

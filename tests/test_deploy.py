@@ -10,6 +10,7 @@ import torchvision
 import roigen.ops as R
 
 from boxes import random_rois
+from cases import OUTPUT, SCALE
 
 onnxruntime = pytest.importorskip("onnxruntime")
 roigen_onnx = pytest.importorskip("roigen.onnx")
@@ -37,14 +38,15 @@ def _run(session, args):
                                                             for i, a in zip(session.get_inputs(), flat)})]
 
 
+# The test matrix's float32 specs (OUTPUT, SCALE), whose kernels other tests build too.
 TRANSLATED = {
-    "roi_align-aligned": lambda x, r: R.roi_align(x, r, (3, 4), 0.5, 2, True),
-    "roi_align-legacy-adaptive": lambda x, r: R.roi_align(x, r, 3, 0.5, -1, False),
-    "roi_warp": lambda x, r: R.roi_warp(x, r, (2, 3), 0.5, 2),
-    "roi_pool": lambda x, r: R.roi_pool(x, r, (3, 2), 0.5),
-    "roi_spp": lambda x, r: R.roi_spp(x, r, (3, 1), 0.5),
-    "spp": lambda x, r: R.spp(x, (3, 2, 1)),
-    "multi_scale_roi_align": lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, 3, [0.5, 0.25], 2),
+    "roi_align-aligned-adaptive": lambda x, r: R.roi_align(x, r, OUTPUT, SCALE, -1, True),
+    "roi_align-legacy": lambda x, r: R.roi_align(x, r, OUTPUT, SCALE, 2, False),
+    "roi_warp": lambda x, r: R.roi_warp(x, r, OUTPUT, SCALE, -1),
+    "roi_pool": lambda x, r: R.roi_pool(x, r, OUTPUT, SCALE),
+    "roi_spp": lambda x, r: R.roi_spp(x, r, (3, 1), SCALE),
+    "spp": lambda x, r: R.spp(x, (3, 1)),
+    "multi_scale_roi_align": lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, 4, [0.5, 0.25], 2),
 }
 
 
@@ -90,27 +92,31 @@ def test_maskrcnn_roi_heads_export_to_onnxruntime(tmp_path, gen):
 # The oracle, evaluated under the same autocast: torchvision's roi_align (which has
 # an autocast kernel); for the rest, the op on the float32 map (torchvision's CPU
 # roi_pool, ps_roi_* have none: they refuse bfloat16 maps with float32 boxes).
+# The specs are the test matrix's float32 ones (OUTPUT, SCALE).
 HALF_OPS = {
-    "roi_align": (lambda x, r: R.roi_align(x, r, 3, 0.5, 2, True),
-                  lambda x, r: torchvision.ops.roi_align(x, r, 3, 0.5, 2, True)),
-    "roi_pool": (lambda x, r: R.roi_pool(x, r, 3, 0.5), lambda x, r: torchvision.ops.roi_pool(x.float(), r, 3, 0.5)),
-    "ps_roi_align": (lambda x, r: R.ps_roi_align(x, r, 3, 0.5, 2),
-                     lambda x, r: torchvision.ops.ps_roi_align(x.float(), r, 3, 0.5, 2)),
-    "ps_roi_pool": (lambda x, r: R.ps_roi_pool(x, r, 3, 0.5),
-                    lambda x, r: torchvision.ops.ps_roi_pool(x.float(), r, 3, 0.5)),
-    "roi_warp": (lambda x, r: R.roi_warp(x, r, 3, 0.5, 2), lambda x, r: R.roi_warp(x.float(), r, 3, 0.5, 2)),
-    "roi_spp": (lambda x, r: R.roi_spp(x, r, (2, 1), 0.5), lambda x, r: R.roi_spp(x.float(), r, (2, 1), 0.5)),
-    "spp": (lambda x, r: R.spp(x, (2, 1)), lambda x, r: R.spp(x.float(), (2, 1))),
+    "roi_align": (lambda x, r: R.roi_align(x, r, OUTPUT, SCALE, -1, True),
+                  lambda x, r: torchvision.ops.roi_align(x, r, OUTPUT, SCALE, -1, True)),
+    "roi_pool": (lambda x, r: R.roi_pool(x, r, OUTPUT, SCALE),
+                 lambda x, r: torchvision.ops.roi_pool(x.float(), r, OUTPUT, SCALE)),
+    "ps_roi_align": (lambda x, r: R.ps_roi_align(x, r, OUTPUT, SCALE, 2),
+                     lambda x, r: torchvision.ops.ps_roi_align(x.float(), r, OUTPUT, SCALE, 2)),
+    "ps_roi_pool": (lambda x, r: R.ps_roi_pool(x, r, OUTPUT, SCALE),
+                    lambda x, r: torchvision.ops.ps_roi_pool(x.float(), r, OUTPUT, SCALE)),
+    # No torchvision form: the op on the float32 map, in the map's dtype.
+    "roi_warp": (lambda x, r: R.roi_warp(x, r, OUTPUT, SCALE, -1),
+                 lambda x, r: R.roi_warp(x.float(), r, OUTPUT, SCALE, -1)),
+    "roi_spp": (lambda x, r: R.roi_spp(x, r, (3, 1), SCALE), lambda x, r: R.roi_spp(x.float(), r, (3, 1), SCALE)),
+    "spp": (lambda x, r: R.spp(x, (3, 1)), lambda x, r: R.spp(x.float(), (3, 1))),
     "multi_scale_roi_align": (
-        lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, 3, [0.5, 0.25], 2),
-        lambda x, r: R.multi_scale_roi_align([x.float(), x.float()[..., ::2, ::2]], r, 3, [0.5, 0.25], 2)),
+        lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, 4, [0.5, 0.25], 2),
+        lambda x, r: R.multi_scale_roi_align([x.float(), x.float()[..., ::2, ::2]], r, 4, [0.5, 0.25], 2)),
 }
 
 
 @pytest.mark.parametrize("name", HALF_OPS)
 def test_autocast_runs_half_maps_with_float32_boxes_as_torchvision(name, gen):
     ours, theirs = HALF_OPS[name]
-    x = torch.randn(2, 18, 10, 12, generator=gen).to(torch.bfloat16).requires_grad_()
+    x = torch.randn(2, 24, 10, 12, generator=gen).to(torch.bfloat16).requires_grad_()  # 24: C_out * 3 * 4
     rois = random_rois(2, 10, 12, 7, 0.5, gen)  # float32, as a model's proposals are
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = ours(x, rois)
