@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from zygote import Zygote
 
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, time, torch, tvm
@@ -59,11 +60,21 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, cache, mode, stderr=None, scale=1.0, check=True):
-    env = {**os.environ, "ROIGEN_CACHE_DIR": str(cache)}
+# One worker runs this file, so its zygote and first build happen once.
+pytestmark = pytest.mark.xdist_group("cache")
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    z = Zygote()
+    yield z
+    z.close()
+
+
+def _run(zygote, tmp_path, cache, mode, stderr=None, scale=1.0, check=True):
+    """SCRIPT in a new process (forked from the zygote) with its own cache folder."""
     result = tmp_path / f"{mode}-{scale}.pt"
-    run = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(result), str(scale)], env=env,
-                         capture_output=True, text=True)
+    run = zygote.run(SCRIPT, [mode, str(result), str(scale)], {"ROIGEN_CACHE_DIR": str(cache)})
     if check:
         assert run.returncode == 0, run.stderr[-3000:]
     if stderr is not None:
@@ -86,11 +97,11 @@ def _hidden(cache: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, zygote):
     """One child's build into a fresh cache: (cache folder, its result).  Tests that start
     from a whole entry copy it (each child process costs seconds of imports)."""
     root = tmp_path_factory.mktemp("built")
-    return root / "cache", _run(root, root / "cache", "build")
+    return root / "cache", _run(zygote, root, root / "cache", "build")
 
 
 def _copy(built, tmp_path) -> tuple[Path, torch.Tensor]:
@@ -100,11 +111,11 @@ def _copy(built, tmp_path) -> tuple[Path, torch.Tensor]:
     return cache, built[1]
 
 
-def test_second_process_loads_without_compiling(tmp_path, built):
+def test_second_process_loads_without_compiling(tmp_path, built, zygote):
     cache, first = _copy(built, tmp_path)
     entries = sorted(p.name for p in cache.iterdir())
     assert any(n.endswith(".so") for n in entries) and any(n.endswith(".json") for n in entries)
-    second = _run(tmp_path, cache, "forbid-compile")
+    second = _run(zygote, tmp_path, cache, "forbid-compile")
     torch.testing.assert_close(first, second)
 
 
@@ -117,20 +128,20 @@ def test_entries_are_readable_and_keyed_by_what_they_depend_on(tmp_path, built):
     assert meta_path.with_suffix(".so").exists()
 
 
-def test_corrupted_entry_is_rebuilt(tmp_path, built):
+def test_corrupted_entry_is_rebuilt(tmp_path, built, zygote):
     cache, first = _copy(built, tmp_path)
     (library,) = cache.glob("*.so")
     size = library.stat().st_size
     library.write_bytes(library.read_bytes()[:size // 2])  # truncated: loading it would SIGBUS
     stderr = []
-    again = _run(tmp_path, cache, "build", stderr)
+    again = _run(zygote, tmp_path, cache, "build", stderr)
     torch.testing.assert_close(first, again)
     assert Path(library).stat().st_size > size // 2
     assert stderr[0].count("discarding unreadable cache entry") == 1  # reported once
-    _run(tmp_path, cache, "forbid-compile")  # and the rebuilt entry is whole
+    _run(zygote, tmp_path, cache, "forbid-compile")  # and the rebuilt entry is whole
 
 
-def test_concurrent_builds_leave_one_valid_entry(tmp_path):
+def test_concurrent_builds_leave_one_valid_entry(tmp_path, zygote):
     """Two processes compiling the same kernel at once: atomic renames leave one whole entry."""
     cache, go = tmp_path / "cache", tmp_path / "go"
     waiting = textwrap.dedent(f"""
@@ -148,24 +159,24 @@ def test_concurrent_builds_leave_one_valid_entry(tmp_path):
     assert [n for n in names if n.endswith(".so")] and len([n for n in names if n.endswith(".so")]) == 1
     assert not _hidden(cache), names  # no temporary files left behind
     torch.testing.assert_close(torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt"))
-    torch.testing.assert_close(_run(tmp_path, cache, "forbid-compile"), torch.load(tmp_path / "0.pt"))
+    torch.testing.assert_close(_run(zygote, tmp_path, cache, "forbid-compile"), torch.load(tmp_path / "0.pt"))
 
 
-def test_a_library_swapped_for_another_entrys_is_rebuilt(tmp_path, built):
+def test_a_library_swapped_for_another_entrys_is_rebuilt(tmp_path, built, zygote):
     """The file name proves nothing: scale 0.5's library under scale 1.0's name is caught by
     the record's sha256, reported once, and rebuilt; the result is scale 1.0's."""
     cache, first = _copy(built, tmp_path)  # scale 1.0
-    half = _run(tmp_path, cache, "build", scale=0.5)
+    half = _run(zygote, tmp_path, cache, "build", scale=0.5)
     assert not torch.allclose(first, half)
     entries = _entries(cache)
     entries[1.0].write_bytes(entries[0.5].read_bytes())
     stderr = []
-    torch.testing.assert_close(_run(tmp_path, cache, "build", stderr, scale=1.0), first)
+    torch.testing.assert_close(_run(zygote, tmp_path, cache, "build", stderr, scale=1.0), first)
     assert stderr[0].count("discarding unreadable cache entry") == 1
-    _run(tmp_path, cache, "forbid-compile", scale=1.0)  # the rebuilt entry verifies
+    _run(zygote, tmp_path, cache, "forbid-compile", scale=1.0)  # the rebuilt entry verifies
 
 
-def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path, built):
+def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path, built, zygote):
     """Another op's TVM library, or a library that is not TVM's at all: rebuilt, once."""
     import ctypes.util
 
@@ -181,39 +192,39 @@ def test_foreign_libraries_are_rebuilt_not_loaded(tmp_path, built):
     for impostor in (kernel_cache.path(name, ".so"), foreign):
         library.write_bytes(impostor.read_bytes())
         stderr = []
-        torch.testing.assert_close(_run(tmp_path, cache, "build", stderr), first)
+        torch.testing.assert_close(_run(zygote, tmp_path, cache, "build", stderr), first)
         assert stderr[0].count("discarding unreadable cache entry") == 1, stderr[0]
 
 
 @pytest.mark.parametrize("step", ["kill-compiling", "kill-writing-library", "kill-before-record",
                                   "kill-writing-record"])
-def test_a_build_killed_at_any_step_leaves_a_cache_that_recovers(tmp_path, step):
+def test_a_build_killed_at_any_step_leaves_a_cache_that_recovers(tmp_path, step, zygote):
     cache = tmp_path / "cache"
     # -9 proves the patched step was reached: a kill point the build no longer passes fails here.
-    assert _run(tmp_path, cache, step, check=False) == -9
+    assert _run(zygote, tmp_path, cache, step, check=False) == -9
     stderr = []
-    out = _run(tmp_path, cache, "build", stderr)
+    out = _run(zygote, tmp_path, cache, "build", stderr)
     assert not _hidden(cache), sorted(p.name for p in cache.iterdir())  # the dead build's temporaries
     assert len(list(cache.glob("*.json"))) == 1 and len(list(cache.glob("*.so"))) == 1
-    torch.testing.assert_close(_run(tmp_path, cache, "forbid-compile"), out)
+    torch.testing.assert_close(_run(zygote, tmp_path, cache, "forbid-compile"), out)
 
 
 @pytest.mark.parametrize("unusable", ["a-file", "/proc/roigen-cache"])
-def test_an_unwritable_cache_falls_back_with_one_warning(tmp_path, unusable, built):
+def test_an_unwritable_cache_falls_back_with_one_warning(tmp_path, unusable, built, zygote):
     cache = tmp_path / unusable if not unusable.startswith("/") else Path(unusable)
     if unusable == "a-file":
         cache.write_text("not a folder")
     stderr = []
-    out = _run(tmp_path, cache, "build", stderr)
+    out = _run(zygote, tmp_path, cache, "build", stderr)
     assert stderr[0].count("cannot write the kernel cache") == 1, stderr[0]
     torch.testing.assert_close(out, built[1])  # what a usable cache's build gives
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
-def test_a_read_only_cache_falls_back_with_one_warning(tmp_path):
+def test_a_read_only_cache_falls_back_with_one_warning(tmp_path, zygote):
     cache = tmp_path / "cache"
     cache.mkdir()
     cache.chmod(0o555)
     stderr = []
-    _run(tmp_path, cache, "build", stderr)
+    _run(zygote, tmp_path, cache, "build", stderr)
     assert stderr[0].count("cannot write the kernel cache") == 1

@@ -20,6 +20,9 @@ from roigen.package import generate, parse_spec
 from boxes import KINDS, random_rois
 from devices import require_vulkan
 
+# One worker runs this file, so the module's package fixture is built once.
+pytestmark = pytest.mark.xdist_group("package")
+
 SPECS = ["roi_align:output_size=3,spatial_scale=0.5,sampling_ratio=-1,aligned=true",
          "roi_pool:output_size=2,spatial_scale=0.5",
          "ps_roi_align:output_size=2,spatial_scale=0.5,sampling_ratio=2"]
