@@ -1,4 +1,4 @@
-"""What the GPU kernels share around their math: thread registers and the kernel set."""
+"""What the GPU kernels share around their math: the launch, thread registers and the kernel set."""
 
 from __future__ import annotations
 
