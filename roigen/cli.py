@@ -108,7 +108,7 @@ def generate(args) -> int:
         from .specs import SPECS
 
         ops_ = list(SPECS)
-    manifest = write_package(target, ops_, out, specs or None,
+    manifest = write_package(target, ops_, out, specs or None, torch_library=args.torch_library,
                              progress=lambda m: print(f"roigen generate: {m}", file=sys.stderr, flush=True))
     print(manifest.parent)
     return 0
@@ -200,6 +200,9 @@ def main(argv=None) -> int:
                    help="a parameter set to include, e.g. roi_align:output_size=7,spatial_scale=0.125,"
                         "sampling_ratio=2,aligned=true (repeatable; default: the workloads' sets)")
     p.add_argument("--out", required=True, help="the package folder; its name is the package's import name")
+    p.add_argument("--torch-library", action="store_true",
+                   help="also build the C++ op library that registers the ops in processes without "
+                        "roigen's Python ops (AOTInductor; CPU targets)")
     p.set_defaults(func=generate)
     p = sub.add_parser("tune", help="search a target's schedule space for an op; record the best per device",
                        description="Tune an op's forward and backward kernels on one workload; the best "

@@ -9,6 +9,9 @@
                                kernels.cubin and ptxas's report (CUDA) | kernels.wgsl (Vulkan)
       _roigen/                 a copy of roigen's runtime and ops (no compiler), whose kernel
                                provider looks kernels up in this package
+      libroigen_torch.so, torch_library.json, lib/
+                               with --torch-library: the C++ op library that registers
+                               torch.ops.roigen.* without Python (roigen/torch_library.py)
 
 Kernels are specialised on an op's parameters (output size, spatial scale, …),
 so a package holds a list of specs: by default the workloads' parameter sets
@@ -158,10 +161,12 @@ def _render(template: str, **context) -> str:
     return jinja2.Template(text, keep_trailing_newline=True).render(**context)
 
 
-def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | None = None, progress=None) -> Path:
+def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | None = None, progress=None,
+             torch_library: bool = False) -> Path:
     """Write the package for `target` into `out` (created; must not hold another package).
 
     Returns the manifest's path.  `progress(message)` is called as work proceeds.
+    `torch_library`: also build the C++ op library (roigen.torch_library).
     """
     from .build import plan
     from .lower import kernel_funcs
@@ -176,6 +181,10 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
         raise ValueError(f"--out: {out} exists and is not a roigen package; refusing to write into it")
     backend = backend_for(target)
+    if torch_library:
+        from .torch_library import check_target
+
+        check_target(target)
     builds = _layouts(specs if specs else default_specs(ops), target)
     for spec in builds:
         try:
@@ -221,6 +230,11 @@ def generate(target: str | Target, ops: list[str], out, specs: list[OpSpec] | No
     }
     (out / "__init__.py").write_text(_render("package_init.py.j2", name=name, target=target.name,
                                              ops=sorted({e["op"] for e in entries})))
+    if torch_library:
+        from . import torch_library as native
+
+        say("building the torch op library")
+        native.build(out, native.describe(builds, entries, target), say)
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         files[str(path.relative_to(out))] = _sha256(path)
     manifest["files"] = files

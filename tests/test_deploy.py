@@ -38,6 +38,9 @@ def _run(session, args):
                                                             for i, a in zip(session.get_inputs(), flat)})]
 
 
+# The test matrix's float32 specs (OUTPUT, SCALE), whose kernels other tests build too;
+# FPN's second level (SCALE / 2) is this file's own.
+PYRAMID = [SCALE, SCALE / 2]
 # The test matrix's float32 specs (OUTPUT, SCALE), whose kernels other tests build too.
 TRANSLATED = {
     "roi_align-aligned-adaptive": lambda x, r: R.roi_align(x, r, OUTPUT, SCALE, -1, True),
@@ -46,7 +49,7 @@ TRANSLATED = {
     "roi_pool": lambda x, r: R.roi_pool(x, r, OUTPUT, SCALE),
     "roi_spp": lambda x, r: R.roi_spp(x, r, (3, 1), SCALE),
     "spp": lambda x, r: R.spp(x, (3, 1)),
-    "multi_scale_roi_align": lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, 4, [0.5, 0.25], 2),
+    "multi_scale_roi_align": lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, OUTPUT, PYRAMID, -1, True),
 }
 
 
@@ -108,8 +111,8 @@ HALF_OPS = {
     "roi_spp": (lambda x, r: R.roi_spp(x, r, (3, 1), SCALE), lambda x, r: R.roi_spp(x.float(), r, (3, 1), SCALE)),
     "spp": (lambda x, r: R.spp(x, (3, 1)), lambda x, r: R.spp(x.float(), (3, 1))),
     "multi_scale_roi_align": (
-        lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, 4, [0.5, 0.25], 2),
-        lambda x, r: R.multi_scale_roi_align([x.float(), x.float()[..., ::2, ::2]], r, 4, [0.5, 0.25], 2)),
+        lambda x, r: R.multi_scale_roi_align([x, x[..., ::2, ::2]], r, OUTPUT, PYRAMID, -1, True),
+        lambda x, r: R.multi_scale_roi_align([x.float(), x.float()[..., ::2, ::2]], r, OUTPUT, PYRAMID, -1, True)),
 }
 
 
@@ -131,18 +134,20 @@ def test_autocast_runs_half_maps_with_float32_boxes_as_torchvision(name, gen):
 
 
 def _every_op(t, boxes):
+    """Every op, at the test matrix's specs (OUTPUT, SCALE; t has 24 = 2 * 3 * 4 channels)."""
     per_image = [boxes[:3, 1:], boxes[3:, 1:]]  # the list form: image i gets its tensor's boxes
-    return (R.roi_align(t, boxes, 4, 0.5, 2, True).sum() + R.roi_pool(t, per_image, 4, 0.5).sum()
-            + R.roi_warp(t, boxes, 4, 0.5, 2).sum() + R.ps_roi_align(t, boxes, 2, 0.5).sum()
-            + R.ps_roi_pool(t, boxes, 2, 0.5).sum() + R.roi_spp(t, boxes, (2, 1), 0.5).sum()
-            + R.spp(t, (2, 1)).sum() + R.multi_scale_roi_align([t, t[..., ::2, ::2]], boxes, 4, [0.5, 0.25], 2).sum())
+    return (R.roi_align(t, boxes, OUTPUT, SCALE, -1, True).sum() + R.roi_pool(t, per_image, OUTPUT, SCALE).sum()
+            + R.roi_warp(t, boxes, OUTPUT, SCALE, -1).sum() + R.ps_roi_align(t, boxes, OUTPUT, SCALE, 2).sum()
+            + R.ps_roi_pool(t, boxes, OUTPUT, SCALE).sum() + R.roi_spp(t, boxes, (3, 1), SCALE).sum()
+            + R.spp(t, (3, 1)).sum() + R.multi_scale_roi_align([t, t[..., ::2, ::2]], boxes, OUTPUT, PYRAMID, -1,
+                                                               True).sum())
 
 
 def test_fx_keeps_each_op_one_leaf_call(gen):
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.pool = R.MultiScaleRoIAlign(["a", "b"], 3, 2)
+            self.pool = R.MultiScaleRoIAlign(["a", "b"], OUTPUT, -1, aligned=True)
 
         def forward(self, t, boxes):
             pyramid = self.pool({"a": t, "b": t[..., ::2, ::2]}, [boxes[:2, 1:], boxes[2:, 1:]], [(20, 24)] * 2)
@@ -152,17 +157,17 @@ def test_fx_keeps_each_op_one_leaf_call(gen):
     called = {getattr(n.target, "__name__", n.target) for n in traced.graph.nodes if n.op == "call_function"}
     assert {"roi_align", "roi_pool", "roi_warp", "ps_roi_align", "ps_roi_pool", "roi_spp", "spp",
             "multi_scale_roi_align", "_pool_pyramid"} <= called
-    t = torch.randn(2, 16, 10, 12, generator=gen)
+    t = torch.randn(2, 24, 10, 12, generator=gen)
     boxes = random_rois(2, 10, 12, 6, 0.5, gen)
     torch.testing.assert_close(traced(t, boxes), Model()(t, boxes))
 
 
 def test_torch_export_runs_every_op(gen):
-    t = torch.randn(2, 16, 10, 12, generator=gen)
+    t = torch.randn(2, 24, 10, 12, generator=gen)
     boxes = random_rois(2, 10, 12, 6, 0.5, gen)
     program = torch.export.export(Call(_every_op), (t, boxes))
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert {f"roigen.{name}.default" for name in ("roi_align", "roi_pool", "roi_warp", "ps_roi_align",
                                                  "ps_roi_pool", "roi_spp", "spp", "multi_scale_roi_align")} <= targets
-    t, boxes = torch.randn(2, 16, 10, 12, generator=gen), random_rois(2, 10, 12, 6, 0.5, gen)
+    t, boxes = torch.randn(2, 24, 10, 12, generator=gen), random_rois(2, 10, 12, 6, 0.5, gen)
     torch.testing.assert_close(program.module()(t, boxes), _every_op(t, boxes))

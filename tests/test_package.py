@@ -26,6 +26,12 @@ pytestmark = pytest.mark.xdist_group("package")
 SPECS = ["roi_align:output_size=3,spatial_scale=0.5,sampling_ratio=-1,aligned=true",
          "roi_pool:output_size=2,spatial_scale=0.5",
          "ps_roi_align:output_size=2,spatial_scale=0.5,sampling_ratio=2"]
+# The host package also holds every other op, for its C++ op library (AOTInductor).
+HOST_SPECS = SPECS + ["roi_warp:output_size=2,spatial_scale=0.5,sampling_ratio=2",
+                      "ps_roi_pool:output_size=2,spatial_scale=0.5",
+                      "roi_spp:levels=2/1,spatial_scale=0.5",
+                      "spp:levels=2/1",
+                      "roi_align:output_size=3,spatial_scale=0.25,sampling_ratio=-1,aligned=true"]
 
 # Runs in a fresh process: roigen cannot be imported and TVM cannot compile.
 USE_PACKAGE = textwrap.dedent("""
@@ -80,7 +86,7 @@ def _run_package(tmp_path, package: Path, gen, target="auto"):
 @pytest.fixture(scope="module")
 def host_package(tmp_path_factory):
     out = tmp_path_factory.mktemp("pkgs") / "roi_kernels"
-    generate("host", [], out, [parse_spec(s) for s in SPECS])
+    generate("host", [], out, [parse_spec(s) for s in HOST_SPECS], torch_library=True)
     return out
 
 
@@ -91,7 +97,7 @@ def test_host_package_runs_without_roigen_or_compiler(host_package, tmp_path, ge
 def test_manifest_lists_specs_signatures_and_hashes(host_package):
     manifest = json.loads((host_package / "manifest.json").read_text())
     assert manifest["package"] == "roi_kernels" and manifest["tvm"] and manifest["target"]["runtime"] == "llvm"
-    assert {e["op"] for e in manifest["specs"]} == {"roi_align", "roi_pool", "ps_roi_align"}
+    assert {e["op"] for e in manifest["specs"]} == {parse_spec(s).name for s in HOST_SPECS}
     forward = manifest["specs"][0]["kernels"]["forward"]
     assert forward and all("name" in p for p in forward)
     assert "tuning_records" in manifest
@@ -99,6 +105,81 @@ def test_manifest_lists_specs_signatures_and_hashes(host_package):
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((host_package / rel).read_bytes()).hexdigest() == digest, rel
     assert "k0_forward" in (host_package / "sources" / "kernels.s").read_text()  # readable assembly
+
+
+# Runs in a fresh process: torch and roigen's op library, neither roigen's Python ops nor TVM's.
+RUN_AOTI = textwrap.dedent("""
+    import sys, torch
+    import roigen.torch_library
+    roigen.torch_library.load(sys.argv[1])
+    assert not {"roigen.ops", "tvm", "tvm_ffi"} & set(sys.modules), sorted(sys.modules)
+    inputs = torch.load(sys.argv[3])
+    model = torch._inductor.aoti_load_package(sys.argv[2])
+    torch.save([model(*args) for args in inputs], sys.argv[4])
+""")
+
+
+def _every_op(t, boxes, R):
+    """Each op at the host package's specs (HOST_SPECS): R is roigen.ops or roigen.reference."""
+    per_image = [boxes[:3, 1:], boxes[3:, 1:]]  # the list form: image i gets its tensor's boxes
+    return (R.roi_align(t, boxes, 3, 0.5, -1, True), R.roi_pool(t, per_image, 2, 0.5),
+            R.ps_roi_align(t, boxes, 2, 0.5, 2), R.roi_warp(t, boxes, 2, 0.5, 2), R.ps_roi_pool(t, boxes, 2, 0.5),
+            R.roi_spp(t, boxes, (2, 1), 0.5), R.spp(t, (2, 1)),
+            # canonical_scale 6 spreads these small boxes over both levels
+            R.multi_scale_roi_align([t, t[..., ::2, ::2]], boxes, 3, [0.5, 0.25], -1, True, 6))
+
+
+class EveryOp(torch.nn.Module):
+    def forward(self, t, boxes):
+        import roigen.ops
+
+        return _every_op(t, boxes, roigen.ops)
+
+
+def test_aoti_package_runs_with_the_op_library_alone(host_package, tmp_path, gen):
+    """torch.export → AOTInductor package → run where only torch and libroigen_torch.so are loaded."""
+    t = torch.randn(2, 8, 9, 11, generator=gen)
+    boxes = random_rois(2, 9, 11, 7, 0.5, gen, kinds=KINDS)
+    program = torch.export.export(EveryOp(), (t, boxes), dynamic_shapes=({}, {0: torch.export.Dim("K", min=5)}))
+    package = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "every_op.pt2"))
+    # Other boxes and another count than the export's.  (Not another memory format: an
+    # AOTInductor model takes its inputs' strides to be the export's.)
+    inputs = [(t, boxes), (torch.randn(2, 8, 9, 11, generator=gen), random_rois(2, 9, 11, 12, 0.5, gen, kinds=KINDS))]
+    torch.save(inputs, tmp_path / "inputs.pt")
+    run = subprocess.run([sys.executable, "-c", RUN_AOTI, str(host_package), package, str(tmp_path / "inputs.pt"),
+                          str(tmp_path / "out.pt")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for (x, rois), got in zip(inputs, torch.load(tmp_path / "out.pt"), strict=True):
+        for out, want in zip(got, _every_op(x.double(), rois.double(), reference), strict=True):
+            torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+
+
+LOAD_HOST = textwrap.dedent("""
+    import sys, torch
+    import roigen.torch_library
+    roigen.torch_library.load(specs=["roi_pool:output_size=2,spatial_scale=0.5"])
+    assert "roigen.ops" not in sys.modules
+    x, rois = torch.load(sys.argv[1])
+    torch.save(torch.ops.roigen.roi_pool(x, rois, 0.5, 2, 2)[0], sys.argv[2])
+""")
+
+
+def test_load_without_a_path_builds_the_hosts_library(tmp_path, gen):
+    x, rois = torch.randn(2, 8, 9, 11, generator=gen), random_rois(2, 9, 11, 6, 0.5, gen, kinds=KINDS)
+    torch.save((x, rois), tmp_path / "in.pt")
+    run = subprocess.run([sys.executable, "-c", LOAD_HOST, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt").double(),
+                               reference.roi_pool(x.double(), rois.double(), 2, 0.5))
+
+
+def test_op_library_refuses_to_shadow_the_python_ops(host_package):
+    import roigen.ops  # noqa: F401
+    from roigen.torch_library import load
+
+    with pytest.raises(RuntimeError, match="registered already"):
+        load(host_package)
 
 
 def test_damaged_library_is_refused(host_package, tmp_path, gen):
@@ -179,6 +260,7 @@ def test_a_new_target_is_one_file(tmp_path, gen):
     (["generate", "--target", "host", "--ops", "roi_nope", "--out", "x"], "unknown op 'roi_nope'"),
     (["generate", "--target", "host", "--ops", "roi_pool", "--out", "/proc/roigen_pkg"], "--out"),
     (["generate", "--target", "host", "--spec", "roi_pool:bins=3", "--out", "x"], "no parameter"),
+    (["generate", "--target", "vulkan", "--torch-library", "--out", "x"], "--torch-library"),
     (["bench", "--workloads", "nosuch"], "unknown workload 'nosuch'"),
     (["demo", "--workloads", "fpn_box,nosuch"], "unknown workload 'nosuch'"),
     (["demo", "--repeats", "0"], "--repeats"),
@@ -187,14 +269,28 @@ def test_a_new_target_is_one_file(tmp_path, gen):
     (["frobnicate"], "invalid choice"),
     ([], "required: command"),
 ])
-def test_cli_bad_arguments_exit_nonzero_with_one_line(args, message, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "roigen", *args], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 2
-    lines = [line for line in run.stderr.splitlines() if "XDG_RUNTIME_DIR" not in line]
-    assert len(lines) == 1 and message in lines[0], run.stderr
+def test_cli_bad_arguments_exit_nonzero_with_one_line(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _main(args, capsys)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and message in lines[0], err
 
 
 @pytest.mark.parametrize("command", ["targets", "ops", "generate", "tune", "bench", "demo"])
-def test_cli_help(command):
-    run = _cli(command, "--help")
-    assert run.returncode == 0 and "usage: roigen " + command in run.stdout
+def test_cli_help(command, capsys):
+    code, out, _ = _main([command, "--help"], capsys)
+    assert code == 0 and "usage: roigen " + command in out
+
+
+def _main(args, capsys):
+    """`roigen ARGS` in this process (a child process costs seconds of imports):
+    (exit code, stdout, stderr).  test_a_new_target_is_one_file runs the real command."""
+    from roigen.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exit:
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

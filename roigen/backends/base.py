@@ -38,6 +38,9 @@ class Backend:
     device_kind: str  # the default `device_key` of its targets: how tuning records name the device
     artifact: str = LIBRARY  # the file that holds the kernels (LIBRARY, or a suffix of `Compiled.files`)
     builds_library: bool = True  # whether `artifact` or another loaded file is a shared library
+    # Whether roigen's C++ op library (roigen/torch_library.py) can call its kernels: host
+    # code in `artifact` taking CPU tensors, with no launch data kept in Python.
+    torch_library: bool = False
 
     def layout(self, spec_cls, channels_last: bool) -> str:
         """The layout ("NCHW" or "NHWC") of the kernels an input in this memory format runs."""

@@ -45,6 +45,12 @@ class _Workspace(threading.local):
 _workspace = _Workspace()
 
 
+def fixed_table_entries(spec) -> int:
+    """Entries of each box's sample tables when the parameters fix them (sampling_ratio > 0:
+    rows and columns of every bin's samples); 0 when the `table_size` kernel counts them."""
+    return 2 * spec.sampling_ratio * (spec.pooled_height + spec.pooled_width) if spec.sampling_ratio > 0 else 0
+
+
 class Kernels:
     """One op's compiled module: pack, forward, backward, unpack, and for the
     RoIAlign family the per-box sample tables (table_size, tables)."""
@@ -68,9 +74,8 @@ class Kernels:
         """The (K, S) sample tables some ops read, filled once per call; () for others."""
         if not self._has_tables:
             return ()
-        if self.spec.sampling_ratio > 0:  # the same for every box
-            entries = 2 * self.spec.sampling_ratio * (self.spec.pooled_height + self.spec.pooled_width)
-        else:
+        entries = fixed_table_entries(self.spec)
+        if not entries:
             size = torch.zeros(1, dtype=torch.int64)
             _call(self._fn["table_size"], rois, size)
             entries = int(size)
@@ -168,6 +173,7 @@ class LlvmBackend(Backend):
     name = "llvm"
     device_type = "cpu"
     device_kind = "cpu-model"
+    torch_library = True
 
     def runnable(self, target) -> bool:
         from ..target import runnable_here

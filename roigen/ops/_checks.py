@@ -50,7 +50,7 @@ def boxes_to_rois(boxes) -> torch.Tensor:
         if b.dim() != 2 or b.shape[1] != 4:
             raise ValueError(f"boxes[{i}] must be a Tensor[L, 4], got shape {tuple(b.shape)}")
     flat = torch.cat(list(boxes), dim=0)
-    index = torch.cat([torch.full((len(b), 1), i, dtype=flat.dtype, device=flat.device)
+    index = torch.cat([torch.full((b.shape[0], 1), i, dtype=flat.dtype, device=flat.device)
                        for i, b in enumerate(boxes)], dim=0)
     return torch.cat([index, flat], dim=1)
 

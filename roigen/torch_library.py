@@ -1,0 +1,198 @@
+"""roigen's ops registered from C++: `torch.ops.roigen.*` in a process without roigen's Python ops.
+
+An AOTInductor package, or any program that loads torch without Python, calls the ops
+through the dispatcher; so a kernel package can carry a small op library
+(`roigen generate --torch-library`):
+
+    <package>/libroigen_torch.so   roigen/native/torch_ops.cpp, built against this torch:
+                                   registers the package's forward ops when loaded
+    <package>/torch_library.json   what it reads: the ops' schemas (roigen's Python
+                                   registration, so they are the same ops) and, for each
+                                   compiled spec, its parameters, output shapes and kernels
+    <package>/lib/                 TVM's runtime, which the kernels call (libtvm_runtime.so,
+                                   libtvm_ffi.so)
+
+`load()` loads such a library into this process without importing `roigen.ops`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import NAMESPACE
+
+LIBRARY = "libroigen_torch.so"
+DESCRIPTION = "torch_library.json"
+_SOURCE = Path(__file__).parent / "native" / "torch_ops.cpp"
+_RUNTIME = ("libtvm_ffi.so", "libtvm_runtime.so")
+
+
+def _dims(shape) -> list[list]:
+    """Symbolic output dimensions as (source, mul, div): value(source) * mul // div."""
+    import sympy
+
+    out = []
+    for dim in shape:
+        dim = sympy.sympify(dim)
+        if not dim.free_symbols:
+            out.append(["1", int(dim), 1])
+            continue
+        (symbol,) = dim.free_symbols
+        exact = dim.args[0] if isinstance(dim, sympy.floor) else dim
+        ratio = sympy.Rational(exact / symbol)
+        out.append([symbol.name, int(ratio.p), int(ratio.q)])
+    return out
+
+
+def _shapes(spec) -> dict:
+    import sympy
+
+    n, c, h, w, rows = sympy.symbols("N C H W rows", integer=True, positive=True)
+    return {"output": _dims(spec.output_shape((n, c, h, w), rows)),
+            "kernel_output": _dims(spec.kernel_output_shape((n, c, h, w), rows))}
+
+
+def check_target(target) -> None:
+    from .backends import backend_for
+
+    if not backend_for(target).torch_library:
+        raise ValueError(f"--torch-library: the C++ op library runs CPU targets' kernels, not {target.name}'s")
+
+
+def describe(builds, entries: list[dict], target) -> dict:
+    """torch_library.json for a package's specs (`builds`, with their manifest `entries`):
+    the C++ library runs the NCHW builds (contiguous inputs) of CPU targets."""
+    import torch
+
+    from . import ops  # noqa: F401  (registers the ops whose schemas the library copies)
+    from .backends.llvm import fixed_table_entries
+    from .limits import _SMALL, MAX_PIXELS, MAX_TABLE_ENTRIES
+
+    check_target(target)
+    kernels = []
+    for spec, entry in zip(builds, entries):
+        if spec.layout != "NCHW":
+            continue
+        runtime = entry["runtime"]
+        tables = "tables" in entry["kernels"]
+        kernels.append({
+            "op": spec.name, "dtype": spec.dtype, "prefix": entry["prefix"],
+            "params": {f.name: getattr(spec, f.name) for f in spec.op_fields()},
+            "packed": spec.packed, "pack": runtime["layout_pass"]["forward"], "lanes": runtime["lanes"]["forward"],
+            "tables": tables, "table_entries": fixed_table_entries(spec) if tables else 0,
+            "aux": bool(spec.aux_outputs), **_shapes(spec)})
+    names = sorted({k["op"] for k in kernels})
+    if "roi_align" in names:  # FPN's op runs roi_align's kernels
+        names.append("multi_scale_roi_align")
+    schemas = []
+    for name in names:
+        schema = str(getattr(getattr(torch.ops, NAMESPACE), name).default._schema)
+        schemas.append({"name": name, "schema": schema.removeprefix(f"{NAMESPACE}::{name}")})
+    return {"target": target.name, "ops": schemas, "kernels": kernels,
+            "limits": {"max_table_entries": MAX_TABLE_ENTRIES, "max_pixels": MAX_PIXELS, "reserve_above": _SMALL}}
+
+
+def _compile_command(source: Path, output: Path) -> list[str]:
+    import torch
+    import tvm_ffi.libinfo
+    from torch.utils import cpp_extension
+
+    includes = [*cpp_extension.include_paths(), tvm_ffi.libinfo.find_include_path(),
+                tvm_ffi.libinfo.find_dlpack_include_path()]
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    return [os.environ.get("CXX", "c++"), "-O2", "-std=c++20", "-shared", "-fPIC", "-w",
+            f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *(f"-I{d}" for d in includes), str(source), "-o", str(output),
+            *(f"-L{d}" for d in cpp_extension.library_paths()), "-L" + str(output.parent / "lib"),
+            "-ltvm_ffi", "-lc10", "-ltorch_cpu", "-ltorch",
+            # lib/ next to the library; torch's own libraries where this torch has them
+            "-Wl,-rpath,$ORIGIN/lib", *(f"-Wl,-rpath,{d}" for d in cpp_extension.library_paths())]
+
+
+def _runtime_libraries() -> list[Path]:
+    import tvm_ffi.libinfo
+
+    ffi = Path(tvm_ffi.libinfo.find_libtvm_ffi())
+    import tvm  # noqa: F401  (its libraries are beside its package)
+
+    runtime = Path(tvm.__file__).parent / "lib" / "libtvm_runtime.so"
+    return [ffi, runtime]
+
+
+def build(out: Path, description: dict, progress=None) -> Path:
+    """Write torch_library.json, TVM's runtime and the compiled op library into package `out`.
+
+    The compiled library depends only on the C++ source and this torch, so it is built
+    once into roigen's cache and copied."""
+    from .cache import cache_dir
+
+    say = progress or (lambda message: None)
+    out = Path(out)
+    (out / DESCRIPTION).write_text(json.dumps(description, indent=2, sort_keys=True))
+    (out / "lib").mkdir(exist_ok=True)
+    for path in _runtime_libraries():
+        shutil.copyfile(path, out / "lib" / path.name)
+    import torch
+
+    key = hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode() + sys.version.encode()).hexdigest()[:16]
+    cached = cache_dir() / f"torch_library-{key}" / LIBRARY
+    if not cached.exists():
+        say(f"compiling {_SOURCE.name} against torch {torch.__version__}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        (cached.parent / "lib").mkdir(exist_ok=True)
+        for path in _runtime_libraries():
+            shutil.copyfile(path, cached.parent / "lib" / path.name)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        result = subprocess.run(_compile_command(_SOURCE, partial), capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"compiling {_SOURCE} failed:\n{result.stderr[-4000:]}")
+        os.replace(partial, cached)
+    shutil.copyfile(cached, out / LIBRARY)
+    return out / LIBRARY
+
+
+def host_package(specs=()) -> Path:
+    """The host's package with a torch library, generated into roigen's cache on first use:
+    every op at its default parameter sets, or only `specs` (`roigen generate --spec` syntax).
+
+    Generated by a child process: generating reads the schemas from roigen's Python ops,
+    which must not be imported here."""
+    from .cache import cache_dir
+    from .target import resolve
+
+    target = resolve("host")
+    key = hashlib.sha256(json.dumps([target.name, sorted(specs), _SOURCE.read_text()]).encode()).hexdigest()[:16]
+    out = cache_dir() / f"torch_package_{key}" / "roigen_host"
+    if not (out / LIBRARY).exists():
+        command = [sys.executable, "-m", "roigen", "generate", "--target", "host", "--torch-library",
+                   "--out", str(out), *(a for s in specs for a in ("--spec", s))]
+        subprocess.run(command, check=True)
+    return out
+
+
+def load(path=None, *, specs=()) -> Path:
+    """Load an op library into this process: `torch.ops.roigen.*` run its package's kernels.
+
+    `path`: the library or its package folder; None: the host's package (`host_package`:
+    built on first use, for `specs` if given).  Returns the library's path."""
+    import torch
+
+    path = Path(path) if path is not None else host_package(specs)
+    library = path / LIBRARY if path.is_dir() else path
+    if not library.is_file():
+        raise FileNotFoundError(f"{library}: no roigen op library; build one with "
+                                "`roigen generate --torch-library --out DIR`")
+    torch.ops.load_library(str(library))
+    error = ctypes.CDLL(str(library)).roigen_torch_error
+    error.restype = ctypes.c_char_p
+    message = error().decode()
+    if message:
+        raise RuntimeError(f"{library}: {message}")
+    return library
+
