@@ -85,8 +85,11 @@ def _run_package(tmp_path, package: Path, gen, target="auto"):
 
 @pytest.fixture(scope="module")
 def host_package(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pkgs") / "roi_kernels"
-    generate("host", [], out, [parse_spec(s) for s in HOST_SPECS], torch_library=True)
+    # Built once per worker: xdist tears module fixtures down whenever a worker's queue
+    # runs dry, and this one takes a minute.
+    out = tmp_path_factory.getbasetemp() / "host_package" / "roi_kernels"
+    if not (out / "manifest.json").exists():
+        generate("host", [], out, [parse_spec(s) for s in HOST_SPECS], torch_library=True)
     return out
 
 
