@@ -28,11 +28,15 @@ def usable_cores() -> int:
 
 
 def pool_threads() -> int:
-    """Threads of TVM's CPU pool (each holds its own kernel scratch)."""
+    """Threads that may run a CPU kernel's tasks, each holding its own scratch: torch's
+    (roigen.native points the kernels there), or TVM's pool where that could not be done."""
+    import torch
+
     try:
-        return max(1, int(os.environ.get("TVM_NUM_THREADS", "")))
+        tvm = max(1, int(os.environ.get("TVM_NUM_THREADS", "")))
     except ValueError:
-        return usable_cores()
+        tvm = usable_cores()
+    return max(tvm, torch.get_num_threads())
 
 
 _lock = threading.Lock()

@@ -30,8 +30,6 @@ from . import NAMESPACE
 
 LIBRARY = "libroigen_torch.so"
 DESCRIPTION = "torch_library.json"
-_SOURCE = Path(__file__).parent / "native" / "torch_ops.cpp"
-_RUNTIME = ("libtvm_ffi.so", "libtvm_runtime.so")
 
 
 def _dims(shape) -> list[list]:
@@ -99,61 +97,38 @@ def describe(builds, entries: list[dict], target) -> dict:
             "limits": {"max_table_entries": MAX_TABLE_ENTRIES, "max_pixels": MAX_PIXELS, "reserve_above": _SMALL}}
 
 
-def _compile_command(source: Path, output: Path) -> list[str]:
-    import torch
-    import tvm_ffi.libinfo
-    from torch.utils import cpp_extension
-
-    includes = [*cpp_extension.include_paths(), tvm_ffi.libinfo.find_include_path(),
-                tvm_ffi.libinfo.find_dlpack_include_path()]
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    return [os.environ.get("CXX", "c++"), "-O2", "-std=c++20", "-shared", "-fPIC", "-w",
-            f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *(f"-I{d}" for d in includes), str(source), "-o", str(output),
-            *(f"-L{d}" for d in cpp_extension.library_paths()), "-L" + str(output.parent / "lib"),
-            "-ltvm_ffi", "-lc10", "-ltorch_cpu", "-ltorch",
-            # lib/ next to the library; torch's own libraries where this torch has them
-            "-Wl,-rpath,$ORIGIN/lib", *(f"-Wl,-rpath,{d}" for d in cpp_extension.library_paths())]
-
-
 def _runtime_libraries() -> list[Path]:
+    """TVM's runtime libraries, which the kernels call."""
+    import tvm
     import tvm_ffi.libinfo
 
-    ffi = Path(tvm_ffi.libinfo.find_libtvm_ffi())
-    import tvm  # noqa: F401  (its libraries are beside its package)
+    return [Path(tvm_ffi.libinfo.find_libtvm_ffi()), Path(tvm.__file__).parent / "lib" / "libtvm_runtime.so"]
 
-    runtime = Path(tvm.__file__).parent / "lib" / "libtvm_runtime.so"
-    return [ffi, runtime]
+
+def _copy_runtime(folder: Path) -> dict:
+    (folder / "lib").mkdir(exist_ok=True)
+    for path in _runtime_libraries():
+        shutil.copyfile(path, folder / "lib" / path.name)
+    return {"library_dirs": [folder / "lib"]}
 
 
 def build(out: Path, description: dict, progress=None) -> Path:
-    """Write torch_library.json, TVM's runtime and the compiled op library into package `out`.
+    """Write torch_library.json, TVM's runtime and the op library into package `out`.
 
-    The compiled library depends only on the C++ source and this torch, so it is built
-    once into roigen's cache and copied."""
-    from .cache import cache_dir
+    The op library depends only on its source and this torch: it is compiled once into
+    roigen's cache, then copied."""
+    import tvm_ffi.libinfo
+
+    from . import native
 
     say = progress or (lambda message: None)
     out = Path(out)
     (out / DESCRIPTION).write_text(json.dumps(description, indent=2, sort_keys=True))
-    (out / "lib").mkdir(exist_ok=True)
-    for path in _runtime_libraries():
-        shutil.copyfile(path, out / "lib" / path.name)
-    import torch
-
-    key = hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode() + sys.version.encode()).hexdigest()[:16]
-    cached = cache_dir() / f"torch_library-{key}" / LIBRARY
-    if not cached.exists():
-        say(f"compiling {_SOURCE.name} against torch {torch.__version__}")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        (cached.parent / "lib").mkdir(exist_ok=True)
-        for path in _runtime_libraries():
-            shutil.copyfile(path, cached.parent / "lib" / path.name)
-        partial = cached.with_suffix(f".{os.getpid()}.tmp")
-        result = subprocess.run(_compile_command(_SOURCE, partial), capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"compiling {_SOURCE} failed:\n{result.stderr[-4000:]}")
-        os.replace(partial, cached)
-    shutil.copyfile(cached, out / LIBRARY)
+    _copy_runtime(out)
+    say("compiling the op library (once per torch version)")
+    library = native.build("torch_ops.cpp", LIBRARY, _copy_runtime, includes=[tvm_ffi.libinfo.find_include_path()],
+                           libraries=["tvm_ffi"], rpaths=["$ORIGIN/lib"])
+    shutil.copyfile(library, out / LIBRARY)
     return out / LIBRARY
 
 
@@ -167,7 +142,8 @@ def host_package(specs=()) -> Path:
     from .target import resolve
 
     target = resolve("host")
-    key = hashlib.sha256(json.dumps([target.name, sorted(specs), _SOURCE.read_text()]).encode()).hexdigest()[:16]
+    sources = [p.read_text() for p in sorted((Path(__file__).parent / "native").glob("*.[ch]*"))]
+    key = hashlib.sha256(json.dumps([target.name, sorted(specs), sources]).encode()).hexdigest()[:16]
     out = cache_dir() / f"torch_package_{key}" / "roigen_host"
     if not (out / LIBRARY).exists():
         command = [sys.executable, "-m", "roigen", "generate", "--target", "host", "--torch-library",

@@ -208,7 +208,13 @@ def _library(path: str, _mtime_ns: int, _size: int):
     # and workspace allocator (tvm_ffi.load_module alone segfaults at the call).
     import tvm
 
-    return tvm.runtime.load_module(path)
+    module = tvm.runtime.load_module(path)
+    try:  # a kernel package's copy of this runtime has no native code: TVM's pool there
+        from ..native import run_on_torch_threads
+    except ImportError:
+        return module
+    run_on_torch_threads(path)
+    return module
 
 
 BACKEND = LlvmBackend()

@@ -18,13 +18,14 @@
 #include <ATen/ops/nonzero.h>
 #include <ATen/ops/zeros.h>
 #include <dlfcn.h>
-#include <sched.h>
 #include <torch/csrc/jit/frontend/function_schema_parser.h>
 #include <torch/library.h>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/extra/json.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
+
+#include "parallel_launch.h"
 
 #include <cmath>
 #include <fstream>
@@ -135,7 +136,15 @@ ffi::Module& module() {
                       dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL),
                   "roigen: cannot load ", path, ": ", dlerror());
     }
-    p.module = ffi::Module::LoadFromFile(p.dir + "/kernels.so");
+    std::string kernels = p.dir + "/kernels.so";
+    p.module = ffi::Module::LoadFromFile(kernels);
+    // Parallel loops on torch's threads rather than a second pool (parallel_launch.h).
+    void* handle = dlopen(kernels.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    if (handle && !dlsym(handle, "__TVMBackendParallelBarrier")) {
+      if (auto slot = reinterpret_cast<void**>(dlsym(handle, "__TVMBackendParallelLaunch"))) {
+        *slot = reinterpret_cast<void*>(&roigen::parallel_launch);
+      }
+    }
   }
   return *p.module;
 }
@@ -246,12 +255,8 @@ void reserve(int64_t bytes, const char* what) {
                    " are available; pass fewer boxes, a smaller output_size or a smaller map");
 }
 
-// Threads of TVM's CPU pool (each holds its own slab of a fused kernel's scratch).
-int64_t pool_threads() {
-  const char* env = getenv("TVM_NUM_THREADS");
-  int64_t n = env ? std::atoll(env) : 0;
-  return n > 0 ? n : 1;
-}
+// Threads that run kernels (each holds its own slab of a fused kernel's scratch).
+int64_t pool_threads() { return at::get_num_threads(); }
 
 // Calling kernels ---------------------------------------------------------------------------
 
@@ -437,11 +442,6 @@ TORCH_LIBRARY_FRAGMENT(roigen, m) {
     p.error = e.what();
     return;
   }
-  // TVM sizes its pool to half the cores on x86; roigen's Python ops use every core
-  // this process may run on (roigen/_threads.py), unless the user chose otherwise.
-  cpu_set_t cores;
-  int usable = sched_getaffinity(0, sizeof(cores), &cores) == 0 ? CPU_COUNT(&cores) : 1;
-  setenv("TVM_NUM_THREADS", std::to_string(std::max(1, usable)).c_str(), 0);
   for (const auto& [name, schema] : p.ops) {
     if (c10::Dispatcher::singleton().findSchema({"roigen::" + name, ""})) {
       p.error = "roigen::" + name + " is registered already (roigen's Python ops were imported): not registering "
