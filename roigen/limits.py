@@ -45,6 +45,18 @@ def reserve(nbytes: int, what: str) -> None:
     if nbytes < _SMALL:
         return
     free = available_bytes()
+    if nbytes > free and _release_pool():
+        free = available_bytes()
     if nbytes > free:
         raise MemoryError(f"roigen: {what} need {nbytes / 2**30:.2f} GiB, but {free / 2**30:.2f} GiB "
                           "is available; pass fewer boxes, a smaller output_size or a smaller map")
+
+
+
+def _release_pool() -> bool:
+    """Give the output pool's idle memory back to the system (roigen.native); whether any was held."""
+    try:
+        from .native import trim_pool
+    except ImportError:  # a kernel package's runtime: no pool
+        return False
+    return trim_pool() > 0

@@ -84,12 +84,17 @@ def _run_package(tmp_path, package: Path, gen, target="auto"):
 
 
 @pytest.fixture(scope="module")
-def host_package(tmp_path_factory):
-    # Built once per worker: xdist tears module fixtures down whenever a worker's queue
-    # runs dry, and this one takes a minute.
-    out = tmp_path_factory.getbasetemp() / "host_package" / "roi_kernels"
-    if not (out / "manifest.json").exists():
-        generate("host", [], out, [parse_spec(s) for s in HOST_SPECS], torch_library=True)
+def host_package(tmp_path_factory, worker_id):
+    # Built once per test session: it takes a minute, and xdist may run this file's tests
+    # on more than one worker, or set the fixture up again on one (CI did both).
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if worker_id != "master" else base  # pytest-N/, which the workers share
+    out = root / "host_package" / "roi_kernels"
+    with FileLock(str(root / "host_package.lock")):
+        if not (out / "manifest.json").exists():
+            generate("host", [], out, [parse_spec(s) for s in HOST_SPECS], torch_library=True)
     return out
 
 

@@ -24,6 +24,17 @@ def _call(fn, *args) -> None:
     run_in_kernel_thread(fn, *(to_tvm(a) if isinstance(a, torch.Tensor) else a for a in args))
 
 
+@functools.cache
+def _allocator():
+    """torch.empty for outputs, or roigen.native's pool of reused output memory where this
+    runtime has it (a kernel package's copy has no native code)."""
+    try:
+        from ..native import empty
+    except ImportError:
+        return lambda shape, dtype: torch.empty(shape, dtype=dtype)
+    return empty
+
+
 class _Workspace(threading.local):
     """Per-thread scratch for packed maps, kept between calls.
 
@@ -132,9 +143,9 @@ class Kernels:
         else:
             data = x
         if out is None:
-            out = torch.empty(self.spec.kernel_output_shape(x.shape, rows), dtype=self.dtype)
+            out = _allocator()(self.spec.kernel_output_shape(x.shape, rows), self.dtype)
         if aux is None:
-            aux = torch.empty(out.numel() if self.spec.aux_outputs and keep_aux else 0, dtype=torch.int32)
+            aux = _allocator()((out.numel() if self.spec.aux_outputs and keep_aux else 0,), torch.int32)
         _call(self._fn["forward"], data, *self._box_args(rois, h, w), out, aux)
         return out.view(self.spec.output_shape(x.shape, rows)), aux
 
@@ -154,12 +165,12 @@ class Kernels:
         grad = grad.reshape(shape) if grad.numel() else torch.empty(shape, dtype=self.dtype)
         if not self.spec.packed:
             if grad_input is None:
-                grad_input = torch.empty(n, c, h, w, dtype=self.dtype)
+                grad_input = _allocator()((n, c, h, w), self.dtype)
             _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, grad_input)
             return grad_input
         if grad_input is None:
-            fmt = torch.channels_last if self.spec.layout == "NHWC" else torch.contiguous_format
-            grad_input = torch.empty(n, c, h, w, dtype=self.dtype, memory_format=fmt)
+            grad_input = (_allocator()((n, h, w, c), self.dtype).permute(0, 3, 1, 2) if self.spec.layout == "NHWC"
+                          else _allocator()((n, c, h, w), self.dtype))
         if self.fused["backward"]:
             _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, self._nchw_or_nhwc(grad_input))
             return grad_input

@@ -3,7 +3,8 @@ needs anyway, to link kernels) and kept in roigen's cache.
 
     torch_ops.cpp        the op library of a kernel package (roigen/torch_library.py)
     parallel_launch.h    TVM's parallel launch on torch's thread pool (both libraries use it)
-    parallel.cpp         that launch for kernels loaded from Python (run_on_torch_threads)
+    output_pool.h        memory of large outputs, kept for reuse once the caller frees them
+    runtime.cpp          both for roigen's Python runtime: run_on_torch_threads, empty
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -65,10 +67,79 @@ def build(source: str, name: str, prepare=None, **options) -> Path:
 
 
 @functools.cache
+def _runtime() -> ctypes.CDLL:
+    """runtime.cpp, built on first use."""
+    import psutil
+    import tvm_ffi.libinfo
+
+    library = ctypes.CDLL(str(build("runtime.cpp", "libroigen_runtime.so",
+                                    includes=[tvm_ffi.libinfo.find_dlpack_include_path()])))
+    library.roigen_pool_tensor.restype = ctypes.c_void_p
+    library.roigen_pool_tensor.argtypes = [ctypes.c_int32, ctypes.POINTER(ctypes.c_int64), ctypes.c_uint8,
+                                           ctypes.c_uint8]
+    library.roigen_pool_set_limit.argtypes = [ctypes.c_uint64]
+    library.roigen_pool_idle_bytes.restype = ctypes.c_uint64
+    library.roigen_pool_size_class.restype = ctypes.c_uint64
+    library.roigen_pool_size_class.argtypes = [ctypes.c_uint64]
+    library.roigen_pool_set_limit(min(psutil.virtual_memory().total // 8, POOL_LIMIT))
+    return library
+
+
 def _launch() -> int:
-    """The address of roigen_parallel_launch (parallel.cpp)."""
-    library = ctypes.CDLL(str(build("parallel.cpp", "libroigen_parallel.so")))
-    return ctypes.cast(library.roigen_parallel_launch, ctypes.c_void_p).value
+    return ctypes.cast(_runtime().roigen_parallel_launch, ctypes.c_void_p).value
+
+
+# Outputs below this come from malloc's arenas, which reuse memory already.
+POOLED = 1 << 20
+# Idle memory the output pool keeps at most by default (and at most 1/8 of the RAM).
+POOL_LIMIT = 4 << 30
+# DLPack's (type code, bits) of the dtypes the kernels write.
+_DLPACK = {"float32": (2, 32), "float64": (2, 64), "int32": (0, 32), "int64": (0, 64)}
+_capsule = ctypes.pythonapi.PyCapsule_New
+_capsule.restype = ctypes.py_object
+_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+def empty(shape, dtype):
+    """`torch.empty(shape, dtype=dtype)` on the CPU; large ones in memory from the output pool
+    (output_pool.h), which gets it back when the tensor is freed.  The same tensor to the
+    caller, without the page faults of fresh memory."""
+    import torch
+
+    shape = tuple(int(d) for d in shape)
+    kind = _DLPACK.get(str(dtype).removeprefix("torch."))
+    if kind is None or math.prod(shape) * dtype.itemsize < POOLED:
+        return torch.empty(shape, dtype=dtype)
+    pointer = _runtime().roigen_pool_tensor(len(shape), (ctypes.c_int64 * len(shape))(*shape), *kind)
+    if not pointer:
+        raise MemoryError(f"roigen: cannot allocate {math.prod(shape) * dtype.itemsize} bytes for an output")
+    return torch.from_dlpack(_capsule(pointer, b"dltensor", None))
+
+
+def set_pool_limit(nbytes: int) -> None:
+    """Keep at most `nbytes` of freed output memory for reuse (0: none); releases any excess now."""
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    _runtime().roigen_pool_set_limit(nbytes)
+
+
+def pool_idle_bytes() -> int:
+    """Freed output memory the pool holds now."""
+    return _runtime().roigen_pool_idle_bytes()
+
+
+def pool_block_bytes(tensor) -> int:
+    """The pool memory a tensor of this many bytes takes (its size class)."""
+    return _runtime().roigen_pool_size_class(tensor.numel() * tensor.element_size())
+
+
+def trim_pool() -> int:
+    """Give the pool's idle memory back to the system; returns how much that was."""
+    if not _runtime.cache_info().currsize:  # not loaded: nothing pooled
+        return 0
+    idle = pool_idle_bytes()
+    _runtime().roigen_pool_trim()
+    return idle
 
 
 def run_on_torch_threads(path: str) -> bool:
