@@ -52,7 +52,6 @@ def reserve(nbytes: int, what: str) -> None:
                           "is available; pass fewer boxes, a smaller output_size or a smaller map")
 
 
-
 def _release_pool() -> bool:
     """Give the output pool's idle memory back to the system (roigen.native); whether any was held."""
     try:
