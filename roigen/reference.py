@@ -202,6 +202,88 @@ def multi_scale_roi_align(features, boxes, output_size, scales, sampling_ratio=-
     return torch.cat(rows) if rows else features[0].new_zeros(0, features[0].shape[1], *_pair(output_size)).double()
 
 
+def _bilinear_points(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """image (C, H, W) read at each point (ys[i], xs[i]) → (C, len(ys)); roi_align's rule."""
+    _, h, w = image.shape
+    yl, yh, ly, vy = _bilinear_axis(ys.tolist(), h)
+    xl, xh, lx, vx = _bilinear_axis(xs.tolist(), w)
+    hy, hx = 1.0 - ly, 1.0 - lx
+    value = (hy * hx * image[:, yl, xl] + hy * lx * image[:, yl, xh]
+             + ly * hx * image[:, yh, xl] + ly * lx * image[:, yh, xh])
+    return value * (vy & vx)
+
+
+def roi_align_rotated(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True,
+                      angle_unit="deg", clockwise=False):
+    """RoIAlign's samples in a box (cx, cy, w, h, angle), rotated about its centre (ROI_OPS.md)."""
+    x = input.to(torch.float64)
+    ph_, pw_ = _pair(output_size)
+    offset = 0.5 if aligned else 0.0
+    radians = math.pi / 180.0 if angle_unit == "deg" else 1.0
+    outs = []
+    for b, cx, cy, bw, bh, angle in _rois(boxes).tolist():
+        cx, cy = cx * spatial_scale - offset, cy * spatial_scale - offset
+        rw, rh = bw * spatial_scale, bh * spatial_scale
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        t = angle * radians * (-1.0 if clockwise else 1.0)
+        gh = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rh / ph_), 0)
+        gw = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rw / pw_), 0)
+        if gh * gw == 0:
+            outs.append(x.new_zeros(x.shape[1], ph_, pw_))
+            continue
+        yy = torch.tensor([-rh / 2 + p * rh / ph_ + (i + 0.5) * rh / ph_ / gh for p in range(ph_) for i in range(gh)],
+                          dtype=torch.float64)
+        xx = torch.tensor([-rw / 2 + p * rw / pw_ + (i + 0.5) * rw / pw_ / gw for p in range(pw_) for i in range(gw)],
+                          dtype=torch.float64)
+        ys = yy[:, None] * math.cos(t) - xx[None, :] * math.sin(t) + cy
+        xs = yy[:, None] * math.sin(t) + xx[None, :] * math.cos(t) + cx
+        samples = _bilinear_points(x[int(b)], ys.flatten(), xs.flatten())
+        samples = samples.reshape(-1, ph_, gh, pw_, gw).sum((2, 4))
+        outs.append(samples / (gh * gw))
+    return torch.stack(outs) if outs else x.new_zeros(0, x.shape[1], ph_, pw_)
+
+
+def _hat_integral(a: torch.Tensor, b: torch.Tensor, size: int) -> torch.Tensor:
+    """∫_a^b max(0, 1 - |t - p|) dt for every pixel p in [0, size) → (size,); pixels outside the
+    map are absent (the surface is 0 there).  Differentiable in a and b."""
+    p = torch.arange(size, dtype=torch.float64)
+
+    def antiderivative(t):
+        u = (t - p).clamp(-1.0, 1.0)
+        return torch.where(u < 0, (u + 1) ** 2 / 2, 1 - (1 - u) ** 2 / 2)
+
+    return antiderivative(b) - antiderivative(a)
+
+
+def prroi_pool(input, boxes, output_size, spatial_scale=1.0):
+    """Each bin's exact mean of the bilinear surface through the pixels, 0 outside the map.
+
+    Written with the boxes as tensors, so that autograd gives the box gradient too
+    (d/d boxes of the integral: ROI_OPS.md's line integrals)."""
+    x = input.to(torch.float64)
+    _, c, h, w = x.shape
+    ph_, pw_ = _pair(output_size)
+    rois = boxes if isinstance(boxes, torch.Tensor) else torch.cat(
+        [torch.cat([torch.full((len(b), 1), float(i), dtype=b.dtype), b], 1) for i, b in enumerate(boxes)], 0)
+    rois = rois.to(torch.float64)
+    outs = []
+    for row in rois:
+        x1, y1, x2, y2 = (row[1:] * spatial_scale).unbind()
+        bw, bh = (x2 - x1).clamp(min=0) / pw_, (y2 - y1).clamp(min=0) / ph_
+        area = bw * bh
+        bins = []
+        for p in range(ph_):
+            wy = _hat_integral(y1 + p * bh, y1 + (p + 1) * bh, h)
+            for q in range(pw_):
+                wx = _hat_integral(x1 + q * bw, x1 + (q + 1) * bw, w)
+                total = torch.einsum("chw,h,w->c", x[int(row[0])], wy, wx)
+                bins.append(torch.where(area > 0, total / torch.where(area > 0, area, 1.0), 0.0))
+        outs.append(torch.stack(bins, 1).reshape(c, ph_, pw_))
+    return torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)
+
+
 REFERENCES = {"roi_align": roi_align, "roi_pool": roi_pool, "roi_warp": roi_warp, "spp": spp,
               "roi_spp": roi_spp, "ps_roi_align": ps_roi_align, "ps_roi_pool": ps_roi_pool,
-              "multi_scale_roi_align": multi_scale_roi_align}
+              "multi_scale_roi_align": multi_scale_roi_align, "roi_align_rotated": roi_align_rotated,
+              "prroi_pool": prroi_pool}

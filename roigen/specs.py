@@ -70,6 +70,8 @@ class OpSpec:
     # Whether kernels read the map in channel blocks (packed by the layout
     # kernels) or straight from contiguous NCHW.
     packed: ClassVar[bool] = True
+    # Columns of a box row: (batch, x1, y1, x2, y2), or (batch, cx, cy, w, h, angle) for rotated boxes.
+    box_columns: ClassVar[int] = 5
 
     dtype: str = field(default="float32", kw_only=True)
     layout: str = field(default="NCHW", kw_only=True)
@@ -122,6 +124,11 @@ class OpSpec:
 
     def check_input_shape(self, shape) -> None:
         """Raise ValueError if the op cannot take an input of this (N, C, H, W) shape."""
+
+    @property
+    def nonnegative_box_columns(self) -> tuple[int, ...]:
+        """Box columns whose negative values the op refuses (a rotated box's sizes)."""
+        return ()
 
     def kernel_spec(self) -> OpSpec:
         """The spec the compiled kernel depends on: half types share the float32 kernel."""
@@ -332,7 +339,43 @@ class PSRoIPoolSpec(_PositionSensitiveMixin, _GridSpec):
     name: ClassVar[str] = "ps_roi_pool"
 
 
+ANGLE_UNITS = ("deg", "rad")
+
+
+@dataclass(frozen=True)
+class RoIAlignRotatedSpec(_SampledGridSpec):
+    """RoIAlign in rotated boxes (detectron2's ROIAlignRotated; mmcv's roi_align_rotated with
+    angle_unit="rad").  Boxes are (batch, cx, cy, w, h, angle), angle counter-clockwise
+    unless `clockwise`."""
+
+    name: ClassVar[str] = "roi_align_rotated"
+    box_columns: ClassVar[int] = 6
+
+    aligned: bool = op_param(True, py_type=bool)
+    angle_unit: str = op_param("deg", py_type=str)
+    clockwise: bool = op_param(False, py_type=bool)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.angle_unit not in ANGLE_UNITS:
+            raise ValueError(f"angle_unit must be one of {ANGLE_UNITS}, got {self.angle_unit!r}")
+
+    @property
+    def nonnegative_box_columns(self) -> tuple[int, ...]:
+        # detectron2 and mmcv assert w, h >= 0 when aligned; unaligned boxes clamp to 1x1.
+        return (3, 4) if self.aligned else ()
+
+
+@dataclass(frozen=True)
+class PrRoIPoolSpec(_GridSpec):
+    """IoU-Net's Precise RoI Pooling (mmcv's prroi_pool): each bin's exact mean of the
+    bilinear surface, which is 0 outside the map."""
+
+    name: ClassVar[str] = "prroi_pool"
+
+
 SPECS: dict[str, type[OpSpec]] = {
     cls.name: cls
-    for cls in (RoIAlignSpec, RoIPoolSpec, RoIWarpSpec, RoISPPSpec, SPPSpec, PSRoIAlignSpec, PSRoIPoolSpec)
+    for cls in (RoIAlignSpec, RoIPoolSpec, RoIWarpSpec, RoISPPSpec, SPPSpec, PSRoIAlignSpec, PSRoIPoolSpec,
+                RoIAlignRotatedSpec, PrRoIPoolSpec)
 }

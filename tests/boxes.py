@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 KINDS = ("inside", "partial", "outside", "tiny", "zero", "huge")
@@ -40,3 +42,14 @@ def random_rois(n_images, height, width, count, spatial_scale, gen, *, kinds=KIN
         batch = int(torch.randint(0, n_images, (1,), generator=gen))
         rows.append([batch, x1, y1, x2, y2])
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 5).to(dtype)
+
+
+def as_rotated(rois: torch.Tensor, gen, *, angle_unit: str = "deg") -> torch.Tensor:
+    """(K, 6) rotated boxes (batch, cx, cy, w, h, angle): each box's centre and |size|, at a
+    random angle in [-90, 90] degrees (radians for angle_unit="rad")."""
+    b, x1, y1, x2, y2 = rois.double().unbind(1)
+    angle = (torch.rand(len(rois), generator=gen, dtype=torch.float64) * 180 - 90)
+    if angle_unit == "rad":
+        angle = angle * math.pi / 180
+    rows = torch.stack([b, (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1).abs(), (y2 - y1).abs(), angle], 1)
+    return rows.to(rois.dtype)

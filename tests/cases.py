@@ -19,7 +19,7 @@ import torch
 from roigen.ops import _adapter
 from roigen.specs import SPECS
 
-from boxes import KINDS, random_rois
+from boxes import KINDS, as_rotated, random_rois
 
 OUTPUT = (3, 4)
 SCALE = 0.5
@@ -30,6 +30,8 @@ FIELD_VALUES = {
     "aligned": [True, False],
     "mode": ["avg", "max"],
     "levels": [(4, 2, 1), (3, 1)],
+    "angle_unit": ["deg", "rad"],
+    "clockwise": [False, True],
 }
 
 
@@ -90,6 +92,17 @@ class OpCase:
         changes = {"spatial_scale": scale, "pooled_height": output[0], "pooled_width": output[1]}
         return {**params, **{k: v for k, v in changes.items() if k in params}}
 
+    def boxes(self, n, h, w, count, scale, gen, *, kinds=KINDS, dtype=torch.float32):
+        """`count` random boxes of `kinds` in this op's format: random_rois, or for rotated
+        ops the same boxes at random angles."""
+        rois = random_rois(n, h, w, count, scale, gen, kinds=kinds, dtype=dtype)
+        if self.spec_cls.box_columns == 6:
+            return as_rotated(rois, gen, angle_unit=self.kwargs.get("angle_unit", "deg"))
+        return rois
+
+    def no_boxes(self, dtype=torch.float32):
+        return torch.zeros(0, self.spec_cls.box_columns, dtype=dtype)
+
     def roigen(self, x, rois, target="auto", deterministic=False, **kw):
         return _adapter.run(self.spec_cls, x, rois, self.op_params(**kw), target=target, deterministic=deterministic)
 
@@ -107,6 +120,18 @@ class OpCase:
         # map's last row/column (see compute/cpu/_ps_roi.py); compare gradients with
         # the reference and gradcheck instead.
         return self.name != "ps_roi_pool"
+
+    @property
+    def float32_tolerance(self) -> float:
+        """How close float32 results come to the float64 reference.  PrRoIPool divides by the
+        bin's area: float32 rounding of the edges (~1e-6 at these coordinates) of a bin of
+        0.06 pixels, as a tiny box has, moves its mean by ~2e-5."""
+        return 1e-4 if self.name == "prroi_pool" else 1e-5
+
+    @property
+    def float64_tolerance(self) -> float:
+        """Likewise in float64, for boxes as small as 1e-6 pixels (tests/hostile_runner.py)."""
+        return 1e-7 if self.name == "prroi_pool" else 1e-9
 
     def __str__(self):
         return self.name + "".join(f"-{k}={v}" for k, v in self.params)
@@ -146,7 +171,7 @@ def problem(case: OpCase, gen, dtype=torch.float32, shape=(2, 11, 13), channels=
     """A random map (N, C, H, W) and, for boxed ops, `count` boxes of `kinds` (at SCALE)."""
     n, h, w = shape
     x = torch.randn(n, channels or case.channels(), h, w, generator=gen, dtype=torch.float64).to(dtype)
-    rois = random_rois(n, h, w, count, SCALE, gen, kinds=kinds, dtype=dtype) if case.takes_boxes else None
+    rois = case.boxes(n, h, w, count, SCALE, gen, kinds=kinds, dtype=dtype) if case.takes_boxes else None
     return x, rois
 
 

@@ -22,6 +22,7 @@ ARCHS = ("cuda-sm80", "cuda-sm90")
 COMPILE_CASES = [c for c in ALL if c.kwargs.get("sampling_ratio", -1) == -1 and c.kwargs.get("aligned", True)]
 ELF_MAGIC, EM_CUDA = b"\x7fELF", 190
 
+SAMPLED_OPS = ("roi_align", "roi_warp", "ps_roi_align", "roi_align_rotated", "prroi_pool")
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
@@ -39,7 +40,8 @@ def test_compiles_without_spills(case, target):
     kernels = {"forward_kernel", "backward_kernel"}
     if case.name != "spp":  # the SPP backward gathers: no atomic variant
         kernels.add("backward_atomic_kernel")
-    if case.name in ("roi_align", "roi_warp", "ps_roi_align"):  # adaptive: the grid limit's kernel
+    # Sample grids that depend on the box (adaptive sampling, PrRoIPool's cells): the grid limit's kernel.
+    if case.name in SAMPLED_OPS and getattr(case.spec(), "sampling_ratio", 0) <= 0:
         kernels.add("grid_size_kernel")
     assert set(resources) == kernels
     for kernel, used in resources.items():

@@ -37,7 +37,7 @@ def test_matches_oracle_float32(case, gen):
 def test_gradcheck(case, gen):
     c = case.channels(3) if case.spec_cls.packed else case.channels()
     x = torch.randn(2, c, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
-    rois = random_rois(2, 5, 6, 5, 1.0, gen, kinds=("inside", "partial", "tiny"), dtype=torch.float64) \
+    rois = case.boxes(2, 5, 6, 5, 1.0, gen, kinds=("inside", "partial", "tiny"), dtype=torch.float64) \
         if case.takes_boxes else None
     assert torch.autograd.gradcheck(lambda t: case.roigen(t, rois, scale=1.0), (x,), eps=1e-6, atol=1e-6)
 
@@ -78,8 +78,8 @@ def test_layouts_and_strides_agree(case, channels, gen):
 @pytest.mark.parametrize("case", BOXED_ONE_PER_OP, ids=str)
 def test_no_boxes(case, gen):
     x = torch.randn(N, case.channels(), H, W, generator=gen, requires_grad=True)
-    out = case.roigen(x, torch.zeros(0, 5))
-    assert out.shape[0] == 0 and out.shape == case.reference(x.detach(), torch.zeros(0, 5)).shape
+    out = case.roigen(x, case.no_boxes())
+    assert out.shape[0] == 0 and out.shape == case.reference(x.detach(), case.no_boxes()).shape
     out.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
 

@@ -23,7 +23,7 @@ OPCHECK = list({str(c): c for name in dict.fromkeys(c.name for c in ALL)
 def test_opcheck(case, gen):
     x = torch.randn(2, case.channels(5), 7, 8, generator=gen, requires_grad=True)
     params = [list(v) if isinstance(v, tuple) else v for v in case.op_params().values()]  # the schema's int[]
-    rois = (random_rois(2, 7, 8, 6, SCALE, gen, kinds=("inside", "partial")),) if case.takes_boxes else ()
+    rois = (case.boxes(2, 7, 8, 6, SCALE, gen, kinds=("inside", "partial")),) if case.takes_boxes else ()
     torch.library.opcheck(getattr(torch.ops.roigen, case.name), (x, *rois, *params))
 
 

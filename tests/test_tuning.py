@@ -20,7 +20,6 @@ from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
 from roigen.tune import Trial, best_point, points, tune
 
-from boxes import random_rois
 from cases import cases
 from devices import require_vulkan
 
@@ -216,7 +215,7 @@ def test_every_schedule_point_computes_the_op(case, layout, gen):
     if layout == "NHWC":
         x = x.contiguous(memory_format=torch.channels_last)
         assert channels_last(x)
-    rois = random_rois(2, 11, 13, 9, 0.5, gen, dtype=torch.float64) if case.takes_boxes else None
+    rois = case.boxes(2, 11, 13, 9, 0.5, gen, dtype=torch.float64) if case.takes_boxes else None
     xr = x.detach().clone().requires_grad_()
     ref = case.reference(xr, rois)
     grad = torch.randn(ref.shape, generator=gen, dtype=torch.float64)

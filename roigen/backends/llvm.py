@@ -59,7 +59,8 @@ _workspace = _Workspace()
 def fixed_table_entries(spec) -> int:
     """Entries of each box's sample tables when the parameters fix them (sampling_ratio > 0:
     rows and columns of every bin's samples); 0 when the `table_size` kernel counts them."""
-    return 2 * spec.sampling_ratio * (spec.pooled_height + spec.pooled_width) if spec.sampling_ratio > 0 else 0
+    ratio = getattr(spec, "sampling_ratio", 0)  # PrRoIPool's cells depend on the box
+    return 2 * ratio * (spec.pooled_height + spec.pooled_width) if ratio > 0 else 0
 
 
 class Kernels:

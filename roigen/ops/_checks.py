@@ -35,27 +35,30 @@ def check_input(input) -> None:
         raise ValueError(f"input must have H, W >= 1, got shape {tuple(input.shape)}")
 
 
-def boxes_to_rois(boxes) -> torch.Tensor:
-    """torchvision's box formats → a (K, 5) tensor of (batch, x1, y1, x2, y2)."""
+def boxes_to_rois(boxes, columns: int = 5) -> torch.Tensor:
+    """torchvision's box formats → a (K, columns) tensor of (batch, box...): (batch, x1, y1, x2, y2),
+    or for rotated boxes (columns 6) (batch, cx, cy, w, h, angle)."""
+    row, per_image = f"Tensor[K, {columns}]", f"Tensor[L, {columns - 1}]"
     if isinstance(boxes, torch.Tensor):
-        if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError("boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], "
+        if boxes.dim() != 2 or boxes.shape[1] != columns:
+            raise ValueError(f"boxes must be a {row} or a list of {per_image}, "
                              f"got a tensor of shape {tuple(boxes.shape)}")
         return boxes
     if not isinstance(boxes, (list, tuple)) or not all(isinstance(b, torch.Tensor) for b in boxes):
-        raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
+        raise TypeError(f"boxes must be a {row} or a list of {per_image}, got {type(boxes).__name__}")
     if len(boxes) == 0:
-        raise ValueError("boxes must hold one Tensor[L, 4] per image, got an empty list")
+        raise ValueError(f"boxes must hold one {per_image} per image, got an empty list")
     for i, b in enumerate(boxes):
-        if b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(f"boxes[{i}] must be a Tensor[L, 4], got shape {tuple(b.shape)}")
+        if b.dim() != 2 or b.shape[1] != columns - 1:
+            raise ValueError(f"boxes[{i}] must be a {per_image}, got shape {tuple(b.shape)}")
     flat = torch.cat(list(boxes), dim=0)
     index = torch.cat([torch.full((b.shape[0], 1), i, dtype=flat.dtype, device=flat.device)
                        for i, b in enumerate(boxes)], dim=0)
     return torch.cat([index, flat], dim=1)
 
 
-def check_rois(rois, input: torch.Tensor, *, values: bool = True) -> None:
+def check_rois(rois, input: torch.Tensor, *, values: bool = True, columns: int = 5,
+               nonnegative: tuple[int, ...] = ()) -> None:
     """Rows must index an image of `input` and hold finite coordinates.
 
     values=False checks metadata alone (shape, device, dtype), which is all a
@@ -65,15 +68,18 @@ def check_rois(rois, input: torch.Tensor, *, values: bool = True) -> None:
     dtype = input.dtype
     if isinstance(rois, torch.Tensor) and dtypes_meet_under_autocast(input.device.type, dtype, rois.dtype):
         dtype = rois.dtype
-    check_rois_for(rois, input.shape[0], input.device, dtype, values=values)
+    check_rois_for(rois, input.shape[0], input.device, dtype, values=values, columns=columns,
+                   nonnegative=nonnegative)
 
 
-def check_rois_for(rois, batch: int, device, dtype, *, values: bool = True, name: str = "boxes") -> None:
-    """`check_rois` against a map described by its batch size, device and dtype."""
+def check_rois_for(rois, batch: int, device, dtype, *, values: bool = True, name: str = "boxes",
+                   columns: int = 5, nonnegative: tuple[int, ...] = ()) -> None:
+    """`check_rois` against a map described by its batch size, device and dtype.  `nonnegative`:
+    columns whose values must be >= 0 (a rotated box's w and h)."""
     if not isinstance(rois, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(rois).__name__}")
-    if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError(f"{name} must be a Tensor[K, 5], got shape {tuple(rois.shape)}")
+    if rois.dim() != 2 or rois.shape[1] != columns:
+        raise ValueError(f"{name} must be a Tensor[K, {columns}], got shape {tuple(rois.shape)}")
     if rois.device != device:
         raise ValueError(f"{name} are on {rois.device} but input is on {device}")
     if rois.dtype != dtype:
@@ -89,9 +95,13 @@ def check_rois_for(rois, batch: int, device, dtype, *, values: bool = True, name
     if low < 0 or high >= batch:
         raise ValueError(f"{name}[:, 0] (the batch index) must lie in [0, {batch}), "
                          f"got values in [{low}, {high}]")
+    for col in nonnegative:
+        if bool((rois[:, col] < 0).any()):
+            raise ValueError(f"{name}[:, {col}] (a box size) must be >= 0 with aligned=True, got "
+                             f"{float(rois[:, col].min())}")
 
 
-def check_backward_args(grad, rois, aux, shape, device) -> None:
+def check_backward_args(grad, rois, aux, shape, device, columns: int = 5) -> None:
     """The arguments of a public `*_backward` op, which anyone can call with anything:
     every tensor a kernel reads must be what the forward would have saved."""
     if not isinstance(grad, torch.Tensor) or dtype_name(grad.dtype) not in COMPUTE_DTYPE:
@@ -105,4 +115,4 @@ def check_backward_args(grad, rois, aux, shape, device) -> None:
         raise ValueError(f"batch, channels, height, width must be the input's shape (N, C >= 0; H, W >= 1), "
                          f"got {tuple(shape)}")
     if rois is not None:
-        check_rois_for(rois, batch, device, grad.dtype, name="rois")
+        check_rois_for(rois, batch, device, grad.dtype, name="rois", columns=columns)

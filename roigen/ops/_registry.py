@@ -85,11 +85,11 @@ def register(spec_cls: type[OpSpec]) -> None:
     def forward_impl(*args, **kwargs):
         input, rois, values, options = _forward_args(spec_cls, args, kwargs)
         check_input(input)
-        if rois is not None:
-            check_rois(rois, input)
         target = _provider.select_target(options["target"], input.device)
         nhwc = channels_last(input)
         spec = _spec(spec_cls, values, input.dtype, nhwc, target)
+        if rois is not None:
+            check_rois(rois, input, columns=spec_cls.box_columns, nonnegative=spec.nonnegative_box_columns)
         spec.check_input_shape(input.shape)
         rows = input.shape[0] if rois is None else rois.shape[0]
         shape = spec.output_shape(input.shape, rows)
@@ -108,7 +108,8 @@ def register(spec_cls: type[OpSpec]) -> None:
         input, rois, values, options = _forward_args(spec_cls, args, kwargs)
         torch._check(input.dim() == 4, lambda: f"input must be 4-D, got {input.dim()}-D")
         if rois is not None:
-            torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: "boxes must be a Tensor[K, 5]")
+            columns = spec_cls.box_columns
+            torch._check(rois.dim() == 2 and rois.shape[1] == columns, lambda: f"boxes must be a Tensor[K, {columns}]")
         spec = _spec(spec_cls, values, input.dtype, False)
         rows = rois.shape[0] if rois is not None else input.shape[0]
         shape = spec.output_shape(input.shape, rows)
@@ -120,7 +121,7 @@ def register(spec_cls: type[OpSpec]) -> None:
         aux, batch, channels, height, width, is_channels_last, *values, target_name, deterministic = rest
         shape = (batch, channels, height, width)
         # A public op: its arguments may be forged, so check all a kernel will read.
-        check_backward_args(grad, rois, aux, shape, grad.device)
+        check_backward_args(grad, rois, aux, shape, grad.device, spec_cls.box_columns)
         target = _provider.select_target(target_name, grad.device)
         spec = _spec(spec_cls, values, grad.dtype, is_channels_last, target)
         spec.check_input_shape(shape)
@@ -195,8 +196,8 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, *, target: str = "a
     check_input(input)
     args = [input]
     if spec_cls.takes_boxes:
-        rois = boxes_to_rois(boxes)
-        check_rois(rois, input, values=False)
+        rois = boxes_to_rois(boxes, spec_cls.box_columns)
+        check_rois(rois, input, values=False, columns=spec_cls.box_columns)
         args.append(rois)
     keep_aux = torch.is_grad_enabled() and input.requires_grad
     op = getattr(ops_namespace(), spec_cls.name)

@@ -51,30 +51,35 @@ def c_round(x, dt):
 
 def box_rule(spec):
     """(start, extent) of the align family's box, each `f(rois, k, col)` along x (col 1)
-    or y (col 2) in feature-map units, for RoIAlign, RoIWarp and PS-RoIAlign.
+    or y (col 2) in feature-map units, for RoIAlign, RoIWarp, PS-RoIAlign and PrRoIPool.
 
     RoIAlign: scaled, shifted by half a pixel when aligned, extent >= 1 unless
     aligned.  RoIWarp: corners snapped to the grid (C round), extent >= 1.
-    PS-RoIAlign: always aligned, no minimum extent.
+    PS-RoIAlign: always aligned, no minimum extent.  PrRoIPool: scaled, extent >= 0.
     """
     dt = spec.compute_dtype
     scale = tirx.const(spec.spatial_scale, dt)
     one = tirx.const(1.0, dt)
+    lowest = None
     if spec.name == "roi_warp":
         def start(rois, k, col):
             return c_round(rois[k, col] * scale, dt)
-        minimum = True
+        lowest = one
+    elif spec.name == "prroi_pool":
+        def start(rois, k, col):
+            return rois[k, col] * scale
+        lowest = tirx.const(0.0, dt)
     else:
         aligned = spec.name == "ps_roi_align" or spec.aligned
         offset = tirx.const(0.5 if aligned else 0.0, dt)
 
         def start(rois, k, col):
             return rois[k, col] * scale - offset
-        minimum = not aligned
+        lowest = None if aligned else one
 
     def extent(rois, k, col):
         size = start(rois, k, col + 2) - start(rois, k, col)
-        return T.max(size, one) if minimum else size
+        return size if lowest is None else T.max(size, lowest)
 
     return start, extent
 
@@ -116,18 +121,26 @@ def axis_corners(pos, limit, dt, itype="int64"):
     return (low, high, T.if_then_else(inside, one - frac, zero), T.if_then_else(inside, frac, zero))
 
 
-def axis_table_macro(dt: str):
+def axis_table_macro(dt: str, cells: bool = False):
     """A TIR macro filling one axis' sample table of one box (row `row` of the tables).
 
-    For sample s (bin s // grid, sub-sample s % grid) it writes, at columns
+    `cells`: PrRoIPool's unit cells and their exact integrals (common/integral.py)
+    instead of point samples.  For sample s (bin s // grid, sub-sample s % grid) it writes, at columns
     `base + 2*s` and `base + 2*s + 1`: the low and high corner indices times
     `stride` (int32: a row*W + col offset), and their weights times `scale` (zeroed outside [-1, limit]).
     """
 
+    from .integral import cell_corners
+
+    def corners(start, bin_size, grid, s, limit):
+        if cells:
+            return cell_corners(start, bin_size, grid, s, limit, dt)
+        return axis_corners(sample_pos(start, bin_size, grid, s, dt), limit, dt)
+
     @T.macro
     def fill(itab, ftab, row, base, count, start, bin_size, grid, limit, stride, scale):
         for s in range(count):
-            low, high, w_low, w_high = T.meta_var(axis_corners(sample_pos(start, bin_size, grid, s, dt), limit, dt))
+            low, high, w_low, w_high = T.meta_var(corners(start, bin_size, grid, s, limit))
             itab[row, base + 2 * s] = T.Cast("int32", low * stride)
             itab[row, base + 2 * s + 1] = T.Cast("int32", high * stride)
             ftab[row, base + 2 * s] = w_low * scale

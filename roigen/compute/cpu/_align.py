@@ -22,12 +22,16 @@ slab of the gradient back on the way out).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from tvm import tirx
 from tvm.script import tirx as T
 
 from ...specs import RoIAlignSpec, RoIWarpSpec
 from ..common.bilinear import corners_at, interpolate, scatter_macro
 from ..common.indexing import unravel
+from ..common.integral import cell_grid
 from ..common.sampling import axis_table_macro, box_rule, sample_grid
 from ..common.signature import dims
 from ._layout import block_macros, map_shape
@@ -35,35 +39,59 @@ from ._transpose import MAX_TILE_BINS, bin_tile
 
 
 def roi_align_kernels(spec: RoIAlignSpec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
-    return align_family_kernels(spec, lanes, *box_rule(spec), **options)
+    return align_family_kernels(spec, lanes, align_tables(spec, *box_rule(spec)), **options)
 
 
 def roi_warp_kernels(spec: RoIWarpSpec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
     """RoIWarp: RoIAlign's bins and samples in a box snapped to the grid (C round)."""
-    return align_family_kernels(spec, lanes, *box_rule(spec), **options)
+    return align_family_kernels(spec, lanes, align_tables(spec, *box_rule(spec)), **options)
 
 
-def align_tables(spec, start, extent):
-    """The per-box sample tables of the align family (see common/sampling.py).
+@dataclass(frozen=True)
+class Geometry:
+    """Where an align-family op's samples fall, as its kernels read them.
+
+    `grids(rois, k)` -> (gh, gw), box k's samples per bin along y and x;
+    `kernels`: `table_size` and `tables`, filling per-box tables (K, S) once per
+    call; `corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs),
+    the corners of sample (iy, ix) of bin (ph, pw) along y (row offsets, row*W)
+    and x (columns), each `(low, high, w_low, w_high)` (see common/bilinear.py),
+    with 1/count folded into the y weights in avg mode.
+    """
+
+    grids: Callable
+    kernels: dict
+    corners: Callable
+
+
+def align_tables(spec, start, extent, cells: bool = False) -> Geometry:
+    """The separable per-box sample tables of RoIAlign, RoIWarp, PS-RoIAlign (common/sampling.py)
+    and, with `cells`, of PrRoIPool (its unit cells, common/integral.py).
 
     `start(rois, k, col)` and `extent(rois, k, col)` give a box's first
     coordinate and size along x (col 1) or y (col 2) in feature-map units.
-    Returns `grids(rois, k)` -> (gh, gw) and the `table_size` and `tables`
-    kernels.  In avg mode the y weights carry 1/count.
+    Sample (iy, ix) of bin (ph, pw) reads row entry ph*gh + iy and column
+    entry pw*gw + ix.  The y weights carry 1/count in avg mode, 1/area for cells.
     """
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
     one = tirx.const(1.0, dt)
+    zero = tirx.const(0.0, dt)
     avg = getattr(spec, "mode", "avg") == "avg"
-    fill_axis = axis_table_macro(dt)
+    fill_axis = axis_table_macro(dt, cells)
 
-    def weight(gh, gw):
+    def weight(rois, k, gh, gw):
+        if cells:  # the bin's mean: 1/area, and 0 for a bin of no area (mmcv's rule)
+            area = extent(rois, k, 2) / tirx.const(PH, dt) * (extent(rois, k, 1) / tirx.const(PW, dt))
+            return T.if_then_else(area > zero, one / T.max(area, tirx.const(1e-30, dt)), zero)
         # avg folds 1/count into the y weights; max compares raw samples.
         if not avg:
             return one
         return one / T.Cast(dt, T.max(gh * gw, tirx.const(1, "int64")))
 
     def grids(rois, k):
+        if cells:
+            return cell_grid(extent(rois, k, 2), PH, dt), cell_grid(extent(rois, k, 1), PW, dt)
         return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt),
                 sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
 
@@ -84,16 +112,20 @@ def align_tables(spec, start, extent):
             gh = T.meta_var(grids(rois, k)[0])
             gw = T.meta_var(grids(rois, k)[1])
             fill_axis(itab, ftab, k, 0, PH * gh, start(rois, k, 2), extent(rois, k, 2) / T.Cast(dt, PH),
-                      gh, H, W, weight(gh, gw))
+                      gh, H, W, weight(rois, k, gh, gw))
             fill_axis(itab, ftab, k, 2 * PH * gh, PW * gw, start(rois, k, 1),
                       extent(rois, k, 1) / T.Cast(dt, PW), gw, W, 1, one)
 
-    return grids, {"table_size": table_size, "tables": tables}
+    def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
+        return (corners_at(itab, ftab, k, 2 * (ph * gh + iy)),
+                corners_at(itab, ftab, k, 2 * PH * gh + 2 * (pw * gw + ix)))
+
+    return Geometry(grids, {"table_size": table_size, "tables": tables}, corners)
 
 
-def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
+def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = False,
                          shuffle: bool = False) -> dict[str, tirx.PrimFunc]:
-    """The bilinear-sampling kernels over channel blocks, for any align-family box geometry.
+    """The bilinear-sampling kernels over channel blocks, for any align-family `geometry`.
 
     `fuse`: forward reads the caller's map and backward writes the caller's
     gradient, each task converting its own (image, block) slab in a scratch
@@ -106,8 +138,9 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
     PH, PW = spec.pooled_size
     P = PH * PW
     zero = tirx.const(0.0, dt)
-    avg = spec.mode == "avg"
-    grids, table_kernels = align_tables(spec, start, extent)
+    avg = getattr(spec, "mode", "avg") == "avg"
+    BOX = spec.box_columns
+    grids, table_kernels, sample_corners = geometry.grids, geometry.kernels, geometry.corners
     load, store = block_macros(spec.layout, dt, L)
     scatter = scatter_macro()
     # A grid of more bins than a tile holds goes out in runs of whole rows of bins
@@ -117,18 +150,16 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
     tile_shape, put_bin, move_bins = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
 
     @T.macro
-    def bin_value(data, dn, dcb, k, ph, pw, gh, gw, itab, ftab, acc, arg):
+    def bin_value(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W):
         # Bin (ph, pw) of box k: its channel vector in acc (and max mode's winners in arg).
         for ci in T.vectorized(L):
             acc[ci] = zero
             arg[ci] = -1
         for iy, ix in T.grid(gh, gw):
-            sy = 2 * (ph * gh + iy)
-            sx = 2 * PH * gh + 2 * (pw * gw + ix)
+            ys, xs = T.meta_var(sample_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
             for ci in T.vectorized(L):
                 # data[dn, dcb, 0, row*W + col] addresses pixel (row, col).
-                v = T.meta_var(interpolate(lambda y, x: data[dn, dcb, 0, T.Cast("int64", y + x), ci],
-                                           corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx)))
+                v = T.meta_var(interpolate(lambda y, x: data[dn, dcb, 0, T.Cast("int64", y + x), ci], ys, xs))
                 if avg:
                     acc[ci] = acc[ci] + v
                 else:
@@ -138,7 +169,7 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                     acc[ci] = T.Select(better, v, acc[ci])
 
     @T.macro
-    def sample_boxes(data, dn, dcb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A):
+    def sample_boxes(data, dn, dcb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W):
         # Every box of image n, block cb of the channels, read from slab [dn, dcb] of `data`.
         tile = T.alloc_buffer(tile_shape, dt)
         atile = T.alloc_buffer(tile_shape, "int32")
@@ -153,7 +184,7 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                 if chunked:
                     for r0 in range((PH + rows - 1) // rows):
                         for r, pw in T.grid(T.min(rows, PH - r0 * rows), PW):
-                            bin_value(data, dn, dcb, k, r0 * rows + r, pw, gh, gw, itab, ftab, acc, arg)
+                            bin_value(data, dn, dcb, rois, k, r0 * rows + r, pw, gh, gw, itab, ftab, acc, arg, H, W)
                             for ci in range(L):
                                 tile[ci, r * PW + pw] = acc[ci]
                                 atile[ci, r * PW + pw] = arg[ci]
@@ -164,7 +195,7 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                                     argmax[(k * C + cb * L + ci) * P + r0 * rows * PW + j] = atile[ci, j]
                 else:
                     for ph, pw in T.grid(PH, PW):
-                        bin_value(data, dn, dcb, k, ph, pw, gh, gw, itab, ftab, acc, arg)
+                        bin_value(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W)
                         put_bin(tile, ph * PW + pw, acc)
                         if not avg:
                             put_bin(atile, ph * PW + pw, arg)
@@ -205,22 +236,19 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
                             else:
                                 gvec[ci] = gtile[ci, ph * PW + pw]
                         for iy, ix in T.grid(gh, gw):
-                            sy = 2 * (ph * gh + iy)
-                            sx = 2 * PH * gh + 2 * (pw * gw + ix)
+                            ys, xs = T.meta_var(sample_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
                             for ci in T.vectorized(L):
-                                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci),
-                                        corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx), gvec[ci])
+                                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci), ys, xs, gvec[ci])
                 else:
                     # Max: only the winning sample of each bin and channel gets the gradient.
                     for ci in range(T.min(L, C - cb * L)):
                         for ph, pw in T.grid(PH, PW):
                             s = argmax[(k * C + cb * L + ci) * P + ph * PW + pw]
                             if s >= 0 and T.Cast("int64", s) < gh * gw:  # a sample of this bin, whoever forged it
-                                sy = 2 * (ph * gh + T.Cast("int64", s) // gw)
-                                sx = 2 * PH * gh + 2 * (pw * gw + T.Cast("int64", s) % gw)
+                                iy, ix = T.meta_var((T.Cast("int64", s) // gw, T.Cast("int64", s) % gw))
+                                ys, xs = T.meta_var(sample_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
                                 gv = grad_out[k, cb * L + ci, ph * PW + pw]
-                                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci),
-                                        corners_at(itab, ftab, k, sy), corners_at(itab, ftab, k, sx), gv)
+                                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci), ys, xs, gv)
 
     def map_buffer_shape(N, Cb, C, H, W):
         # Fused kernels take the caller's map (or gradient); the others, channel blocks.
@@ -231,7 +259,7 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
 
     N, Cb, H, W, K, C, A, S = dims("N Cb H W K C A S", "int64")  # Cb: unused when fused
     @T.prim_func
-    def forward(data: T.Buffer(map_buffer_shape(N, Cb, C, H, W), dt), rois: T.Buffer((K, 5), dt),
+    def forward(data: T.Buffer(map_buffer_shape(N, Cb, C, H, W), dt), rois: T.Buffer((K, BOX), dt),
                 itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), out: T.Buffer((K, C, P), dt),
                 argmax: T.Buffer((A,), "int32")):
         flat_out = T.decl_buffer((K * C * P,), dt, data=out.data)
@@ -240,13 +268,13 @@ def align_family_kernels(spec, lanes: int, start, extent, fuse: bool = False,
             if fuse:
                 slab = T.alloc_buffer((1, 1, H, W, L), dt)
                 load(data, slab, n, cb, 0, 0, C, H, W)
-                sample_boxes(slab, 0, 0, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A)
+                sample_boxes(slab, 0, 0, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W)
             else:
-                sample_boxes(data, n, cb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A)
+                sample_boxes(data, n, cb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W)
 
     N, Cb, H, W, K, C, A, S = dims("N Cb H W K C A S", "int64")  # Cb: unused when fused
     @T.prim_func
-    def backward(grad_out: T.Buffer((K, C, P), dt), rois: T.Buffer((K, 5), dt),
+    def backward(grad_out: T.Buffer((K, C, P), dt), rois: T.Buffer((K, BOX), dt),
                  itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), argmax: T.Buffer((A,), "int32"),
                  grad: T.Buffer(map_buffer_shape(N, Cb, C, H, W), dt)):
         for task in T.parallel(N * blocks(Cb, C)):

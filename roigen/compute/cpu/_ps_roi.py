@@ -39,7 +39,8 @@ def ps_roi_align_kernels(spec) -> dict[str, tirx.PrimFunc]:
     PH, PW = spec.pooled_size
     P = PH * PW
     zero = tirx.const(0.0, dt)
-    grids, table_kernels = align_tables(spec, *box_rule(spec))
+    geometry = align_tables(spec, *box_rule(spec))
+    grids, table_kernels = geometry.grids, geometry.kernels
     scatter = scatter_macro()
 
     N, C, H, W, K, S, A = dims("N C H W K S A", "int64")

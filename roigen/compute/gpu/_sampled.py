@@ -1,0 +1,96 @@
+"""Align-family kernels on GPUs whose samples each thread finds for itself (contract in __init__).
+
+The align family's thread layout (`_align.py`) without its shared sample
+tables, for ops whose sample corners are not a row table times a column table
+(rotated boxes) or cost little to find (PrRoIPool's cells): each thread computes
+its own.  forward and backward_atomic run one block per (box, bin, channel
+chunk); the deterministic backward one thread per (image, channel), walking that
+image's boxes in order and owning its channel of the gradient.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from ..common.bilinear import interpolate, scatter_macro
+from ..common.indexing import unravel
+from ..common.signature import dims
+from ._threads import kernel_set, launch
+
+I32 = "int32"
+
+
+def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
+    """Kernels from `grids(rois, k)` -> (gh, gw), box k's samples per bin along y and x (int32),
+    and `sample(rois, k, b, gh, gw, iy, ix, H, W)` -> (ys, xs), the corners of sample (iy, ix)
+    of bin b, each (low, high, w_low, w_high), the bin's normaliser folded into the y weights."""
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    TPB = sched.threads
+    BOX = spec.box_columns
+    zero = tirx.const(0.0, dt)
+    scatter, scatter_atomic = scatter_macro(), scatter_macro(atomic=True)
+
+    def block_of(blk, t, K, CO):
+        k, b, chunk = unravel(blk, (K, P, (CO + TPB - 1) // TPB))
+        return k, b, chunk * TPB + t
+
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
+    @T.prim_func
+    def forward(x: T.Buffer((N, H, W, CI), dt), rois: T.Buffer((K, BOX), dt), out: T.Buffer((K, CO, P), dt),
+                aux: T.Buffer((A,), I32)):
+        blk, t = launch(K * P * ((CO + TPB - 1) // TPB), TPB)
+        acc = T.alloc_buffer((1,), dt, scope="local")
+        k, b, c = block_of(blk, t, K, CO)
+        if c < CO:
+            n = T.Cast(I32, rois[k, 0])
+            gh, gw = T.meta_var(grids(rois, k))
+            acc[0] = zero
+            for iy, ix in T.grid(gh, gw):
+                ys, xs = T.meta_var(sample(rois, k, b, gh, gw, iy, ix, H, W))
+                acc[0] = interpolate(lambda y, xx: x[n, y, xx, c], ys, xs, onto=acc[0])
+            out[k, c, b] = acc[0]
+
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
+    @T.prim_func
+    def backward(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, BOX), dt), aux: T.Buffer((A,), I32),
+                 grad_input: T.Buffer((N, H, W, CI), dt)):
+        blk, t = launch((N * CI + TPB - 1) // TPB, TPB)
+        if blk * TPB + t < N * CI:
+            n, c = unravel(blk * TPB + t, (N, CI))
+            for k in range(K):
+                if T.Cast(I32, rois[k, 0]) == n:
+                    gh, gw = T.meta_var(grids(rois, k))
+                    for b in range(P):
+                        for iy, ix in T.grid(gh, gw):
+                            ys, xs = T.meta_var(sample(rois, k, b, gh, gw, iy, ix, H, W))
+                            scatter(grad_input, lambda y, xx: (n, y, xx, c), ys, xs, grad[k, c, b])
+
+    N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
+    @T.prim_func
+    def backward_atomic(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, BOX), dt), aux: T.Buffer((A,), I32),
+                        grad_input: T.Buffer((N, H, W, CI), dt)):
+        blk, t = launch(K * P * ((CO + TPB - 1) // TPB), TPB)
+        k, b, c = block_of(blk, t, K, CO)
+        if c < CO:
+            n = T.Cast(I32, rois[k, 0])
+            gh, gw = T.meta_var(grids(rois, k))
+            for iy, ix in T.grid(gh, gw):
+                ys, xs = T.meta_var(sample(rois, k, b, gh, gw, iy, ix, H, W))
+                scatter_atomic(grad_input, lambda y, xx: (n, y, xx, c), ys, xs, grad[k, c, b])
+
+    (K,) = dims("K", I32)
+    @T.prim_func
+    def grid_size(rois: T.Buffer((K, BOX), dt), sizes: T.Buffer((K, 2), I32)):
+        # Each box's adaptive sample grid, for the runtime's limit (as roi_align's).
+        blk, t = launch((K + TPB - 1) // TPB, TPB)
+        if blk * TPB + t < K:
+            sizes[blk * TPB + t, 0] = grids(rois, blk * TPB + t)[0]
+            sizes[blk * TPB + t, 1] = grids(rois, blk * TPB + t)[1]
+
+    funcs = kernel_set(sched, forward, backward, backward_atomic)
+    if getattr(spec, "sampling_ratio", 0) <= 0:  # grids that depend on the box
+        funcs["grid_size"] = grid_size
+    return funcs
