@@ -72,6 +72,8 @@ class OpSpec:
     packed: ClassVar[bool] = True
     # Columns of a box row: (batch, x1, y1, x2, y2), or (batch, cx, cy, w, h, angle) for rotated boxes.
     box_columns: ClassVar[int] = 5
+    # Whether the op is differentiable in its boxes: its kernels include `backward_boxes`.
+    box_gradient: ClassVar[bool] = False
 
     dtype: str = field(default="float32", kw_only=True)
     layout: str = field(default="NCHW", kw_only=True)
@@ -372,6 +374,7 @@ class PrRoIPoolSpec(_GridSpec):
     bilinear surface, which is 0 outside the map."""
 
     name: ClassVar[str] = "prroi_pool"
+    box_gradient: ClassVar[bool] = True
 
 
 SPECS: dict[str, type[OpSpec]] = {

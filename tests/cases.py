@@ -165,6 +165,8 @@ WITH_ORACLE = [c for c in ALL if c.oracle is not None]
 # One case per op, for the tests that are about plumbing rather than parameters.
 ONE_PER_OP = list({c.name: c for c in reversed(ALL)}.values())
 BOXED_ONE_PER_OP = [c for c in ONE_PER_OP if c.takes_boxes]
+# Ops differentiable in their boxes: every case of each.
+BOX_GRADIENT = [c for c in ALL if c.spec_cls.box_gradient]
 
 
 def problem(case: OpCase, gen, dtype=torch.float32, shape=(2, 11, 13), channels=None, kinds=KINDS, count=18):
@@ -173,6 +175,22 @@ def problem(case: OpCase, gen, dtype=torch.float32, shape=(2, 11, 13), channels=
     x = torch.randn(n, channels or case.channels(), h, w, generator=gen, dtype=torch.float64).to(dtype)
     rois = case.boxes(n, h, w, count, SCALE, gen, kinds=kinds, dtype=dtype) if case.takes_boxes else None
     return x, rois
+
+
+def box_coordinates(rois):
+    """(batch column, coordinate columns requiring grad): gradcheck perturbs every input it is
+    given, and the batch index must stay an integer."""
+    return rois[:, :1].detach(), rois[:, 1:].detach().clone().requires_grad_()
+
+
+def forward_backward_boxes(fn, x, rois, grad_seed=1):
+    """fn's output and its gradients w.r.t. the input and the box coordinates (seeded output gradient)."""
+    x = x.detach().clone().requires_grad_()
+    index, coords = box_coordinates(rois)
+    out = fn(x, torch.cat([index, coords], 1))
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=torch.float64)
+    gx, gb = torch.autograd.grad(out, (x, coords), grad.to(out.dtype))
+    return out.detach(), gx, gb
 
 
 def forward_backward(fn, x, rois, grad_seed=1):

@@ -6,7 +6,17 @@ import pytest
 import torch
 
 from boxes import KINDS, random_rois
-from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP, WITH_ORACLE, forward_backward, problem
+from cases import (
+    ALL,
+    BOX_GRADIENT,
+    BOXED_ONE_PER_OP,
+    ONE_PER_OP,
+    WITH_ORACLE,
+    box_coordinates,
+    forward_backward,
+    forward_backward_boxes,
+    problem,
+)
 
 N, H, W = 2, 11, 13
 
@@ -134,3 +144,49 @@ def test_backward_is_deterministic(case, gen):
     x, rois = problem(case, gen, torch.float32, count=40)
     grads = [forward_backward(case.roigen, x, rois, 3)[1] for _ in range(3)]
     assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
+@pytest.mark.parametrize("case", BOX_GRADIENT, ids=str)
+def test_box_gradient_matches_reference_and_gradcheck(case, gen):
+    # The reference is differentiable in its boxes: autograd through the float64 integrals.
+    x, rois = problem(case, gen, torch.float64, kinds=KINDS + ("inverted",), count=21)
+    out, gx, gb = forward_backward_boxes(case.roigen, x, rois)
+    ref, gxr, gbr = forward_backward_boxes(case.reference, x, rois)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gx, gxr, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gb, gbr, rtol=1e-8, atol=1e-8)
+    # Random boxes lie off the integer grid lines, where the integrals' derivative is smooth.
+    x = torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    index, coords = box_coordinates(case.boxes(2, 5, 6, 5, 1.0, gen, kinds=("inside", "partial", "tiny"),
+                                               dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda t, c: case.roigen(t, torch.cat([index, c], 1), scale=1.0), (x, coords),
+                                    eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", BOX_GRADIENT[:1], ids=str)
+def test_box_gradient_runs_only_for_boxes_that_require_it(case, gen):
+    x, rois = problem(case, gen, torch.float32)
+    kernel = f"roigen::{case.name}_backward_boxes"
+
+    def ran(boxes, input_grad=True):
+        t = x.detach().clone().requires_grad_(input_grad)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            case.roigen(t, boxes).sum().backward()
+        names = {e.key for e in prof.key_averages()}
+        return kernel in names, f"roigen::{case.name}_backward" in names
+
+    assert ran(rois) == (False, True)
+    assert ran(rois.clone().requires_grad_()) == (True, True)
+    assert ran(rois.clone().requires_grad_(), input_grad=False) == (True, False)
+
+
+@pytest.mark.parametrize("case", BOX_GRADIENT[:1], ids=str)
+def test_box_gradient_is_deterministic_and_zero_for_the_batch_index(case, gen):
+    x, rois = problem(case, gen, torch.float32, count=40)
+    grads = []
+    for _ in range(3):
+        r = rois.clone().requires_grad_()
+        case.roigen(x, r).sum().backward()
+        grads.append(r.grad)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    assert (grads[0][:, 0] == 0).all()

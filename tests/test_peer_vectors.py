@@ -175,13 +175,15 @@ MMCV_PRROI = [
 
 @pytest.mark.parametrize("vector", range(len(MMCV_PRROI)))
 def test_prroi_pool_mmcv_vectors(vector, target):
-    x, rois, out, grad, _ = (torch.tensor(v, dtype=_dtype(target)) for v in MMCV_PRROI[vector])
+    x, rois, out, grad, box_grad = (torch.tensor(v, dtype=_dtype(target)) for v in MMCV_PRROI[vector])
     x.requires_grad_()
+    rois.requires_grad_()
     y = R.prroi_pool(x, rois, (2, 2), 1.0, target=target)
     y.backward(torch.ones_like(y))
-    # mmcv's numbers are float32 printouts (0.444444448): compare to 1e-6.
+    # mmcv's numbers are float32 printouts (0.444444448, 3.33333302): compare to 1e-6.
     torch.testing.assert_close(y.detach(), out, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(x.grad, grad, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rois.grad, box_grad, atol=2e-6, rtol=1e-6)
 
 
 def test_prroi_pool_at_half_scale_on_a_14_pixel_box_is_a_2x2_average_pool(target, gen):

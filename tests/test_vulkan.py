@@ -13,7 +13,7 @@ import roigen.ops
 from roigen.backends import wgpu as vulkan
 
 from boxes import KINDS, random_rois
-from cases import ALL, BOXED_ONE_PER_OP, ONE_PER_OP, forward_backward, problem
+from cases import ALL, BOX_GRADIENT, BOXED_ONE_PER_OP, ONE_PER_OP, forward_backward, forward_backward_boxes, problem
 from devices import require_vulkan
 
 N, H, W = 2, 9, 12
@@ -108,3 +108,14 @@ def test_bad_target_is_refused(target, message):
     x = torch.randn(1, 3, 5, 5)
     with pytest.raises((ValueError, TypeError), match=message):
         roigen.ops.roi_align(x, torch.tensor([[0, 0, 0, 3, 3.0]]), 2, target=target)
+
+
+@pytest.mark.parametrize("case", BOX_GRADIENT, ids=str)
+def test_box_gradient_matches_reference(case, gen):
+    x, rois = _problem(case, gen)
+    out, gx, gb = forward_backward_boxes(lambda t, r: case.roigen(t, r, target="vulkan"), x, rois)
+    ref, gxr, gbr = forward_backward_boxes(case.reference, x.double(), rois.double())
+    tol = case.float32_tolerance
+    torch.testing.assert_close(gb.double(), gbr, rtol=tol, atol=tol)
+    again = forward_backward_boxes(lambda t, r: case.roigen(t, r, target="vulkan"), x, rois)[2]
+    assert torch.equal(gb, again), "one workgroup per box: the same bits every run"

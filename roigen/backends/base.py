@@ -3,10 +3,11 @@
 A build goes through a backend four times: `compile` (named PrimFuncs →
 executable and files), the cache or a package storing what `library` and
 `files` give, `load` (those files → kernels), and the ops calling the kernels.
-Kernels of every backend take the same two calls:
+Kernels of every backend take the same calls:
 
     forward(x, rois, keep_aux=True, out=None, aux=None) -> (output, aux)
     backward(grad, rois, aux, input_shape, deterministic=False, grad_input=None) -> d(input)
+    backward_boxes(x, rois, output, grad) -> d(rois)   (ops whose spec has `box_gradient`)
 
 `x` is in the compute dtype and laid out as `layout` says; `rois` is None
 for whole-map ops; `out`, `aux` and `grad_input` are memory to reuse (the

@@ -86,3 +86,18 @@ class GpuKernels:
         if grad.numel() and grad_input.numel():
             self.launch(name, grad, *boxes, aux.contiguous(), grad_input)
         return grad_input.permute(0, 3, 1, 2)
+
+    def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor,
+                       grad: torch.Tensor) -> torch.Tensor:
+        """d(rois) in the compute dtype, one block per box (deterministic, no atomics)."""
+        shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
+        data = self._nhwc(x)
+        rois = rois.to(self.dtype).contiguous()
+        output = output.to(self.dtype).reshape(shape).contiguous()
+        grad = grad.to(self.dtype).reshape(shape).contiguous()
+        grad_rois = torch.zeros(rois.shape, dtype=self.dtype, device=rois.device)
+        _check_size(data, output)
+        self._check_grids(rois, x.shape[2], x.shape[3])
+        if rois.shape[0]:
+            self.launch("backward_boxes", data, rois, output, grad, grad_rois)
+        return grad_rois

@@ -80,6 +80,8 @@ class Kernels:
         self._has_tables = module.implements_function(prefix + "tables")
         if self._has_tables:
             names += ["table_size", "tables"]
+        if getattr(spec, "box_gradient", False):
+            names.append("backward_boxes")
         self._fn = {name: module[prefix + name] for name in names}
 
     def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
@@ -179,6 +181,18 @@ class Kernels:
         _call(self._fn["backward"], grad, *self._box_args(rois, h, w), aux, packed)
         _call(self._fn[self.layout_pass["backward"]], packed, self._nchw_or_nhwc(grad_input))
         return grad_input
+
+
+    def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor,
+                       grad: torch.Tensor) -> torch.Tensor:
+        """d(rois), (K, columns) in the compute dtype (0 for the batch index), from the forward's
+        input `x` (as `forward` takes it), its output and the output's gradient.  One task per
+        box: deterministic."""
+        shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
+        grad_rois = torch.empty(rois.shape, dtype=self.dtype)
+        output, grad = (t.to(self.dtype).reshape(shape).contiguous() for t in (output, grad))
+        _call(self._fn["backward_boxes"], self._nchw_or_nhwc(x), rois, output, grad, grad_rois)
+        return grad_rois
 
 
 class LlvmBackend(Backend):

@@ -22,7 +22,7 @@ from ..runtime import channels_last
 from ..specs import SPECS, OpSpec
 from . import _provider
 from ._autocast import autocast_kernel
-from ._checks import boxes_to_rois, check_backward_args, check_input, check_rois, dtype_name
+from ._checks import boxes_to_rois, check_backward_args, check_input, check_rois, check_rois_for, dtype_name
 
 _LIB = torch.library.Library(NAMESPACE, "FRAGMENT")
 
@@ -155,12 +155,18 @@ def register(spec_cls: type[OpSpec]) -> None:
         return torch.empty((batch, channels, height, width), dtype=grad.dtype, device=grad.device,
                            memory_format=fmt)
 
+    if spec_cls.box_gradient:
+        _register_box_gradient(spec_cls, params)
+
     def setup_context(ctx, inputs, output):
         input, rois, values, options = _forward_args(spec_cls, inputs, {})
         # Otherwise autograd fills a zero "gradient" for the int32 aux output on
         # every backward (43 MB for spp_window: most of its backward time).
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*([rois] if rois is not None else []), output[1])
+        # The box gradient reads the map and the output; boxes that need no gradient keep neither.
+        ctx.box_gradient = spec_cls.box_gradient and rois is not None and rois.requires_grad
+        extra = [input, output[0]] if ctx.box_gradient else []
+        ctx.save_for_backward(*([rois] if rois is not None else []), output[1], *extra)
         ctx.input_shape = tuple(input.shape)
         ctx.channels_last = channels_last(input)
         ctx.values = values
@@ -171,12 +177,53 @@ def register(spec_cls: type[OpSpec]) -> None:
     def backward(ctx, grad_output, _grad_aux):
         if grad_output is None:
             return (None,) * ctx.grads_count
-        op = getattr(ops_namespace(), f"{name}_backward")
-        grad_input = op(grad_output, *ctx.saved_tensors, *ctx.input_shape, ctx.channels_last, *ctx.values,
-                        *ctx.options)
-        return (grad_input,) + (None,) * (ctx.grads_count - 1)
+        saved = ctx.saved_tensors
+        if ctx.box_gradient:
+            saved, (input, output) = saved[:-2], saved[-2:]
+        grad_input = grad_rois = None
+        if ctx.needs_input_grad[0]:
+            op = getattr(ops_namespace(), f"{name}_backward")
+            grad_input = op(grad_output, *saved, *ctx.input_shape, ctx.channels_last, *ctx.values, *ctx.options)
+        if ctx.box_gradient and ctx.needs_input_grad[1]:
+            op = getattr(ops_namespace(), f"{name}_backward_boxes")
+            grad_rois = op(grad_output, input, saved[0], output, *ctx.values, ctx.options[0])
+        return (grad_input, grad_rois) + (None,) * (ctx.grads_count - 2)
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=_LIB)
+
+
+def _register_box_gradient(spec_cls: type[OpSpec], params: str) -> None:
+    """`<op>_backward_boxes`: d(loss)/d(rois) from the output's gradient, the map and the output
+    (the batch-index column gets 0)."""
+    qualname = f"{NAMESPACE}::{spec_cls.name}_backward_boxes"
+    torch.library.define(qualname, f"(Tensor grad, Tensor input, Tensor rois, Tensor output, {params}, "
+                         "str target) -> Tensor", lib=_LIB)
+
+    def impl(grad, input, rois, output, *rest):
+        *values, target_name = rest
+        # A public op: its arguments may be forged, so check all a kernel will read.
+        check_input(input)
+        check_rois_for(rois, input.shape[0], input.device, input.dtype, name="rois", columns=spec_cls.box_columns)
+        target = _provider.select_target(target_name, input.device)
+        spec = _spec(spec_cls, values, input.dtype, channels_last(input), target)
+        shape = spec.output_shape(input.shape, rois.shape[0])
+        for arg, tensor in (("grad", grad), ("output", output)):
+            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or tensor.device != input.device:
+                raise ValueError(f"{arg} must be the output's shape {shape} on {input.device}, got "
+                                 f"{tuple(getattr(tensor, 'shape', ()))}")
+        if math.prod(shape) == 0:
+            return torch.zeros_like(rois)
+        kernels = _provider.kernels(spec, target)
+        x = input.to(kernels.dtype)
+        x = x if spec.layout == "NHWC" else x.contiguous()
+        return kernels.backward_boxes(x, rois.to(kernels.dtype).contiguous(), output, grad).to(rois.dtype)
+
+    for key in ("CPU", "CUDA"):
+        torch.library.impl(qualname, key, impl, lib=_LIB)
+
+    @torch.library.register_fake(qualname, lib=_LIB)
+    def fake(grad, input, rois, output, *rest):
+        return torch.empty_like(rois)
 
 
 def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, *, target: str = "auto",

@@ -51,3 +51,87 @@ def cell_corners(start, bin_size, grid, s, limit, dt, itype="int64"):
     low, w_low = pixel(i, low_w)
     high, w_high = pixel(i + one, high_w)
     return low, high, w_low, w_high
+
+
+def point_corners(pos, limit, dt, itype="int64"):
+    """(low, high, w_low, w_high) of the surface's hat weights at one point along an axis:
+    pixels floor(pos) and floor(pos) + 1, weight 0 for a pixel off the map."""
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    i = T.floor(clamp(pos, -2, T.Cast(dt, limit + 1), dt))
+    frac = T.if_then_else(tirx.all(pos >= i, pos <= i + one), pos - i, zero)
+    last = T.Cast(dt, limit - 1)
+
+    def pixel(p, weight):
+        inside = tirx.all(p >= zero, p <= last)
+        return T.Cast(itype, clamp(p, zero, last, dt)), T.if_then_else(inside, weight, zero)
+
+    low, w_low = pixel(i, one - frac)
+    high, w_high = pixel(i + one, frac)
+    return low, high, w_low, w_high
+
+
+def box_gradient_macro(spec, itype="int64"):
+    """A macro adding one bin's share of d(loss)/d(x1', y1', x2', y2') to `acc` (4 values):
+    ROI_OPS.md's PrRoIPool box gradient, exactly as mmcv's kernel forms it.
+
+    For the bin's edges bx1 < bx2, by1 < by2, out its value and g its output
+    gradient: d out/d bx1 = (bh*out - L(bx1)) / A with L(x) the exact integral of the
+    surface along the bin's column at x (its y cells times the hat weights at x),
+    d out/d bx2 = (L(bx2) - bh*out) / A, y alike; chained to the box's corners through
+    bx1 = x1' + pw*w/PW, bx2 = x1' + (pw+1)*w/PW.  `read(y, x)` loads pixel (y, x) of
+    the bin's channel; `line` is 4 values of scratch.  The caller skips bins of no area.
+    """
+    from .sampling import box_rule
+
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    start, extent = box_rule(spec)
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+
+    def at(read, ys, xs):
+        y0, y1, wy0, wy1 = ys
+        x0, x1, wx0, wx1 = xs
+        return wy0 * (wx0 * read(y0, x0) + wx1 * read(y0, x1)) + wy1 * (wx0 * read(y1, x0) + wx1 * read(y1, x1))
+
+    @T.macro
+    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, out, g, line, acc):
+        bw = extent(rois, k, 1) / tirx.const(PW, dt)
+        bh = extent(rois, k, 2) / tirx.const(PH, dt)
+        bx1 = start(rois, k, 1) + T.Cast(dt, pw) * bw
+        by1 = start(rois, k, 2) + T.Cast(dt, ph) * bh
+        for j in range(4):
+            line[j] = zero
+        for iy in range(gh):
+            ys = T.meta_var(cell_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt, itype))
+            line[0] = line[0] + at(read, ys, point_corners(bx1, W, dt, itype))
+            line[1] = line[1] + at(read, ys, point_corners(bx1 + bw, W, dt, itype))
+        for ix in range(gw):
+            xs = T.meta_var(cell_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt, itype))
+            line[2] = line[2] + at(read, point_corners(by1, H, dt, itype), xs)
+            line[3] = line[3] + at(read, point_corners(by1 + bh, H, dt, itype), xs)
+        area = bw * bh
+        d_x1 = T.meta_var((bh * out - line[0]) / area)
+        d_x2 = T.meta_var((line[1] - bh * out) / area)
+        d_y1 = T.meta_var((bw * out - line[2]) / area)
+        d_y2 = T.meta_var((line[3] - bw * out) / area)
+        a0 = T.meta_var(T.Cast(dt, pw) / tirx.const(PW, dt))
+        a1 = T.meta_var(T.Cast(dt, pw + 1) / tirx.const(PW, dt))
+        b0 = T.meta_var(T.Cast(dt, ph) / tirx.const(PH, dt))
+        b1 = T.meta_var(T.Cast(dt, ph + 1) / tirx.const(PH, dt))
+        acc[0] = acc[0] + g * (d_x1 * (one - a0) + d_x2 * (one - a1))
+        acc[1] = acc[1] + g * (d_y1 * (one - b0) + d_y2 * (one - b1))
+        acc[2] = acc[2] + g * (d_x1 * a0 + d_x2 * a1)
+        acc[3] = acc[3] + g * (d_y1 * b0 + d_y2 * b1)
+
+    return accumulate
+
+
+def has_area(spec, rois, k):
+    """Whether box k's bins have an area (PrRoIPool's rule: else output and gradients are 0)."""
+    from .sampling import box_rule
+
+    _, extent = box_rule(spec)
+    zero = tirx.const(0.0, spec.compute_dtype)
+    return tirx.all(extent(rois, k, 1) > zero, extent(rois, k, 2) > zero)
