@@ -9,6 +9,7 @@ library with the CUDA source embedded, plus the cubin and ptxas's report;
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -116,7 +117,14 @@ def _build(spec, target: Target, knobs: tuple | None):
     for _ in range(2):  # a second pass rebuilds an entry found unreadable
         name, sched = ensure_built(spec, target, None if knobs is None else dict(knobs))
         try:
-            return backend.load(spec, sched.runtime_params(), lambda suffix, entry=name: cache.path(entry, suffix))
+            kernels = backend.load(spec, sched.runtime_params(), lambda suffix, entry=name: cache.path(entry, suffix))
         except Exception as err:  # noqa: BLE001 - whatever the runtime raises, the entry is rebuilt
             cache.discard(name, err)
+            continue
+        # TVMScript's parser keeps an inspect.stack() of every prim_func it parses in a
+        # reference cycle, so the calling frames, and the tensors they go on to hold (the
+        # user's output, in the op that asked for this build), outlive their call until the
+        # cycle collector runs.  Collect once per build rather than leave that to chance.
+        gc.collect()
+        return kernels
     raise RuntimeError(f"roigen: could not build or load {name}")

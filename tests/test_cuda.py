@@ -19,7 +19,9 @@ from cases import ALL, ONE_PER_OP, forward_backward, problem
 ARCHS = ("cuda-sm80", "cuda-sm90")
 # One case per kernel shape: every op, both modes, adaptive sampling (the
 # data-dependent loops), both SPP level sets.
-COMPILE_CASES = [c for c in ALL if c.kwargs.get("sampling_ratio", -1) == -1 and c.kwargs.get("aligned", True)]
+# (clockwise only flips the angle's sign, so one direction stands for both.)
+COMPILE_CASES = [c for c in ALL if c.kwargs.get("sampling_ratio", -1) == -1 and c.kwargs.get("aligned", True)
+                 and not c.kwargs.get("clockwise", False)]
 ELF_MAGIC, EM_CUDA = b"\x7fELF", 190
 
 SAMPLED_OPS = ("roi_align", "roi_warp", "ps_roi_align", "roi_align_rotated", "prroi_pool")
@@ -43,6 +45,8 @@ def test_compiles_without_spills(case, target):
     # Sample grids that depend on the box (adaptive sampling, PrRoIPool's cells): the grid limit's kernel.
     if case.name in SAMPLED_OPS and getattr(case.spec(), "sampling_ratio", 0) <= 0:
         kernels.add("grid_size_kernel")
+    if case.spec().box_gradient:
+        kernels.add("backward_boxes_kernel")
     assert set(resources) == kernels
     for kernel, used in resources.items():
         assert used["arch"] == arch

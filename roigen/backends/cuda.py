@@ -169,11 +169,9 @@ class CudaBackend(Backend):
     def compile(self, funcs: dict, target, sched) -> Compiled:
         """TVM's library (with the CUDA source embedded) plus the CUDA C, nvcc's cubin and
         ptxas's report."""
-        import tvm
+        from ..lower import compile_gpu
 
-        from ..lower import as_module
-
-        executable = tvm.compile(as_module(funcs), target=target.tvm_target)
+        executable = compile_gpu(funcs, target)
         build = nvcc(source_of(executable), target.tvm["arch"], sched.min_blocks)
         return Compiled(executable, {".cu": build.source, ".cubin": build.cubin, ".ptxas.txt": build.report,
                                      ".ptxas.json": json.dumps(build.resources, indent=2, sort_keys=True)})

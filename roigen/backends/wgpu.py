@@ -248,14 +248,11 @@ class WgpuBackend(Backend):
                             "WGSL has no 64-bit floats; pass float32 (or a half type)")
 
     def compile(self, funcs: dict, target, sched) -> Compiled:
-        import tvm
-
-        from ..lower import as_module
+        from ..lower import compile_gpu
 
         # Without CSE every scalar a kernel reads is a shape variable the
         # Vulkan launcher can name (CSE hoists host-computed temporaries).
-        with tvm.transform.PassContext(config={"tirx.disable_cse_tir": True}):
-            executable = tvm.compile(as_module(funcs), target=target.tvm_target)
+        executable = compile_gpu(funcs, target, {"tirx.disable_cse_tir": True})
         return Compiled(executable, {self.artifact: dumps(artifact(executable, funcs))})
 
     def sources(self, compiled: Compiled) -> dict:
