@@ -17,7 +17,7 @@ import torch
 from roigen import reference
 from roigen.package import generate, parse_spec
 
-from boxes import KINDS, random_rois
+from boxes import KINDS, as_rotated, random_rois
 from devices import require_vulkan
 
 # One worker runs this file, so the module's package fixture is built once.
@@ -25,7 +25,9 @@ pytestmark = pytest.mark.xdist_group("package")
 
 SPECS = ["roi_align:output_size=3,spatial_scale=0.5,sampling_ratio=-1,aligned=true",
          "roi_pool:output_size=2,spatial_scale=0.5",
-         "ps_roi_align:output_size=2,spatial_scale=0.5,sampling_ratio=2"]
+         "ps_roi_align:output_size=2,spatial_scale=0.5,sampling_ratio=2",
+         "roi_align_rotated:output_size=2,spatial_scale=0.5,sampling_ratio=2",
+         "prroi_pool:output_size=2,spatial_scale=0.5"]
 # The host package also holds every other op, for its C++ op library (AOTInductor).
 HOST_SPECS = SPECS + ["roi_warp:output_size=2,spatial_scale=0.5,sampling_ratio=2",
                       "ps_roi_pool:output_size=2,spatial_scale=0.5",
@@ -62,7 +64,9 @@ def _problems(gen, dtype=torch.float32):
     rois = random_rois(2, 9, 11, 10, 0.5, gen, kinds=KINDS)
     return {"roi_align": (x, rois, (3, 0.5, -1, True), {}),
             "roi_pool": (x, rois, (2, 0.5), {}),
-            "ps_roi_align": (x, rois, (2, 0.5, 2), {})}
+            "ps_roi_align": (x, rois, (2, 0.5, 2), {}),
+            "roi_align_rotated": (x, as_rotated(rois, gen), (2, 0.5, 2), {}),
+            "prroi_pool": (x, rois, (2, 0.5), {})}
 
 
 def _run_package(tmp_path, package: Path, gen, target="auto"):
@@ -130,9 +134,13 @@ RUN_AOTI = textwrap.dedent("""
 def _every_op(t, boxes, R):
     """Each op at the host package's specs (HOST_SPECS): R is roigen.ops or roigen.reference."""
     per_image = [boxes[:3, 1:], boxes[3:, 1:]]  # the list form: image i gets its tensor's boxes
+    # The same boxes rotated about their centres, by angles in [-90, 90) that vary with the box.
+    centre, size = (boxes[:, 1:3] + boxes[:, 3:5]) / 2, (boxes[:, 3:5] - boxes[:, 1:3]).abs()
+    rotated = torch.cat([boxes[:, :1], centre, size, (boxes[:, 1:2] * 37) % 180 - 90], 1)
     return (R.roi_align(t, boxes, 3, 0.5, -1, True), R.roi_pool(t, per_image, 2, 0.5),
             R.ps_roi_align(t, boxes, 2, 0.5, 2), R.roi_warp(t, boxes, 2, 0.5, 2), R.ps_roi_pool(t, boxes, 2, 0.5),
             R.roi_spp(t, boxes, (2, 1), 0.5), R.spp(t, (2, 1)),
+            R.roi_align_rotated(t, rotated, 2, 0.5, 2), R.prroi_pool(t, boxes, 2, 0.5),
             # canonical_scale 6 spreads these small boxes over both levels
             R.multi_scale_roi_align([t, t[..., ::2, ::2]], boxes, 3, [0.5, 0.25], -1, True, 6))
 

@@ -50,6 +50,8 @@ struct Kernel {
   std::string op, dtype, prefix, pack;  // pack: the separate layout kernel, or empty
   ffi::Map<ffi::Any, ffi::Any> params;
   int64_t lanes = 0, table_entries = 0;  // table_entries 0: per call (adaptive sampling)
+  int64_t box_columns = 5;                // (batch index, box...): 6 for rotated boxes
+  std::vector<int64_t> nonnegative;       // box columns that must be >= 0 (a rotated box's sizes)
   bool packed = false, tables = false, aux = false;
   std::vector<Dim> output, kernel_output;
 };
@@ -116,6 +118,10 @@ void read_description(Package& p) {
     kernel.packed = k.at("packed").cast<bool>();
     kernel.tables = k.at("tables").cast<bool>();
     kernel.aux = k.at("aux").cast<bool>();
+    kernel.box_columns = k.at("box_columns").cast<int64_t>();
+    for (const ffi::Any& col : k.at("nonnegative_box_columns").cast<ffi::Array<ffi::Any>>()) {
+      kernel.nonnegative.push_back(col.cast<int64_t>());
+    }
     kernel.output = dims(k.at("output"));
     kernel.kernel_output = dims(k.at("kernel_output"));
     p.kernels.push_back(std::move(kernel));
@@ -221,8 +227,10 @@ void check_input(const at::Tensor& input) {
   TORCH_CHECK(input.device().is_cpu(), "input is on ", input.device(), ": this package's kernels run CPU tensors");
 }
 
-void check_rois(const at::Tensor& rois, const at::Tensor& input) {
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, "boxes must be a Tensor[K, 5], got shape ", rois.sizes());
+void check_rois(const at::Tensor& rois, const at::Tensor& input, int64_t columns = 5,
+                const std::vector<int64_t>& nonnegative = {}) {
+  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == columns, "boxes must be a Tensor[K, ", columns, "], got shape ",
+              rois.sizes());
   TORCH_CHECK(rois.device() == input.device(), "boxes are on ", rois.device(), " but input is on ", input.device());
   TORCH_CHECK_TYPE(rois.scalar_type() == input.scalar_type(), "boxes dtype ", rois.scalar_type(),
                    " differs from input dtype ", input.scalar_type());
@@ -233,6 +241,10 @@ void check_rois(const at::Tensor& rois, const at::Tensor& input) {
   double low = index.min().item<double>(), high = index.max().item<double>();
   TORCH_CHECK(low >= 0 && high < input.size(0), "boxes[:, 0] (the batch index) must lie in [0, ", input.size(0),
               "), got values in [", low, ", ", high, "]");
+  for (int64_t col : nonnegative) {
+    TORCH_CHECK(!rois.select(1, col).lt(0).any().item<bool>(), "boxes[:, ", col,
+                "] (a box size) must be >= 0 with aligned=True, got ", rois.select(1, col).min().item<double>());
+  }
 }
 
 int64_t available_bytes() {
@@ -311,9 +323,9 @@ std::vector<int64_t> shape_of(const std::vector<Dim>& dims, at::IntArrayRef inpu
 std::tuple<at::Tensor, at::Tensor> forward(const std::string& op, const at::Tensor& input,
                                            const c10::optional<at::Tensor>& rois, const Args& args, bool keep_aux) {
   check_input(input);
-  if (rois) check_rois(*rois, input);
   std::string dtype = compute_dtype(input);
   const Kernel& k = find_kernel(op, args, dtype);
+  if (rois) check_rois(*rois, input, k.box_columns, k.nonnegative);
   int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
   int64_t rows = rois ? rois->size(0) : n;
   auto out_shape = shape_of(k.output, input.sizes(), rows);
