@@ -52,6 +52,11 @@ def demo(args) -> int:
     print(f"\ntiming on this machine (median of {args.repeats}, torchvision in the same run):", flush=True)
     rows = [bench.measure(name, args.repeats) for name in names]
     print(bench.render(rows, args.repeats))
+    from . import refine
+
+    if not refine.demo():
+        print("roigen demo: box refinement did not reach the object", file=sys.stderr)
+        return 1
     return 0
 
 

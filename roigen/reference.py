@@ -20,6 +20,15 @@ def _rois(boxes) -> torch.Tensor:
     return torch.cat(rows, 0)
 
 
+def _box_rows(boxes) -> torch.Tensor:
+    """(K, 5) float64 rows, keeping the boxes' autograd graph (for the box gradient)."""
+    if isinstance(boxes, torch.Tensor):
+        return boxes.to(torch.float64)
+    rows = [torch.cat([torch.full((len(b), 1), float(i), dtype=torch.float64), b.double()], 1)
+            for i, b in enumerate(boxes)]
+    return torch.cat(rows, 0)
+
+
 def _pair(output_size) -> tuple[int, int]:
     return (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
 
@@ -30,9 +39,11 @@ def c_round(v: float) -> int:
     return int(math.copysign(whole + (1.0 if frac >= 0.5 else 0.0), v))
 
 
-def _bilinear_axis(coords: list[float], size: int):
-    """Per-coordinate corner indices, fraction and validity along one axis."""
-    c = torch.tensor(coords, dtype=torch.float64)
+def _bilinear_axis(coords, size: int):
+    """Per-coordinate corner indices, fraction and validity along one axis.  For `coords` a
+    tensor, the fraction carries its graph: d/dc is 1 inside the map, 0 where the coordinate
+    is clamped to 0 or to the last pixel (ROI_OPS.md's box gradient)."""
+    c = torch.as_tensor(coords, dtype=torch.float64)
     valid = (c >= -1.0) & (c <= size)
     c = c.clamp(min=0.0)
     low = c.floor().long()
@@ -43,7 +54,7 @@ def _bilinear_axis(coords: list[float], size: int):
     return low, high, frac, valid
 
 
-def bilinear(image: torch.Tensor, ys: list[float], xs: list[float]) -> torch.Tensor:
+def bilinear(image: torch.Tensor, ys, xs) -> torch.Tensor:
     """image (C, H, W) read at every (y, x) of ys × xs → (C, len(ys), len(xs)); 0 outside."""
     _, h, w = image.shape
     yl, yh, ly, vy = _bilinear_axis(ys, h)
@@ -59,18 +70,24 @@ def bilinear(image: torch.Tensor, ys: list[float], xs: list[float]) -> torch.Ten
 
 
 def _align_box(image, x1, y1, x2, y2, ph_, pw_, sampling_ratio, clamp_extent, mode):
-    """RoIAlign of one box already in feature-map coordinates → (C, PH, PW)."""
+    """RoIAlign of one box already in feature-map coordinates (0-d float64 tensors, which may
+    carry a graph: the sample counts are held constant) → (C, PH, PW)."""
     rw, rh = x2 - x1, y2 - y1
     if clamp_extent:
-        rw, rh = max(rw, 1.0), max(rh, 1.0)
+        rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
     bin_h, bin_w = rh / ph_, rw / pw_
-    gh = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rh / ph_), 0)
-    gw = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rw / pw_), 0)
+    gh = sampling_ratio if sampling_ratio > 0 else max(math.ceil(float(rh.detach()) / ph_), 0)
+    gw = sampling_ratio if sampling_ratio > 0 else max(math.ceil(float(rw.detach()) / pw_), 0)
     c = image.shape[0]
     if gh * gw == 0:
         return image.new_zeros(c, ph_, pw_)
-    ys = [y1 + p * bin_h + (i + 0.5) * bin_h / gh for p in range(ph_) for i in range(gh)]
-    xs = [x1 + p * bin_w + (i + 0.5) * bin_w / gw for p in range(pw_) for i in range(gw)]
+
+    def positions(start, bin_size, pooled, grid):
+        p = torch.arange(pooled, dtype=torch.float64).repeat_interleave(grid)
+        i = torch.arange(grid, dtype=torch.float64).repeat(pooled)
+        return start + p * bin_size + (i + 0.5) * bin_size / grid
+
+    ys, xs = positions(y1, bin_h, ph_, gh), positions(x1, bin_w, pw_, gw)
     samples = bilinear(image, ys, xs).reshape(c, ph_, gh, pw_, gw).permute(0, 1, 3, 2, 4)
     samples = samples.reshape(c, ph_, pw_, gh * gw)
     if mode == "avg":
@@ -83,9 +100,9 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     ph_, pw_ = _pair(output_size)
     offset = 0.5 if aligned else 0.0
     outs = []
-    for b, *coords in _rois(boxes).tolist():
-        x1, y1, x2, y2 = (v * spatial_scale - offset for v in coords)
-        outs.append(_align_box(x[int(b)], x1, y1, x2, y2, ph_, pw_, sampling_ratio, not aligned, mode))
+    for row in _box_rows(boxes):  # differentiable in the boxes, as ROI_OPS.md's box gradient
+        x1, y1, x2, y2 = row[1:] * spatial_scale - offset
+        outs.append(_align_box(x[int(row[0])], x1, y1, x2, y2, ph_, pw_, sampling_ratio, not aligned, mode))
     return torch.stack(outs) if outs else x.new_zeros(0, x.shape[1], ph_, pw_)
 
 
@@ -122,7 +139,7 @@ def roi_warp(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, mo
     ph_, pw_ = _pair(output_size)
     outs = []
     for b, *coords in _rois(boxes).tolist():
-        x1, y1, x2, y2 = (float(c_round(v * spatial_scale)) for v in coords)
+        x1, y1, x2, y2 = (torch.tensor(float(c_round(v * spatial_scale)), dtype=torch.float64) for v in coords)
         outs.append(_align_box(x[int(b)], x1, y1, x2, y2, ph_, pw_, sampling_ratio, True, mode))
     return torch.stack(outs) if outs else x.new_zeros(0, x.shape[1], ph_, pw_)
 

@@ -215,6 +215,7 @@ class RoIAlignSpec(_SampleMaxMixin, _SampledGridSpec):
     """Mask R-CNN's RoIAlign (torchvision.ops.roi_align; `mode="max"` as mmcv)."""
 
     name: ClassVar[str] = "roi_align"
+    box_gradient: ClassVar[bool] = True
 
     aligned: bool = op_param(False, py_type=bool)
     mode: str = op_param("avg", py_type=str)

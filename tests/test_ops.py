@@ -190,3 +190,64 @@ def test_box_gradient_is_deterministic_and_zero_for_the_batch_index(case, gen):
         grads.append(r.grad)
     assert all(torch.equal(grads[0], g) for g in grads[1:])
     assert (grads[0][:, 0] == 0).all()
+
+
+def _grid_sample_roi_align(x, rois, output_size, scale, sampling_ratio, aligned, mode):
+    """An independent oracle for RoIAlign inside the map, differentiable in its boxes: each
+    bin's sub-samples read with torch's grid_sample (bilinear, zero padding,
+    align_corners=False, which puts pixel centres at integer coordinates), then averaged
+    or maxed.  The sample counts are held constant, as ROI_OPS.md's box gradient does."""
+    import math
+
+    import torch.nn.functional as F
+
+    ph, pw = output_size
+    offset = 0.5 if aligned else 0.0
+    _, _, height, width = x.shape
+    outs = []
+    for row in rois:
+        x1, y1, x2, y2 = row[1:] * scale - offset
+        rw, rh = x2 - x1, y2 - y1
+        if not aligned:
+            rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(float(rh.detach()) / ph)
+        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(float(rw.detach()) / pw)
+
+        def fractions(pooled, grid):
+            s = torch.arange(pooled * grid, dtype=x.dtype)
+            return (s // grid + (s % grid + 0.5) / grid) / pooled
+
+        ys, xs = y1 + fractions(ph, gh) * rh, x1 + fractions(pw, gw) * rw
+        gy, gx = (2 * ys + 1) / height - 1, (2 * xs + 1) / width - 1
+        grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1)[None]
+        samples = F.grid_sample(x[int(row[0])][None], grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)[0]
+        samples = samples.reshape(-1, ph, gh, pw, gw).permute(0, 1, 3, 2, 4).reshape(-1, ph, pw, gh * gw)
+        outs.append(samples.mean(-1) if mode == "avg" else samples.max(-1).values)
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_roi_align_box_gradient_matches_grid_sample(mode, aligned, sampling_ratio, gen):
+    """roi_align's gradients (input and boxes) against autograd through grid_sample, for boxes
+    whose samples stay inside the map (where both read the same bilinear surface)."""
+    import roigen.ops
+
+    scale, size = 0.5, (3, 4)
+    x = torch.randn(2, 5, 16, 17, generator=gen, dtype=torch.float64)
+    count = 12
+    start = torch.rand(count, 2, generator=gen, dtype=torch.float64) * 6 + 0.3  # feature-map units
+    extent = torch.rand(count, 2, generator=gen, dtype=torch.float64) * 7 + (1.0 if aligned else 0.2)
+    offset = 0.5 if aligned else 0.0
+    corners = (torch.cat([start, start + extent], 1) + offset) / scale
+    rois = torch.cat([torch.randint(0, 2, (count, 1), generator=gen).double(), corners], 1)
+
+    def run(fn):
+        return forward_backward_boxes(lambda t, r: fn(t, r, size, scale, sampling_ratio, aligned, mode), x, rois)
+
+    got = run(lambda *args: roigen.ops.roi_align(*args[:-1], mode=args[-1]))
+    want = run(_grid_sample_roi_align)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)

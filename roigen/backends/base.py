@@ -7,7 +7,7 @@ Kernels of every backend take the same calls:
 
     forward(x, rois, keep_aux=True, out=None, aux=None) -> (output, aux)
     backward(grad, rois, aux, input_shape, deterministic=False, grad_input=None) -> d(input)
-    backward_boxes(x, rois, output, grad) -> d(rois)   (ops whose spec has `box_gradient`)
+    backward_boxes(x, rois, output, aux, grad) -> d(rois)   (ops whose spec has `box_gradient`)
 
 `x` is in the compute dtype and laid out as `layout` says; `rois` is None
 for whole-map ops; `out`, `aux` and `grad_input` are memory to reuse (the

@@ -87,7 +87,7 @@ class GpuKernels:
             self.launch(name, grad, *boxes, aux.contiguous(), grad_input)
         return grad_input.permute(0, 3, 1, 2)
 
-    def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor,
+    def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor, aux: torch.Tensor,
                        grad: torch.Tensor) -> torch.Tensor:
         """d(rois) in the compute dtype, one block per box (deterministic, no atomics)."""
         shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
@@ -99,5 +99,5 @@ class GpuKernels:
         _check_size(data, output)
         self._check_grids(rois, x.shape[2], x.shape[3])
         if rois.shape[0]:
-            self.launch("backward_boxes", data, rois, output, grad, grad_rois)
+            self.launch("backward_boxes", data, rois, output, aux.contiguous(), grad, grad_rois)
         return grad_rois

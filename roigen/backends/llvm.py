@@ -88,17 +88,22 @@ class Kernels:
         """The (K, S) sample tables some ops read, filled once per call; () for others."""
         if not self._has_tables:
             return ()
+        entries = self._check_tables(rois, height, width)
+        reserve(rois.shape[0] * entries * (4 + self.dtype.itemsize), "the sample tables")
+        itab = torch.empty(rois.shape[0], entries, dtype=torch.int32)
+        ftab = torch.empty(rois.shape[0], entries, dtype=self.dtype)
+        _call(self._fn["tables"], rois, itab, ftab, height, width)
+        return itab, ftab
+
+    def _check_tables(self, rois: torch.Tensor, height: int, width: int) -> int:
+        """The entries of each box's sample tables; raises if some box has too many to run."""
         entries = fixed_table_entries(self.spec)
         if not entries:
             size = torch.zeros(1, dtype=torch.int64)
             _call(self._fn["table_size"], rois, size)
             entries = int(size)
         check_table(self.spec, entries, height, width)
-        reserve(rois.shape[0] * entries * (4 + self.dtype.itemsize), "the sample tables")
-        itab = torch.empty(rois.shape[0], entries, dtype=torch.int32)
-        ftab = torch.empty(rois.shape[0], entries, dtype=self.dtype)
-        _call(self._fn["tables"], rois, itab, ftab, height, width)
-        return itab, ftab
+        return entries
 
     def _packed_shape(self, direction: str, n, c, h, w) -> tuple:
         lanes = self.lanes[direction]
@@ -183,15 +188,17 @@ class Kernels:
         return grad_input
 
 
-    def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor,
+    def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor, aux: torch.Tensor,
                        grad: torch.Tensor) -> torch.Tensor:
         """d(rois), (K, columns) in the compute dtype (0 for the batch index), from the forward's
-        input `x` (as `forward` takes it), its output and the output's gradient.  One task per
-        box: deterministic."""
+        input `x` (as `forward` takes it), its output and aux, and the output's gradient.  One
+        task per box: deterministic."""
+        n, c, h, w = x.shape
+        self._check_tables(rois, h, w)  # the forward's limit on a box's samples
         shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
         grad_rois = torch.empty(rois.shape, dtype=self.dtype)
         output, grad = (t.to(self.dtype).reshape(shape).contiguous() for t in (output, grad))
-        _call(self._fn["backward_boxes"], self._nchw_or_nhwc(x), rois, output, grad, grad_rois)
+        _call(self._fn["backward_boxes"], self._nchw_or_nhwc(x), rois, output, aux.contiguous(), grad, grad_rois)
         return grad_rois
 
 

@@ -163,7 +163,8 @@ def register(spec_cls: type[OpSpec]) -> None:
         # Otherwise autograd fills a zero "gradient" for the int32 aux output on
         # every backward (43 MB for spp_window: most of its backward time).
         ctx.set_materialize_grads(False)
-        # The box gradient reads the map and the output; boxes that need no gradient keep neither.
+        # The box gradient reads the map, the output and aux; boxes that need no gradient keep
+        # none of them beyond what the input gradient keeps.
         ctx.box_gradient = spec_cls.box_gradient and rois is not None and rois.requires_grad
         extra = [input, output[0]] if ctx.box_gradient else []
         ctx.save_for_backward(*([rois] if rois is not None else []), output[1], *extra)
@@ -186,20 +187,20 @@ def register(spec_cls: type[OpSpec]) -> None:
             grad_input = op(grad_output, *saved, *ctx.input_shape, ctx.channels_last, *ctx.values, *ctx.options)
         if ctx.box_gradient and ctx.needs_input_grad[1]:
             op = getattr(ops_namespace(), f"{name}_backward_boxes")
-            grad_rois = op(grad_output, input, saved[0], output, *ctx.values, ctx.options[0])
+            grad_rois = op(grad_output, input, saved[0], output, saved[1], *ctx.values, ctx.options[0])
         return (grad_input, grad_rois) + (None,) * (ctx.grads_count - 2)
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context, lib=_LIB)
 
 
 def _register_box_gradient(spec_cls: type[OpSpec], params: str) -> None:
-    """`<op>_backward_boxes`: d(loss)/d(rois) from the output's gradient, the map and the output
-    (the batch-index column gets 0)."""
+    """`<op>_backward_boxes`: d(loss)/d(rois) from the output's gradient, the map, the output
+    and aux (the batch-index column gets 0)."""
     qualname = f"{NAMESPACE}::{spec_cls.name}_backward_boxes"
-    torch.library.define(qualname, f"(Tensor grad, Tensor input, Tensor rois, Tensor output, {params}, "
-                         "str target) -> Tensor", lib=_LIB)
+    torch.library.define(qualname, f"(Tensor grad, Tensor input, Tensor rois, Tensor output, Tensor aux, "
+                         f"{params}, str target) -> Tensor", lib=_LIB)
 
-    def impl(grad, input, rois, output, *rest):
+    def impl(grad, input, rois, output, aux, *rest):
         *values, target_name = rest
         # A public op: its arguments may be forged, so check all a kernel will read.
         check_input(input)
@@ -211,18 +212,23 @@ def _register_box_gradient(spec_cls: type[OpSpec], params: str) -> None:
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or tensor.device != input.device:
                 raise ValueError(f"{arg} must be the output's shape {shape} on {input.device}, got "
                                  f"{tuple(getattr(tensor, 'shape', ()))}")
+        if spec.aux_outputs and (not isinstance(aux, torch.Tensor) or aux.dtype != torch.int32
+                                 or aux.device != input.device or aux.numel() != math.prod(shape)):
+            raise ValueError(f"aux must be the forward's int32 argmax of {math.prod(shape)} values on "
+                             f"{input.device} (the forward ran with keep_aux=False?)")
         if math.prod(shape) == 0:
             return torch.zeros_like(rois)
         kernels = _provider.kernels(spec, target)
         x = input.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
-        return kernels.backward_boxes(x, rois.to(kernels.dtype).contiguous(), output, grad).to(rois.dtype)
+        aux = aux if spec.aux_outputs else torch.empty(0, dtype=torch.int32, device=input.device)
+        return kernels.backward_boxes(x, rois.to(kernels.dtype).contiguous(), output, aux, grad).to(rois.dtype)
 
     for key in ("CPU", "CUDA"):
         torch.library.impl(qualname, key, impl, lib=_LIB)
 
     @torch.library.register_fake(qualname, lib=_LIB)
-    def fake(grad, input, rois, output, *rest):
+    def fake(grad, input, rois, output, aux, *rest):
         return torch.empty_like(rois)
 
 
@@ -246,7 +252,8 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, *, target: str = "a
         rois = boxes_to_rois(boxes, spec_cls.box_columns)
         check_rois(rois, input, values=False, columns=spec_cls.box_columns)
         args.append(rois)
-    keep_aux = torch.is_grad_enabled() and input.requires_grad
+    keep_aux = torch.is_grad_enabled() and (input.requires_grad or (
+        spec_cls.box_gradient and spec_cls.takes_boxes and args[1].requires_grad))
     op = getattr(ops_namespace(), spec_cls.name)
     out, _ = op(*args, *(params[n] for n in _PARAM_NAMES[spec_cls]), keep_aux, target, deterministic)
     return out

@@ -80,7 +80,8 @@ def box_gradient_macro(spec, itype="int64"):
     surface along the bin's column at x (its y cells times the hat weights at x),
     d out/d bx2 = (L(bx2) - bh*out) / A, y alike; chained to the box's corners through
     bx1 = x1' + pw*w/PW, bx2 = x1' + (pw+1)*w/PW.  `read(y, x)` loads pixel (y, x) of
-    the bin's channel; `line` is 4 values of scratch.  The caller skips bins of no area.
+    the bin's channel; `s` (an argmax) is unused; `line` is 4 values of scratch.  The caller
+    skips bins of no area.
     """
     from .sampling import box_rule
 
@@ -96,7 +97,7 @@ def box_gradient_macro(spec, itype="int64"):
         return wy0 * (wx0 * read(y0, x0) + wx1 * read(y0, x1)) + wy1 * (wx0 * read(y1, x0) + wx1 * read(y1, x1))
 
     @T.macro
-    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, out, g, line, acc):
+    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, out, s, g, line, acc):
         bw = extent(rois, k, 1) / tirx.const(PW, dt)
         bh = extent(rois, k, 2) / tirx.const(PH, dt)
         bx1 = start(rois, k, 1) + T.Cast(dt, pw) * bw

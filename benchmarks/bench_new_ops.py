@@ -1,0 +1,101 @@
+"""The ops beyond the peers on the CPU: roi_align_rotated, prroi_pool and the box gradients,
+on fpn_box's map and boxes, next to roigen's own roi_align (and torchvision's, the peer
+for angle 0) measured in the same run.
+
+    python benchmarks/bench_new_ops.py [--repeats 5] [--workload fpn_box] [--out table.md]
+
+Rotated boxes are fpn_box's boxes about their centres at random angles in [-90, 90]
+degrees.  "box grad" columns: forward + backward with both the map and the boxes
+requiring grad, against the map alone.  The issue's bars, as ratios in this run:
+roi_align_rotated forward <= 1.5x roi_align's, prroi_pool forward <= 3x roi_align's,
+the box gradient adding <= 1.5x to the forward + backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from roigen import bench, workloads
+
+
+def rotated(boxes: torch.Tensor, seed: int = 3) -> torch.Tensor:
+    """(K, 6) rows (batch, cx, cy, w, h, angle): the boxes about their centres, angles in [-90, 90]."""
+    b, x1, y1, x2, y2 = boxes.unbind(1)
+    angle = torch.rand(len(boxes), generator=torch.Generator().manual_seed(seed)) * 180 - 90
+    return torch.stack([b, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, angle], 1)
+
+
+def timings(fn, x, boxes, grad, repeats: int) -> dict:
+    """Forward, forward + backward (map), forward + backward (map and boxes), in ms."""
+    def forward():
+        with torch.no_grad():
+            fn(x, boxes)
+
+    def forward_backward(box_grad=False):
+        leaf = x.detach().requires_grad_()
+        rows = boxes.detach().requires_grad_(box_grad)
+        fn(leaf, rows).backward(grad)
+
+    return {"forward": bench.median_ms(forward, repeats),
+            "forward_backward": bench.median_ms(forward_backward, repeats),
+            "with_box_grad": bench.median_ms(lambda: forward_backward(True), repeats)}
+
+
+def measure(name: str, repeats: int) -> list[dict]:
+    import torchvision
+
+    import roigen.ops as R
+
+    workload = workloads.load()["workloads"][name]
+    x, boxes = workloads.make_inputs(workload)
+    size, scale, ratio = workload["output_size"], workload["spatial_scale"], workload["sampling_ratio"]
+    grad = torch.randn(len(boxes), x.shape[1], size, size, generator=torch.Generator().manual_seed(7))
+    turned = rotated(boxes)
+    upright = turned.clone()
+    upright[:, 5] = 0
+    ops = {
+        "roigen roi_align": (lambda t, b: R.roi_align(t, b, size, scale, ratio, True), boxes),
+        "torchvision roi_align": (lambda t, b: torchvision.ops.roi_align(t, b, size, scale, ratio, True), boxes),
+        "roigen roi_align_rotated, angle 0": (lambda t, b: R.roi_align_rotated(t, b, size, scale, ratio), upright),
+        "roigen roi_align_rotated, angles in [-90, 90]": (
+            lambda t, b: R.roi_align_rotated(t, b, size, scale, ratio), turned),
+        "roigen prroi_pool": (lambda t, b: R.prroi_pool(t, b, size, scale), boxes),
+    }
+    rows = []
+    for label, (fn, rows_in) in ops.items():
+        row = {"op": label, **timings(fn, x, rows_in, grad, repeats)}
+        if label.startswith("torchvision"):
+            row["with_box_grad"] = None  # no box gradient there
+        rows.append(row)
+        print(f"measured {label}", file=sys.stderr, flush=True)
+    return rows
+
+
+def render(rows: list[dict], name: str, repeats: int) -> str:
+    base = rows[0]
+    lines = [f"{name}, CPU, ms (median of {repeats}); {bench.machine()}", "",
+             "| op | forward | vs roigen roi_align | fwd+bwd | fwd+bwd with box grad | box grad adds |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        boxed = "n/a" if r["with_box_grad"] is None else f"{r['with_box_grad']:.1f}"
+        adds = "n/a" if r["with_box_grad"] is None else f"{r['with_box_grad'] / r['forward_backward']:.2f}x"
+        lines.append(f"| {r['op']} | {r['forward']:.1f} | {r['forward'] / base['forward']:.2f}x | "
+                     f"{r['forward_backward']:.1f} | {boxed} | {adds} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workload", default="fpn_box")
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    bench.emit(render(measure(args.workload, args.repeats), args.workload, args.repeats), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
