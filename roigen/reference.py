@@ -220,10 +220,11 @@ def multi_scale_roi_align(features, boxes, output_size, scales, sampling_ratio=-
 
 
 def _bilinear_points(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """image (C, H, W) read at each point (ys[i], xs[i]) → (C, len(ys)); roi_align's rule."""
+    """image (C, H, W) read at each point (ys[i], xs[i]) → (C, len(ys)); roi_align's rule
+    (differentiable in the points, as `_bilinear_axis`)."""
     _, h, w = image.shape
-    yl, yh, ly, vy = _bilinear_axis(ys.tolist(), h)
-    xl, xh, lx, vx = _bilinear_axis(xs.tolist(), w)
+    yl, yh, ly, vy = _bilinear_axis(ys, h)
+    xl, xh, lx, vx = _bilinear_axis(xs, w)
     hy, hx = 1.0 - ly, 1.0 - lx
     value = (hy * hx * image[:, yl, xl] + hy * lx * image[:, yl, xh]
              + ly * hx * image[:, yh, xl] + ly * lx * image[:, yh, xh])
@@ -232,30 +233,34 @@ def _bilinear_points(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) ->
 
 def roi_align_rotated(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True,
                       angle_unit="deg", clockwise=False):
-    """RoIAlign's samples in a box (cx, cy, w, h, angle), rotated about its centre (ROI_OPS.md)."""
+    """RoIAlign's samples in a box (cx, cy, w, h, angle), rotated about its centre (ROI_OPS.md);
+    differentiable in the boxes, with the sample counts held constant."""
     x = input.to(torch.float64)
     ph_, pw_ = _pair(output_size)
     offset = 0.5 if aligned else 0.0
     radians = math.pi / 180.0 if angle_unit == "deg" else 1.0
     outs = []
-    for b, cx, cy, bw, bh, angle in _rois(boxes).tolist():
-        cx, cy = cx * spatial_scale - offset, cy * spatial_scale - offset
-        rw, rh = bw * spatial_scale, bh * spatial_scale
+    for row in _box_rows(boxes):
+        cx, cy = row[1] * spatial_scale - offset, row[2] * spatial_scale - offset
+        rw, rh = row[3] * spatial_scale, row[4] * spatial_scale
         if not aligned:
-            rw, rh = max(rw, 1.0), max(rh, 1.0)
-        t = angle * radians * (-1.0 if clockwise else 1.0)
-        gh = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rh / ph_), 0)
-        gw = sampling_ratio if sampling_ratio > 0 else max(math.ceil(rw / pw_), 0)
+            rw, rh = rw.clamp(min=1.0), rh.clamp(min=1.0)
+        t = row[5] * radians * (-1.0 if clockwise else 1.0)
+        gh = sampling_ratio if sampling_ratio > 0 else max(math.ceil(float(rh.detach()) / ph_), 0)
+        gw = sampling_ratio if sampling_ratio > 0 else max(math.ceil(float(rw.detach()) / pw_), 0)
         if gh * gw == 0:
             outs.append(x.new_zeros(x.shape[1], ph_, pw_))
             continue
-        yy = torch.tensor([-rh / 2 + p * rh / ph_ + (i + 0.5) * rh / ph_ / gh for p in range(ph_) for i in range(gh)],
-                          dtype=torch.float64)
-        xx = torch.tensor([-rw / 2 + p * rw / pw_ + (i + 0.5) * rw / pw_ / gw for p in range(pw_) for i in range(gw)],
-                          dtype=torch.float64)
-        ys = yy[:, None] * math.cos(t) - xx[None, :] * math.sin(t) + cy
-        xs = yy[:, None] * math.sin(t) + xx[None, :] * math.cos(t) + cx
-        samples = _bilinear_points(x[int(b)], ys.flatten(), xs.flatten())
+
+        def offsets(size, pooled, grid):
+            p = torch.arange(pooled, dtype=torch.float64).repeat_interleave(grid)
+            i = torch.arange(grid, dtype=torch.float64).repeat(pooled)
+            return -size / 2 + p * size / pooled + (i + 0.5) * size / pooled / grid
+
+        yy, xx = offsets(rh, ph_, gh), offsets(rw, pw_, gw)
+        ys = yy[:, None] * torch.cos(t) - xx[None, :] * torch.sin(t) + cy
+        xs = yy[:, None] * torch.sin(t) + xx[None, :] * torch.cos(t) + cx
+        samples = _bilinear_points(x[int(row[0])], ys.flatten(), xs.flatten())
         samples = samples.reshape(-1, ph_, gh, pw_, gw).sum((2, 4))
         outs.append(samples / (gh * gw))
     return torch.stack(outs) if outs else x.new_zeros(0, x.shape[1], ph_, pw_)

@@ -353,6 +353,7 @@ class RoIAlignRotatedSpec(_SampledGridSpec):
 
     name: ClassVar[str] = "roi_align_rotated"
     box_columns: ClassVar[int] = 6
+    box_gradient: ClassVar[bool] = True
 
     aligned: bool = op_param(True, py_type=bool)
     angle_unit: str = op_param("deg", py_type=str)

@@ -155,6 +155,22 @@ def test_backward_refuses_a_missing_argmax(x, rois):
                                             False, "avg", "auto", False)
 
 
+def test_box_gradient_op_refuses_forged_arguments_and_survives_a_forged_argmax(x, rois):
+    """`<op>_backward_boxes` is public: a missing argmax or a gradient of the wrong shape is
+    refused; an argmax of wrong sample numbers adds nothing (the kernels check each one)."""
+    out, aux = torch.ops.roigen.roi_align(x, rois, 1.0, 2, 2, -1, False, "max")
+    grad = torch.ones_like(out)
+    args = (1.0, 2, 2, -1, False, "max", "auto")
+    with pytest.raises(ValueError, match="aux"):
+        torch.ops.roigen.roi_align_backward_boxes(grad, x, rois, out, aux[:0], *args)
+    with pytest.raises(ValueError, match="grad"):
+        torch.ops.roigen.roi_align_backward_boxes(grad[:, :1], x, rois, out, aux, *args)
+    forged = torch.full_like(aux, 1 << 30)
+    forged[::2] = -7
+    got = torch.ops.roigen.roi_align_backward_boxes(grad, x, rois, out, forged, *args)
+    assert torch.equal(got, torch.zeros_like(rois))
+
+
 def test_inference_skips_the_argmax_but_training_keeps_it(x, rois):
     with torch.no_grad():
         _, aux = torch.ops.roigen.roi_pool(x, rois, 1.0, 2, 2, False)

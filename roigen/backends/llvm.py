@@ -82,6 +82,10 @@ class Kernels:
             names += ["table_size", "tables"]
         if getattr(spec, "box_gradient", False):
             names.append("backward_boxes")
+        # Box gradients that read the map in channel blocks of the backward's width pack it first.
+        self._box_pack = module.implements_function(prefix + "box_pack")
+        if self._box_pack:
+            names.append("box_pack")
         self._fn = {name: module[prefix + name] for name in names}
 
     def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
@@ -198,7 +202,12 @@ class Kernels:
         shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
         grad_rois = torch.empty(rois.shape, dtype=self.dtype)
         output, grad = (t.to(self.dtype).reshape(shape).contiguous() for t in (output, grad))
-        _call(self._fn["backward_boxes"], self._nchw_or_nhwc(x), rois, output, aux.contiguous(), grad, grad_rois)
+        data = self._nchw_or_nhwc(x)
+        if self._box_pack:
+            packed = _workspace.get(self._packed_shape("backward", n, c, h, w), self.dtype)
+            _call(self._fn["box_pack"], data, packed)
+            data = packed
+        _call(self._fn["backward_boxes"], data, rois, output, aux.contiguous(), grad, grad_rois)
         return grad_rois
 
 

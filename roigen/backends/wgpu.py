@@ -145,7 +145,11 @@ class _Kernel:
         self._usage = wgpu.BufferUsage
 
     def _buffer(self, tensor: torch.Tensor):
-        data = tensor.contiguous().view(-1).view(torch.uint8).numpy() if tensor.numel() else bytes(4)
+        # (A one-element tensor can be "contiguous" with stride 0, e.g. an expanded gradient,
+        # which a byte view refuses: clone it to real strides.)
+        flat = tensor.reshape(-1)
+        flat = flat if flat.stride(0) == 1 else flat.clone(memory_format=torch.contiguous_format)
+        data = flat.view(torch.uint8).numpy() if tensor.numel() else bytes(4)
         usage = self._usage.STORAGE | self._usage.COPY_SRC | self._usage.COPY_DST
         return self.dev.create_buffer_with_data(data=data, usage=usage)
 

@@ -79,9 +79,8 @@ def box_gradient_macro(spec, itype="int64"):
     gradient: d out/d bx1 = (bh*out - L(bx1)) / A with L(x) the exact integral of the
     surface along the bin's column at x (its y cells times the hat weights at x),
     d out/d bx2 = (L(bx2) - bh*out) / A, y alike; chained to the box's corners through
-    bx1 = x1' + pw*w/PW, bx2 = x1' + (pw+1)*w/PW.  `read(y, x)` loads pixel (y, x) of
-    the bin's channel; `s` (an argmax) is unused; `line` is 4 values of scratch.  The caller
-    skips bins of no area.
+    bx1 = x1' + pw*w/PW, bx2 = x1' + (pw+1)*w/PW.  The signature is cpu/_box_gradient.py's
+    (channels [c0, c1) of the bin; `argmax` unused).  The caller skips bins of no area.
     """
     from .sampling import box_rule
 
@@ -97,34 +96,45 @@ def box_gradient_macro(spec, itype="int64"):
         return wy0 * (wx0 * read(y0, x0) + wx1 * read(y0, x1)) + wy1 * (wx0 * read(y1, x0) + wx1 * read(y1, x1))
 
     @T.macro
-    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, out, s, g, line, acc):
+    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, c0, c1, value, argmax, grad, sums, acc):
+        # Everything is linear in the channels' gradients, so the channel loops sit innermost
+        # and sum g-weighted values: sums = (sum g*out, sum g*L(bx1), sum g*L(bx2), sum g*L(by1),
+        # sum g*L(by2)); the bin's geometry is found once, not once per channel.
         bw = extent(rois, k, 1) / tirx.const(PW, dt)
         bh = extent(rois, k, 2) / tirx.const(PH, dt)
         bx1 = start(rois, k, 1) + T.Cast(dt, pw) * bw
         by1 = start(rois, k, 2) + T.Cast(dt, ph) * bh
-        for j in range(4):
-            line[j] = zero
+        for j in range(5):
+            sums[j] = zero
+        for c in range(c0, c1):
+            sums[0] = sums[0] + grad(c) * value(c)
         for iy in range(gh):
             ys = T.meta_var(cell_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt, itype))
-            line[0] = line[0] + at(read, ys, point_corners(bx1, W, dt, itype))
-            line[1] = line[1] + at(read, ys, point_corners(bx1 + bw, W, dt, itype))
+            left = T.meta_var(point_corners(bx1, W, dt, itype))
+            right = T.meta_var(point_corners(bx1 + bw, W, dt, itype))
+            for c in range(c0, c1):
+                sums[1] = sums[1] + grad(c) * at(lambda y, x: read(c, y, x), ys, left)
+                sums[2] = sums[2] + grad(c) * at(lambda y, x: read(c, y, x), ys, right)
         for ix in range(gw):
             xs = T.meta_var(cell_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt, itype))
-            line[2] = line[2] + at(read, point_corners(by1, H, dt, itype), xs)
-            line[3] = line[3] + at(read, point_corners(by1 + bh, H, dt, itype), xs)
+            top = T.meta_var(point_corners(by1, H, dt, itype))
+            bottom = T.meta_var(point_corners(by1 + bh, H, dt, itype))
+            for c in range(c0, c1):
+                sums[3] = sums[3] + grad(c) * at(lambda y, x: read(c, y, x), top, xs)
+                sums[4] = sums[4] + grad(c) * at(lambda y, x: read(c, y, x), bottom, xs)
         area = bw * bh
-        d_x1 = T.meta_var((bh * out - line[0]) / area)
-        d_x2 = T.meta_var((line[1] - bh * out) / area)
-        d_y1 = T.meta_var((bw * out - line[2]) / area)
-        d_y2 = T.meta_var((line[3] - bw * out) / area)
+        d_x1 = T.meta_var((bh * sums[0] - sums[1]) / area)
+        d_x2 = T.meta_var((sums[2] - bh * sums[0]) / area)
+        d_y1 = T.meta_var((bw * sums[0] - sums[3]) / area)
+        d_y2 = T.meta_var((sums[4] - bw * sums[0]) / area)
         a0 = T.meta_var(T.Cast(dt, pw) / tirx.const(PW, dt))
         a1 = T.meta_var(T.Cast(dt, pw + 1) / tirx.const(PW, dt))
         b0 = T.meta_var(T.Cast(dt, ph) / tirx.const(PH, dt))
         b1 = T.meta_var(T.Cast(dt, ph + 1) / tirx.const(PH, dt))
-        acc[0] = acc[0] + g * (d_x1 * (one - a0) + d_x2 * (one - a1))
-        acc[1] = acc[1] + g * (d_y1 * (one - b0) + d_y2 * (one - b1))
-        acc[2] = acc[2] + g * (d_x1 * a0 + d_x2 * a1)
-        acc[3] = acc[3] + g * (d_y1 * b0 + d_y2 * b1)
+        acc[0] = acc[0] + (d_x1 * (one - a0) + d_x2 * (one - a1))
+        acc[1] = acc[1] + (d_y1 * (one - b0) + d_y2 * (one - b1))
+        acc[2] = acc[2] + (d_x1 * a0 + d_x2 * a1)
+        acc[3] = acc[3] + (d_y1 * b0 + d_y2 * b1)
 
     return accumulate
 

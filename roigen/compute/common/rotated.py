@@ -55,3 +55,91 @@ class RotatedBoxes:
     def onto_map(yy, xx, cos, sin, cy, cx):
         """(y, x) on the map of the box-frame point (yy, xx)."""
         return yy * cos - xx * sin + cy, yy * sin + xx * cos + cx
+
+
+def rotated_sample_gradient(spec, itype="int64"):
+    """`sample(rois, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs, y slopes, x slopes, u, v) for
+    the box gradient (cpu/_box_gradient.py's packed kernel): the sample's corners, the slopes
+    of their weights, and per coordinate (cx', cy', w', h', t) how its sum moves with the
+    sample's x and y gradients gx, gy: acc[j] += gx*u[j] + gy*v[j].
+
+    A sample sits at y = yy*cos(t) - xx*sin(t) + cy', x = yy*sin(t) + xx*cos(t) + cx',
+    with yy = h'*(a_y - 1/2), a_y = (ph + (iy + 0.5)/gh)/PH, and xx alike, so
+    d/dcx' = gx, d/dcy' = gy, d/dw' = (a_x - 1/2)*(gx*cos - gy*sin),
+    d/dh' = (a_y - 1/2)*(gy*cos + gx*sin), d/dt = gy*(-yy*sin - xx*cos) + gx*(yy*cos - xx*sin).
+    A size clamped to 1 (not aligned) has no gradient.  The counts gh, gw are held constant.
+    """
+    from .sample_gradient import axis_slope
+    from .sampling import axis_corners
+
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    box = RotatedBoxes(spec)
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    half = tirx.const(0.5, dt)
+
+    def fraction(bin_index, sub, grid, pooled):
+        return (T.Cast(dt, bin_index) + (T.Cast(dt, sub) + half) / T.Cast(dt, grid)) / tirx.const(pooled, dt)
+
+    def moving(rois, k, col):
+        """1 where the box's size along col follows the box (0 where clamped to 1)."""
+        if spec.aligned:
+            return one
+        return T.if_then_else(rois[k, col + 2] * box.scale < one, zero, one)
+
+    def sample(rois, k, ph, pw, iy, ix, gh, gw, H, W):
+        t = box.angle(rois, k)
+        cos, sin = T.cos(t), T.sin(t)
+        yy = box.offset_in_box(rois, k, 2, PH, gh, ph * gh + iy)
+        xx = box.offset_in_box(rois, k, 1, PW, gw, pw * gw + ix)
+        y, x = box.onto_map(yy, xx, cos, sin, box.centre(rois, k, 2), box.centre(rois, k, 1))
+        ax = (fraction(pw, ix, gw, PW) - half) * moving(rois, k, 1)
+        ay = (fraction(ph, iy, gh, PH) - half) * moving(rois, k, 2)
+        u = [one, zero, ax * cos, ay * sin, yy * cos - xx * sin]
+        v = [zero, one, -ax * sin, ay * cos, -yy * sin - xx * cos]
+        return (axis_corners(y, H, dt, itype), axis_corners(x, W, dt, itype), axis_slope(y, H, dt, itype),
+                axis_slope(x, W, dt, itype), u, v)
+
+    return sample
+
+
+def rotated_box_gradient_macro(spec, itype="int64"):
+    """A macro adding one bin's share of d(loss)/d(cx', cy', w', h', t) to `acc` (5 values),
+    over channels [c0, c1) (cpu/_box_gradient.py's signature; `value` and `argmax` unused),
+    as `rotated_sample_gradient` says."""
+    from .bilinear import interpolate
+
+    dt = spec.compute_dtype
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    sample = rotated_sample_gradient(spec, itype)
+
+    @T.macro
+    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, c0, c1, value, argmax, grad, sums, acc):
+        for iy, ix in T.grid(gh, gw):
+            ys, xs, sy, sx, u, v = T.meta_var(sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
+            sums[0] = zero
+            sums[1] = zero
+            for c in range(c0, c1):
+                sums[0] = sums[0] + grad(c) * interpolate(lambda yv, xv: read(c, yv, xv), ys, sx)
+                sums[1] = sums[1] + grad(c) * interpolate(lambda yv, xv: read(c, yv, xv), sy, xs)
+            inv = T.meta_var(one / T.Cast(dt, T.max(gh * gw, 1)))
+            acc[0] = acc[0] + (sums[0] * u[0] + sums[1] * v[0]) * inv
+            acc[1] = acc[1] + (sums[0] * u[1] + sums[1] * v[1]) * inv
+            acc[2] = acc[2] + (sums[0] * u[2] + sums[1] * v[2]) * inv
+            acc[3] = acc[3] + (sums[0] * u[3] + sums[1] * v[3]) * inv
+            acc[4] = acc[4] + (sums[0] * u[4] + sums[1] * v[4]) * inv
+
+    return accumulate
+
+
+def box_gradient_scales(spec):
+    """A function of the box column j (0 after the batch index) giving what the box gradient's
+    sums (d/d the scaled coordinates) are multiplied by: spatial_scale, and for a rotated
+    box's angle (j = 4), the angle's unit."""
+    scale = tirx.const(spec.spatial_scale, spec.compute_dtype)
+    if spec.box_columns == 6:
+        factor = RotatedBoxes(spec).factor
+        return lambda j: tirx.Select(j < 4, scale, factor)
+    return lambda j: scale

@@ -29,19 +29,14 @@ def axis_slope(pos, limit, dt, itype="int64"):
     return low, high, T.if_then_else(moving, -one, zero), T.if_then_else(moving, one, zero)
 
 
-def align_box_gradient_macro(spec, itype="int64"):
-    """A macro adding one bin's share of d(loss)/d(x1', y1', x2', y2') to `acc` (4 values),
-    in feature-map units (the caller multiplies by spatial_scale).
-
-    The signature is cpu/_box_gradient.py's: `read(y, x)` loads pixel (y, x) of the bin's
-    channel; `g` is the bin's output gradient; `s` its winning sample in max mode
-    (iy*gw + ix; any other value, and the bin gets nothing), unused in avg mode, where
-    every sample gets g / count; `value` and `scratch` are unused.
-    """
+def sample_geometry(spec, itype="int64"):
+    """`geometry(rois, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs, y slopes, x slopes,
+    (d/dy1', d/dy2'), (d/dx1', d/dx2')) of sample (iy, ix) of bin (ph, pw): its corners and
+    weights along each axis, the slopes of those weights, and how the sample moves with the
+    box's corners."""
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
     start, extent = box_rule(spec)
-    avg = spec.mode == "avg"
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     half = tirx.const(0.5, dt)
@@ -56,30 +51,67 @@ def align_box_gradient_macro(spec, itype="int64"):
             return one - a, a
         return T.if_then_else(clamped, one, one - a), T.if_then_else(clamped, zero, a)
 
-    @T.macro
-    def one_sample(read, rois, k, ph, pw, iy, ix, gh, gw, H, W, g, acc):
+    def geometry(rois, k, ph, pw, iy, ix, gh, gw, H, W):
         bh = extent(rois, k, 2) / tirx.const(PH, dt)
         bw = extent(rois, k, 1) / tirx.const(PW, dt)
         y = sample_pos(start(rois, k, 2), bh, gh, ph * gh + iy, dt)
         x = sample_pos(start(rois, k, 1), bw, gw, pw * gw + ix, dt)
-        ys = T.meta_var(axis_corners(y, H, dt, itype))
-        xs = T.meta_var(axis_corners(x, W, dt, itype))
-        dv_dy = interpolate(read, axis_slope(y, H, dt, itype), xs)
-        dv_dx = interpolate(read, ys, axis_slope(x, W, dt, itype))
-        dy1, dy2 = T.meta_var(share(fraction(ph, iy, gh, PH), start(rois, k, 4) - start(rois, k, 2) < one))
-        dx1, dx2 = T.meta_var(share(fraction(pw, ix, gw, PW), start(rois, k, 3) - start(rois, k, 1) < one))
-        acc[0] = acc[0] + g * dv_dx * dx1
-        acc[1] = acc[1] + g * dv_dy * dy1
-        acc[2] = acc[2] + g * dv_dx * dx2
-        acc[3] = acc[3] + g * dv_dy * dy2
+        return (axis_corners(y, H, dt, itype), axis_corners(x, W, dt, itype), axis_slope(y, H, dt, itype),
+                axis_slope(x, W, dt, itype),
+                share(fraction(ph, iy, gh, PH), start(rois, k, 4) - start(rois, k, 2) < one),
+                share(fraction(pw, ix, gw, PW), start(rois, k, 3) - start(rois, k, 1) < one))
+
+    return geometry
+
+
+def align_box_gradient_macro(spec, itype="int64"):
+    """A macro adding one bin's share of d(loss)/d(x1', y1', x2', y2') to `acc` (4 values),
+    in feature-map units (the caller multiplies by spatial_scale).
+
+    The signature is cpu/_box_gradient.py's, over channels [c0, c1) of the bin:
+    `argmax(c)` is a channel's winning sample in max mode (iy*gw + ix; any other value,
+    and that channel adds nothing), unused in avg mode, where every sample gets g / count;
+    `value` is unused.
+    """
+    dt = spec.compute_dtype
+    avg = spec.mode == "avg"
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    geometry = sample_geometry(spec, itype)
 
     @T.macro
-    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, value, s, g, scratch, acc):
+    def add(sums, dy, dx, acc):
+        # sums: (sum g * dv/dx, sum g * dv/dy) over the channels, for one sample.
+        acc[0] = acc[0] + sums[0] * dx[0]
+        acc[1] = acc[1] + sums[1] * dy[0]
+        acc[2] = acc[2] + sums[0] * dx[1]
+        acc[3] = acc[3] + sums[1] * dy[1]
+
+    @T.macro
+    def accumulate(read, rois, k, ph, pw, gh, gw, H, W, c0, c1, value, argmax, grad, sums, acc):
         if avg:
+            # Every sample of the bin, each channel's gradient / count: the channel loop sits
+            # innermost and sums g-weighted slopes, so a sample's geometry is found once.
             for iy, ix in T.grid(gh, gw):
-                one_sample(read, rois, k, ph, pw, iy, ix, gh, gw, H, W, g / T.Cast(dt, T.max(gh * gw, 1)), acc)
-        # The bin's winning sample only, and only a sample of this bin, whoever forged the argmax.
-        elif s >= 0 and T.Cast(itype, s) < gh * gw:
-            one_sample(read, rois, k, ph, pw, T.Cast(itype, s) // gw, T.Cast(itype, s) % gw, gh, gw, H, W, g, acc)
+                ys, xs, sy, sx, dy, dx = T.meta_var(geometry(rois, k, ph, pw, iy, ix, gh, gw, H, W))
+                sums[0] = zero
+                sums[1] = zero
+                for c in range(c0, c1):
+                    sums[0] = sums[0] + grad(c) * interpolate(lambda y, x: read(c, y, x), ys, sx)
+                    sums[1] = sums[1] + grad(c) * interpolate(lambda y, x: read(c, y, x), sy, xs)
+                inv = T.meta_var(one / T.Cast(dt, T.max(gh * gw, 1)))
+                sums[0] = sums[0] * inv
+                sums[1] = sums[1] * inv
+                add(sums, dy, dx, acc)
+        else:
+            # Each channel's winning sample only, and only a sample of this bin, whoever forged
+            # the argmax.
+            for c in range(c0, c1):
+                s = T.meta_var(T.Cast(itype, argmax(c)))
+                if argmax(c) >= 0 and s < gh * gw:
+                    ys, xs, sy, sx, dy, dx = T.meta_var(geometry(rois, k, ph, pw, s // gw, s % gw, gh, gw, H, W))
+                    sums[0] = grad(c) * interpolate(lambda y, x: read(c, y, x), ys, sx)
+                    sums[1] = grad(c) * interpolate(lambda y, x: read(c, y, x), sy, xs)
+                    add(sums, dy, dx, acc)
 
     return accumulate

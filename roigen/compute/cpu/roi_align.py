@@ -1,30 +1,57 @@
 """RoIAlign on the CPU: the align family's kernels (`_align.py`) with RoIAlign's box rule,
-and `backward_boxes`, the gradient with respect to the boxes (_box_gradient.py)."""
+and `backward_boxes`, the gradient with respect to the boxes.
+
+In avg mode `backward_boxes` reads the map in channel blocks packed by `box_pack`
+(_box_gradient.py's packed kernel); max mode reads one sample per channel and bin
+through the generic per-box kernel.
+"""
 
 from __future__ import annotations
 
 from tvm import tirx
 
-from ..common.sample_gradient import align_box_gradient_macro
+from ..common.sample_gradient import align_box_gradient_macro, sample_geometry
 from ..common.sampling import box_rule, sample_grid
 from . import _box_gradient, by_direction
 from ._align import roi_align_kernels
+from ._layout import layout_kernels
 
 # Keywords the compute takes besides `lanes`, per direction (see `_align.align_family_kernels`).
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
 
-def box_gradient_kernel(spec) -> tirx.PrimFunc:
+def _grids(spec, itype="int64"):
     _, extent = box_rule(spec)
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
 
     def grids(rois, k):
-        return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt),
-                sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
+        return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt, itype),
+                sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt, itype))
 
-    return _box_gradient.box_gradient_kernel(spec, grids, align_box_gradient_macro(spec))
+    return grids
+
+
+def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
+    """avg mode's `backward_boxes` on the packed map (_box_gradient.py)."""
+    geometry = sample_geometry(spec)
+    zero = tirx.const(0.0, spec.compute_dtype)
+
+    def sample(rois, k, ph, pw, iy, ix, gh, gw, H, W):
+        ys, xs, sy, sx, (dy1, dy2), (dx1, dx2) = geometry(rois, k, ph, pw, iy, ix, gh, gw, H, W)
+        # x1 and x2 move with the sample's x, y1 and y2 with its y.
+        return ys, xs, sy, sx, [dx1, zero, dx2, zero], [zero, dy1, zero, dy2]
+
+    return _box_gradient.packed_sample_box_gradient_kernel(spec, lanes, _grids(spec), sample)
+
+
+def box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    if spec.mode == "avg":
+        return {"box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"],
+                "backward_boxes": packed_box_gradient_kernel(spec, lanes)}
+    return {"backward_boxes": _box_gradient.box_gradient_kernel(spec, _grids(spec), align_box_gradient_macro(spec))}
 
 
 def kernels(spec, schedule) -> dict:
-    return {**by_direction(spec, schedule, roi_align_kernels), "backward_boxes": box_gradient_kernel(spec)}
+    lanes = schedule.compute_kwargs("backward")["lanes"]
+    return {**by_direction(spec, schedule, roi_align_kernels), **box_gradient_kernels(spec, lanes)}

@@ -7,7 +7,8 @@ yy from the bin row and xx from the bin column (common/rotated.py).  So a box's
 tables keep roi_align's size, 2 * (PH*gh + PW*gw): each row sample holds
 (yy*cos, yy*sin), each column sample (xx*sin, xx*cos), and a kernel adds the
 two and finds the sample's corners as it reads it (itab is unused, filled with 0:
-pixel offsets that are in the map, as every table's).
+pixel offsets that are in the map, as every table's).  `backward_boxes`: one task per
+box on the packed map (_box_gradient.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..common.rotated import RotatedBoxes
+from ..common.rotated import RotatedBoxes, rotated_sample_gradient
 from ..common.sampling import axis_corners
 from ..common.signature import dims
-from . import by_direction
+from . import _box_gradient, by_direction
 from ._align import Geometry, align_family_kernels
+from ._layout import layout_kernels
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -78,4 +80,11 @@ def roi_align_rotated_kernels(spec, lanes: int, **options) -> dict[str, tirx.Pri
 
 
 def kernels(spec, schedule) -> dict:
-    return by_direction(spec, schedule, roi_align_rotated_kernels)
+    PH, PW = spec.pooled_size
+    box = RotatedBoxes(spec)
+    lanes = schedule.compute_kwargs("backward")["lanes"]
+    box_gradient = _box_gradient.packed_sample_box_gradient_kernel(
+        spec, lanes, lambda rois, k: (box.grid(rois, k, 2, PH), box.grid(rois, k, 1, PW)),
+        rotated_sample_gradient(spec))
+    return {**by_direction(spec, schedule, roi_align_rotated_kernels),
+            "box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"], "backward_boxes": box_gradient}

@@ -1,7 +1,7 @@
 """`backward_boxes` on GPUs: d(loss)/d(boxes), one block per box.
 
 The block's threads take the box's (channel, bin) pairs in turn, each keeping
-its own four partial sums; the block's first thread adds the partials in thread
+its own partial sums (one per box coordinate); the block's first thread adds the partials in thread
 order.  No atomics (WGSL has no float atomics), and the same bits on every run.
 What one bin adds is the op's `accumulate` macro, as on the CPU
 (cpu/_box_gradient.py has its signature).
@@ -13,6 +13,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ..common.indexing import unravel
+from ..common.rotated import box_gradient_scales
 from ..common.signature import dims
 from ._threads import launch
 
@@ -26,19 +27,19 @@ def box_gradient_kernel(spec, sched, grids, accumulate, active=None) -> tirx.Pri
     PH, PW = spec.pooled_size
     P = PH * PW
     TPB = sched.threads
-    scale = tirx.const(spec.spatial_scale, dt)
+    BOX = spec.box_columns
+    scale_of = box_gradient_scales(spec)
     zero = tirx.const(0.0, dt)
-    argmax = bool(spec.aux_outputs)
 
     N, H, W, C, K, A = dims("N H W C K A", I32)
     @T.prim_func
-    def backward_boxes(x: T.Buffer((N, H, W, C), dt), rois: T.Buffer((K, 5), dt), out: T.Buffer((K, C, P), dt),
-                       aux: T.Buffer((A,), I32), grad_out: T.Buffer((K, C, P), dt), grad_rois: T.Buffer((K, 5), dt)):
+    def backward_boxes(x: T.Buffer((N, H, W, C), dt), rois: T.Buffer((K, BOX), dt), out: T.Buffer((K, C, P), dt),
+                       aux: T.Buffer((A,), I32), grad_out: T.Buffer((K, C, P), dt), grad_rois: T.Buffer((K, BOX), dt)):
         k, t = launch(K, TPB)
-        partial = T.alloc_buffer((TPB * 4,), dt, scope="shared")
-        acc = T.alloc_buffer((4,), dt, scope="local")
-        scratch = T.alloc_buffer((4,), dt, scope="local")
-        for j in range(4):
+        partial = T.alloc_buffer((TPB * (BOX - 1),), dt, scope="shared")
+        acc = T.alloc_buffer((BOX - 1,), dt, scope="local")
+        sums = T.alloc_buffer((8,), dt, scope="local")
+        for j in range(BOX - 1):
             acc[j] = zero
         n = T.Cast(I32, rois[k, 0])
         if active is None or active(rois, k):
@@ -47,21 +48,22 @@ def box_gradient_kernel(spec, sched, grids, accumulate, active=None) -> tirx.Pri
                 if i * TPB + t < C * P:
                     c, b = T.meta_var(unravel(i * TPB + t, (C, P)))
                     at = T.meta_var(k * C * P + i * TPB + t)
-                    # The argmax where the op keeps one (A = 0 when the forward kept none: no bin gets a gradient).
-                    s = T.meta_var(T.if_then_else(at < A, aux[T.min(at, A - 1)], -1) if argmax else -1)
-                    accumulate(lambda y, xx: x[n, y, xx, c], rois, k, b // PW, b % PW, gh, gw, H, W,
-                               out[k, c, b], s, grad_out[k, c, b], scratch, acc)
-        for j in range(4):
-            partial[t * 4 + j] = acc[j]
+                    # This thread's channel of the bin.  The argmax where the op keeps one (A = 0
+                    # when the forward kept none: no bin gets a gradient).
+                    accumulate(lambda _, y, xx: x[n, y, xx, c], rois, k, b // PW, b % PW, gh, gw, H, W, c, c + 1,
+                               lambda _: out[k, c, b], lambda _: T.if_then_else(at < A, aux[T.min(at, A - 1)], -1),
+                               lambda _: grad_out[k, c, b], sums, acc)
+        for j in range(BOX - 1):
+            partial[t * (BOX - 1) + j] = acc[j]
         T.tvm_storage_sync("shared")
         if t == 0:
-            for j in range(4):
+            for j in range(BOX - 1):
                 acc[j] = zero
             for s in range(TPB):
-                for j in range(4):
-                    acc[j] = acc[j] + partial[s * 4 + j]
+                for j in range(BOX - 1):
+                    acc[j] = acc[j] + partial[s * (BOX - 1) + j]
             grad_rois[k, 0] = zero
-            for j in range(4):
-                grad_rois[k, j + 1] = acc[j] * scale
+            for j in range(BOX - 1):
+                grad_rois[k, j + 1] = acc[j] * scale_of(j)
 
     return backward_boxes

@@ -1,13 +1,15 @@
 """RoIAlign in rotated boxes on GPUs: `_sampled.py`'s kernels, each thread placing its
-samples in the rotated box (common/rotated.py)."""
+samples in the rotated box (common/rotated.py), and `backward_boxes` (one block per box,
+_box_gradient.py)."""
 
 from __future__ import annotations
 
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..common.rotated import RotatedBoxes
+from ..common.rotated import RotatedBoxes, rotated_box_gradient_macro
 from ..common.sampling import axis_corners
+from . import _box_gradient
 from ._sampled import I32, sampled_kernels
 
 
@@ -28,4 +30,5 @@ def kernels(spec, sched) -> dict[str, tirx.PrimFunc]:
         y0, y1, wy0, wy1 = axis_corners(y, H, dt, I32)
         return (y0, y1, wy0 * inv, wy1 * inv), axis_corners(x, W, dt, I32)
 
-    return sampled_kernels(spec, sched, grids, sample)
+    box_gradient = _box_gradient.box_gradient_kernel(spec, sched, grids, rotated_box_gradient_macro(spec, I32))
+    return {**sampled_kernels(spec, sched, grids, sample), "backward_boxes": box_gradient}
