@@ -2,8 +2,10 @@
 
     python benchmarks/bench_cpu.py [--repeats 5] [--workloads fpn_box,c4_head] [--out table.md]
 
-Prints a markdown table: forward and forward+backward times, their ratios to
-torchvision measured in this run, and the memory floor.
+Prints markdown tables: forward and forward+backward times, their ratios to
+torchvision measured in this run, and the memory floor; then the forward against
+every CPU peer (ONNX Runtime, OpenVINO: `pip install 'roigen[bench]'`, each skipped
+with a note where not installed).
 
 --retain-freed-memory runs the measurement under glibc's malloc tunables
 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>, so that large tensors
@@ -34,11 +36,11 @@ def main(argv=None) -> int:
         bench.retain_freed_memory()
     rows = []
     for name in args.workloads.split(","):
-        rows.append(bench.measure(name, args.repeats))
+        rows.append(bench.measure(name, args.repeats, peers=True))
         print(f"measured {name}", file=sys.stderr, flush=True)
     allocator = ("glibc malloc with MALLOC_MMAP_MAX_=0 (freed memory reused)"
                  if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "glibc malloc, default settings")
-    table = bench.render(rows, args.repeats, allocator)
+    table = bench.render(rows, args.repeats, allocator) + "\n" + bench.render_peers(rows, args.repeats)
     bench.emit(table, args.out)
     return 0
 

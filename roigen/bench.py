@@ -70,9 +70,10 @@ def memory_floor_ms(reads, writes, repeats: int, device: str = "cpu") -> float:
     return total + sum(median_ms(lambda t=t: t.fill_(0), repeats, device=device) for t in writes)
 
 
-def measure(name: str, repeats: int = 5, device: str = "cpu", **options) -> dict:
+def measure(name: str, repeats: int = 5, device: str = "cpu", peers: bool = False, **options) -> dict:
     """roigen (with `options`: target, deterministic) and torchvision on one workload,
-    inputs on `device`; torchvision runs on that device too."""
+    inputs on `device`; torchvision runs on that device too.  `peers`: also ONNX Runtime's
+    and OpenVINO's forward (CPU), each checked against torchvision first (roigen.peers)."""
     workload = workloads.load()["workloads"][name]
     x, boxes = (t.to(device) for t in workloads.make_inputs(workload))
     with torch.no_grad():
@@ -92,11 +93,72 @@ def measure(name: str, repeats: int = 5, device: str = "cpu", **options) -> dict
 
         row[f"{label}_forward"] = median_ms(forward, repeats, device=device)
         row[f"{label}_forward_backward"] = median_ms(forward_backward, repeats, device=device)
+    if peers:
+        measure_peers(workload, x, boxes, repeats, row)
     row["floor"] = memory_floor_ms([x], [out.clone()], repeats, device)
     for phase in ("forward", "forward_backward"):
         row[f"speedup_{phase}"] = row[f"torchvision_{phase}"] / row[f"roigen_{phase}"]
     row["floor_ratio"] = row["roigen_forward"] / row["floor"]
     return row
+
+
+def measure_peers(workload: dict, x, boxes, repeats: int, row: dict) -> None:
+    """Each CPU peer's forward time into `row` ("<peer>_forward", ms), or why it was not
+    timed ("<peer>_note"); "best_peer" is the fastest of torchvision and the peers."""
+    from . import peers
+
+    with torch.no_grad():
+        want = run_op("oracle", workload, x, boxes)
+    for name in peers.RUNNERS:
+        try:
+            run = peers.runner(name, workload, x, boxes, want)
+        except peers.Skipped as why:
+            row[f"{name}_note"] = str(why)
+            continue
+        row[f"{name}_forward"] = median_ms(run, repeats)
+    times = {"torchvision": row["torchvision_forward"],
+             **{n: row[f"{n}_forward"] for n in peers.RUNNERS if f"{n}_forward" in row}}
+    row["best_peer"] = min(times, key=times.get)
+    row["speedup_best_peer"] = times[row["best_peer"]] / row["roigen_forward"]
+
+
+def render_peers(rows: list[dict], repeats: int) -> str:
+    """The forward against every CPU peer, and the memory floor."""
+    import jinja2
+
+    from . import peers
+
+    text = resources.files("roigen.templates").joinpath("bench_peers.md.j2").read_text()
+    return jinja2.Template(text, trim_blocks=True, lstrip_blocks=True).render(
+        rows=rows, repeats=repeats, peers=list(peers.RUNNERS), threads=peers.THREADS, machine=machine())
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """A bar chart of roigen's forward speed-up over each peer, per workload (matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'roigen[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import peers
+
+    names = ["torchvision", *peers.RUNNERS]
+    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 2, 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [r[f"{name}_forward"] / r["roigen_forward"] if f"{name}_forward" in r else 0 for r in rows]
+        ax.bar([j + i * width for j in range(len(rows))], values, width, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(rows))], [r["workload"] for r in rows])
+    ax.set_ylabel("roigen forward speed-up (x, log)")
+    ax.set_title("roigen vs each peer, CPU forward, one run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def machine(device: str = "cpu", target: str = "auto") -> str:

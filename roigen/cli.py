@@ -141,11 +141,20 @@ def bench_cmd(args) -> int:
     # "cuda": the current GPU's target (as the ops' "auto" picks for CUDA tensors).
     named = {"auto": "cpu", "cuda": "cuda"}
     device = named.get(args.target) or backend_for(resolve(args.target)).device_type
+    if args.plot and device != "cpu":
+        raise ValueError("--plot charts the CPU peers: use it with --target auto")
     rows = []
     for name in args.workloads.split(","):
         print(f"roigen bench: measuring {name}", file=sys.stderr, flush=True)
-        rows.append(bench.measure(name, args.repeats, device, target="auto" if device == "cuda" else args.target))
+        rows.append(bench.measure(name, args.repeats, device, peers=device == "cpu",
+                                  target="auto" if device == "cuda" else args.target))
     print(bench.render(rows, args.repeats, device=device, target=args.target))
+    if device == "cpu":
+        print("\nagainst the CPU peers (forward):\n")
+        print(bench.render_peers(rows, args.repeats))
+    if args.plot:
+        bench.plot(rows, args.plot)
+        print(f"chart: {args.plot}")
     return 0
 
 
@@ -222,10 +231,12 @@ def main(argv=None) -> int:
     p.add_argument("--rpc", metavar="HOST:PORT", help="measure on devices of this TVM RPC tracker")
     p.add_argument("--device-key", help="with --rpc: the tracker key of the devices (names the records)")
     p.set_defaults(func=tune_cmd)
-    p = sub.add_parser("bench", help="time roigen against torchvision on the workloads")
+    p = sub.add_parser("bench", help="time roigen against torchvision (and, on the CPU, ONNX Runtime and "
+                       "OpenVINO where installed) on the workloads")
     p.add_argument("--workloads", type=_workload_list, default=",".join(CPU_WORKLOADS))
     p.add_argument("--repeats", type=_positive, default=5)
     p.add_argument("--target", default="auto", help="auto (this CPU), vulkan, or cuda (the current GPU)")
+    p.add_argument("--plot", metavar="FILE.png", help="also chart the speed-ups over each CPU peer (matplotlib)")
     p.set_defaults(func=bench_cmd)
     args = parser.parse_args(argv)
     try:
