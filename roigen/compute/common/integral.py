@@ -79,7 +79,7 @@ def box_gradient_macro(spec, itype="int64"):
     gradient: d out/d bx1 = (bh*out - L(bx1)) / A with L(x) the exact integral of the
     surface along the bin's column at x (its y cells times the hat weights at x),
     d out/d bx2 = (L(bx2) - bh*out) / A, y alike; chained to the box's corners through
-    bx1 = x1' + pw*w/PW, bx2 = x1' + (pw+1)*w/PW.  The signature is cpu/_box_gradient.py's
+    bx1 = x1' + pw*w/PW, bx2 = x1' + (pw+1)*w/PW.  The signature is gpu/_box_gradient.py's
     (channels [c0, c1) of the bin; `argmax` unused).  The caller skips bins of no area.
     """
     from .sampling import box_rule

@@ -106,7 +106,7 @@ def rotated_sample_gradient(spec, itype="int64"):
 
 def rotated_box_gradient_macro(spec, itype="int64"):
     """A macro adding one bin's share of d(loss)/d(cx', cy', w', h', t) to `acc` (5 values),
-    over channels [c0, c1) (cpu/_box_gradient.py's signature; `value` and `argmax` unused),
+    over channels [c0, c1) (gpu/_box_gradient.py's signature; `value` and `argmax` unused),
     as `rotated_sample_gradient` says."""
     from .bilinear import interpolate
 

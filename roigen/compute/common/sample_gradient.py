@@ -68,7 +68,7 @@ def align_box_gradient_macro(spec, itype="int64"):
     """A macro adding one bin's share of d(loss)/d(x1', y1', x2', y2') to `acc` (4 values),
     in feature-map units (the caller multiplies by spatial_scale).
 
-    The signature is cpu/_box_gradient.py's, over channels [c0, c1) of the bin:
+    The signature is gpu/_box_gradient.py's, over channels [c0, c1) of the bin:
     `argmax(c)` is a channel's winning sample in max mode (iy*gw + ix; any other value,
     and that channel adds nothing), unused in avg mode, where every sample gets g / count;
     `value` is unused.

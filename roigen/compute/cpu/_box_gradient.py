@@ -1,21 +1,15 @@
-"""`backward_boxes` on the CPU: d(loss)/d(boxes), one task per box.
+"""`backward_boxes` on the CPU for ops that average or max bilinear samples (RoIAlign,
+rotated RoIAlign): d(loss)/d(boxes), one task per box.
 
-A box's gradient is a reduction over its channels and bins, which one thread
-owns, so it is deterministic without atomics.  The kernel reads the caller's map
-(NCHW, or NHWC for channels_last), the forward's output and argmax, and the
-output's gradient; what one bin adds is the op's `accumulate` macro
-(common/integral.py for PrRoIPool, common/sample_gradient.py for RoIAlign), with
-the signature
-
-    accumulate(read, rois, k, ph, pw, gh, gw, H, W, c0, c1, value, argmax, grad, sums, acc)
-
-over channels [c0, c1) of bin (ph, pw) of box k: `read(c, y, x)` a pixel of
-channel c, `value(c)` the bin's output, `argmax(c)` its winning sample (-1 where
-the op keeps none), `grad(c)` its output gradient; `sums` eight values of
-scratch, `acc` the box's sums, one per coordinate (in feature-map units and
-radians; the kernel scales them to the box's own: common/rotated.py).  Every bin
-of a box, all its channels at once: the macros keep the channel loops innermost,
-so a sample's geometry is found once.
+A box's gradient is a reduction over its channels and bins, which one thread owns, so
+it is deterministic without atomics.  The kernel reads the map packed in channel
+blocks (N, Cb, H, W, L) by the module's `box_pack` kernel: each sample's geometry is
+found once per box into scalars, its two slopes summed over L channels at a time in
+vector registers, and the lanes added at the end of the box.  In max mode a lane
+takes a sample only where it is the lane's channel's argmax; every sample is still
+visited, which keeps one vector loop for both modes (a per-channel loop finding each
+channel's own sample compiled for 15 s and ran 10x slower).  PrRoIPool's kernel, which
+integrates cells rather than sampling, is in prroi_pool.py.
 """
 
 from __future__ import annotations
@@ -26,54 +20,11 @@ from tvm.script import tirx as T
 from ..common.bilinear import interpolate
 from ..common.rotated import box_gradient_scales
 from ..common.signature import dims
-from ._layout import map_shape
-
-
-def box_gradient_kernel(spec, grids, accumulate, active=None) -> tirx.PrimFunc:
-    """`grids(rois, k)` -> (gh, gw), box k's samples (or cells) per bin; `active(rois, k)`
-    whether box k has a gradient at all (None: every box)."""
-    dt = spec.compute_dtype
-    PH, PW = spec.pooled_size
-    P = PH * PW
-    BOX = spec.box_columns
-    scale_of = box_gradient_scales(spec)
-    zero = tirx.const(0.0, dt)
-    nchw = spec.layout == "NCHW"
-
-    N, C, H, W, K, A = dims("N C H W K A", "int64")
-    @T.prim_func
-    def backward_boxes(data: T.Buffer(map_shape(spec.layout, N, C, H, W), dt), rois: T.Buffer((K, BOX), dt),
-                       out: T.Buffer((K, C, P), dt), aux: T.Buffer((A,), "int32"), grad_out: T.Buffer((K, C, P), dt),
-                       grad_rois: T.Buffer((K, BOX), dt)):
-        for k in T.parallel(K):
-            acc = T.alloc_buffer((BOX - 1,), dt)
-            sums = T.alloc_buffer((8,), dt)
-            for j in range(BOX - 1):
-                acc[j] = zero
-            n = T.Cast("int64", rois[k, 0])
-            if active is None or active(rois, k):
-                gh, gw = T.meta_var(grids(rois, k))
-                for ph, pw in T.grid(PH, PW):
-                    b = T.meta_var(ph * PW + pw)
-                    # The argmax where the op keeps one (A = 0 when the forward kept none: no bin gets a gradient).
-                    accumulate(lambda c, y, x: data[n, c, y, x] if nchw else data[n, y, x, c], rois, k, ph, pw,
-                               gh, gw, H, W, 0, C, lambda c: out[k, c, b],
-                               lambda c: T.if_then_else((k * C + c) * P + b < A, aux[T.min((k * C + c) * P + b, A - 1)],
-                                                        -1),
-                               lambda c: grad_out[k, c, b], sums, acc)
-            grad_rois[k, 0] = zero
-            for j in range(BOX - 1):
-                grad_rois[k, j + 1] = acc[j] * scale_of(j)
-
-    return backward_boxes
 
 
 def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.PrimFunc:
-    """`backward_boxes` of an op that averages bilinear samples (RoIAlign, rotated RoIAlign),
-    on the map packed in channel blocks (N, Cb, H, W, L) by `box_pack` (this signature, `out`
-    and `aux` unused): one task per box; each sample's geometry found once into scalars,
-    its slopes summed over L channels at a time in vector registers, the lanes added at
-    the end of the box.
+    """`backward_boxes(data, rois, out, aux, grad_out, grad_rois)`, `data` the packed map,
+    `out` unused, `aux` the forward's argmax in max mode (unused in avg mode).
 
     `sample(rois, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs, y slopes, x slopes, u, v):
     the sample's corners and weights along each axis (common/sampling.py), the slopes of
@@ -88,6 +39,7 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
     scale_of = box_gradient_scales(spec)
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
+    argmax = bool(spec.aux_outputs)
 
     @T.macro
     def keep(corner, weight, ys, xs, sy, sx, u, v):
@@ -120,7 +72,8 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
         for k in T.parallel(K):
             acc = T.alloc_buffer((BOX - 1, L), dt)
             sums = T.alloc_buffer((2, L), dt)
-            gbin = T.alloc_buffer((Cb, L), dt)  # the bin's output gradient / count, by channel block
+            gbin = T.alloc_buffer((Cb, L), dt)  # the bin's output gradient (/ count in avg mode)
+            abin = T.alloc_buffer((Cb, L), "int32")  # max mode: the bin's argmax, by channel block
             corner = T.alloc_buffer((4,), "int64")
             weight = T.alloc_buffer((8 + 2 * (BOX - 1),), dt)
             for j, lane in T.grid(BOX - 1, L):
@@ -129,9 +82,16 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
             gh, gw = T.meta_var(grids(rois, k))
             for ph, pw in T.grid(PH, PW):
                 for cb, lane in T.grid(Cb, L):
-                    gbin[cb, lane] = T.if_then_else(
-                        cb * L + lane < C, grad_out[k, T.min(cb * L + lane, C - 1), ph * PW + pw], zero
-                    ) * (one / T.Cast(dt, T.max(gh * gw, T.int64(1))))
+                    c = T.meta_var(T.min(cb * L + lane, C - 1))
+                    at = T.meta_var((k * C + c) * P + ph * PW + pw)
+                    if argmax:
+                        gbin[cb, lane] = T.if_then_else(cb * L + lane < C, grad_out[k, c, ph * PW + pw], zero)
+                        # A = 0 when the forward kept no argmax: no sample is any channel's.
+                        abin[cb, lane] = T.if_then_else(at < A, aux[T.min(at, A - 1)], -1)
+                    else:
+                        gbin[cb, lane] = T.if_then_else(
+                            cb * L + lane < C, grad_out[k, c, ph * PW + pw], zero
+                        ) * (one / T.Cast(dt, T.max(gh * gw, T.int64(1))))
                 for iy, ix in T.grid(gh, gw):
                     keep(corner, weight, *sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
                     for lane in T.vectorized(L):
@@ -139,11 +99,13 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
                         sums[1, lane] = zero
                     for cb in range(Cb):
                         for lane in T.vectorized(L):
-                            # (sum g * dv/dx, sum g * dv/dy)
-                            sums[0, lane] = sums[0, lane] + gbin[cb, lane] * interpolate(
+                            # (sum g * dv/dx, sum g * dv/dy); in max mode only where this sample won.
+                            g = T.meta_var(T.if_then_else(abin[cb, lane] == T.Cast("int32", iy * gw + ix),
+                                                          gbin[cb, lane], zero) if argmax else gbin[cb, lane])
+                            sums[0, lane] = sums[0, lane] + g * interpolate(
                                 lambda y, x: data[n, cb, y, x, lane], axis(corner, weight, 0, 0),
                                 axis(corner, weight, 2, 6))
-                            sums[1, lane] = sums[1, lane] + gbin[cb, lane] * interpolate(
+                            sums[1, lane] = sums[1, lane] + g * interpolate(
                                 lambda y, x: data[n, cb, y, x, lane], axis(corner, weight, 0, 4),
                                 axis(corner, weight, 2, 2))
                     for j in range(BOX - 1):

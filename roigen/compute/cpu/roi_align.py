@@ -1,16 +1,15 @@
 """RoIAlign on the CPU: the align family's kernels (`_align.py`) with RoIAlign's box rule,
 and `backward_boxes`, the gradient with respect to the boxes.
 
-In avg mode `backward_boxes` reads the map in channel blocks packed by `box_pack`
-(_box_gradient.py's packed kernel); max mode reads one sample per channel and bin
-through the generic per-box kernel.
+`backward_boxes` reads the map in channel blocks packed by `box_pack`
+(_box_gradient.py).
 """
 
 from __future__ import annotations
 
 from tvm import tirx
 
-from ..common.sample_gradient import align_box_gradient_macro, sample_geometry
+from ..common.sample_gradient import sample_geometry
 from ..common.sampling import box_rule, sample_grid
 from . import _box_gradient, by_direction
 from ._align import roi_align_kernels
@@ -33,7 +32,7 @@ def _grids(spec, itype="int64"):
 
 
 def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
-    """avg mode's `backward_boxes` on the packed map (_box_gradient.py)."""
+    """`backward_boxes` on the packed map (_box_gradient.py), avg or max mode."""
     geometry = sample_geometry(spec)
     zero = tirx.const(0.0, spec.compute_dtype)
 
@@ -45,13 +44,8 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
     return _box_gradient.packed_sample_box_gradient_kernel(spec, lanes, _grids(spec), sample)
 
 
-def box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
-    if spec.mode == "avg":
-        return {"box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"],
-                "backward_boxes": packed_box_gradient_kernel(spec, lanes)}
-    return {"backward_boxes": _box_gradient.box_gradient_kernel(spec, _grids(spec), align_box_gradient_macro(spec))}
-
-
 def kernels(spec, schedule) -> dict:
     lanes = schedule.compute_kwargs("backward")["lanes"]
-    return {**by_direction(spec, schedule, roi_align_kernels), **box_gradient_kernels(spec, lanes)}
+    return {**by_direction(spec, schedule, roi_align_kernels),
+            "box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"],
+            "backward_boxes": packed_box_gradient_kernel(spec, lanes)}

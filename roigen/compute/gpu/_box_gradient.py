@@ -3,8 +3,16 @@
 The block's threads take the box's (channel, bin) pairs in turn, each keeping
 its own partial sums (one per box coordinate); the block's first thread adds the partials in thread
 order.  No atomics (WGSL has no float atomics), and the same bits on every run.
-What one bin adds is the op's `accumulate` macro, as on the CPU
-(cpu/_box_gradient.py has its signature).
+What one bin adds is the op's `accumulate` macro (common/sample_gradient.py,
+common/rotated.py, common/integral.py), with the signature
+
+    accumulate(read, rois, k, ph, pw, gh, gw, H, W, c0, c1, value, argmax, grad, sums, acc)
+
+over channels [c0, c1) of bin (ph, pw) of box k (here one channel, the thread's):
+`read(c, y, x)` a pixel of channel c, `value(c)` the bin's output, `argmax(c)` its
+winning sample (-1 where the op keeps none), `grad(c)` its output gradient; `sums`
+eight values of scratch, `acc` the box's sums, one per coordinate (in feature-map
+units and radians; the kernel scales them to the box's own: common/rotated.py).
 """
 
 from __future__ import annotations
