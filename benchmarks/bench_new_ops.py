@@ -1,12 +1,14 @@
-"""The ops beyond the peers on the CPU: roi_align_rotated, prroi_pool and the box gradients,
+"""The ops beyond the peers on the CPU: roi_align_rotated, prroi_pool, deform_roi_pool and the box gradients,
 on fpn_box's map and boxes, next to roigen's own roi_align (and torchvision's, the peer
 for angle 0) measured in the same run.
 
     python benchmarks/bench_new_ops.py [--repeats 5] [--workload fpn_box] [--out table.md]
 
 Rotated boxes are fpn_box's boxes about their centres at random angles in [-90, 90]
-degrees.  "box grad" columns: forward + backward with both the map and the boxes
-requiring grad, against the map alone.  The issue's bars, as ratios in this run:
+degrees; deformable boxes are fpn_box's boxes with random offsets in [-1, 1] (gamma 0.1:
+shifts of up to a tenth of the box).  "box grad" columns: forward + backward with both
+the map and the boxes (for deform_roi_pool: the boxes and the offsets) requiring grad,
+against the map alone.  The issue's bars, as ratios in this run:
 roi_align_rotated forward <= 1.5x roi_align's, prroi_pool forward <= 3x roi_align's,
 the box gradient adding <= 1.5x to the forward + backward.
 """
@@ -26,6 +28,12 @@ def rotated(boxes: torch.Tensor, seed: int = 3) -> torch.Tensor:
     b, x1, y1, x2, y2 = boxes.unbind(1)
     angle = torch.rand(len(boxes), generator=torch.Generator().manual_seed(seed)) * 180 - 90
     return torch.stack([b, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, angle], 1)
+
+
+def deformable(boxes: torch.Tensor, size: int, seed: int = 5) -> torch.Tensor:
+    """(K, 5 + 2*size*size) rows: each box, then its bins' offsets in [-1, 1] (x, then y)."""
+    offsets = torch.rand(len(boxes), 2 * size * size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return torch.cat([boxes, offsets], 1)
 
 
 def timings(fn, x, boxes, grad, repeats: int) -> dict:
@@ -63,6 +71,9 @@ def measure(name: str, repeats: int) -> list[dict]:
         "roigen roi_align_rotated, angles in [-90, 90]": (
             lambda t, b: R.roi_align_rotated(t, b, size, scale, ratio), turned),
         "roigen prroi_pool": (lambda t, b: R.prroi_pool(t, b, size, scale), boxes),
+        "roigen deform_roi_pool, offsets in [-1, 1]": (
+            lambda t, b: R.deform_roi_pool(t, b[:, :5], b[:, 5:].reshape(-1, 2, size, size), size, scale, ratio),
+            deformable(boxes, size)),
     }
     rows = []
     for label, (fn, rows_in) in ops.items():

@@ -305,7 +305,38 @@ def prroi_pool(input, boxes, output_size, spatial_scale=1.0):
     return torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)
 
 
+def deform_roi_pool(input, boxes, offset, output_size, spatial_scale=1.0, sampling_ratio=0, gamma=0.1):
+    """Aligned RoIAlign (no minimum size) with bin (ph, pw) shifted by gamma*roi_w*offset[k, 0, ph, pw]
+    along x and gamma*roi_h*offset[k, 1, ph, pw] along y (ROI_OPS.md); offset None: no shift.
+    Differentiable in the input, the boxes and the offsets, the sample counts held constant."""
+    x = input.to(torch.float64)
+    _, c, _, _ = x.shape
+    ph_, pw_ = _pair(output_size)
+    rows = _box_rows(boxes)
+    shifts = rows.new_zeros(len(rows), 2, ph_, pw_) if offset is None else offset.to(torch.float64)
+    outs = []
+    for k, row in enumerate(rows):
+        x1, y1, x2, y2 = row[1:5] * spatial_scale - 0.5
+        rw, rh = x2 - x1, y2 - y1
+        bin_w, bin_h = rw / pw_, rh / ph_
+        gh = sampling_ratio if sampling_ratio > 0 else max(math.ceil(float(rh.detach()) / ph_), 0)
+        gw = sampling_ratio if sampling_ratio > 0 else max(math.ceil(float(rw.detach()) / pw_), 0)
+        if gh * gw == 0:
+            outs.append(x.new_zeros(c, ph_, pw_))
+            continue
+        bins = []
+        for ph in range(ph_):
+            for pw in range(pw_):
+                start_y = y1 + gamma * rh * shifts[k, 1, ph, pw]
+                start_x = x1 + gamma * rw * shifts[k, 0, ph, pw]
+                ys = start_y + ph * bin_h + (torch.arange(gh, dtype=torch.float64) + 0.5) * bin_h / gh
+                xs = start_x + pw * bin_w + (torch.arange(gw, dtype=torch.float64) + 0.5) * bin_w / gw
+                bins.append(bilinear(x[int(row[0])], ys, xs).sum((1, 2)) / (gh * gw))
+        outs.append(torch.stack(bins, 1).reshape(c, ph_, pw_))
+    return torch.stack(outs) if outs else x.new_zeros(0, c, ph_, pw_)
+
+
 REFERENCES = {"roi_align": roi_align, "roi_pool": roi_pool, "roi_warp": roi_warp, "spp": spp,
               "roi_spp": roi_spp, "ps_roi_align": ps_roi_align, "ps_roi_pool": ps_roi_pool,
               "multi_scale_roi_align": multi_scale_roi_align, "roi_align_rotated": roi_align_rotated,
-              "prroi_pool": prroi_pool}
+              "prroi_pool": prroi_pool, "deform_roi_pool": deform_roi_pool}

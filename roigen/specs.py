@@ -72,6 +72,9 @@ class OpSpec:
     packed: ClassVar[bool] = True
     # Columns of a box row: (batch, x1, y1, x2, y2), or (batch, cx, cy, w, h, angle) for rotated boxes.
     box_columns: ClassVar[int] = 5
+    # Per-box parameters that follow the box in each row, per bin of the output grid
+    # (deform_roi_pool's x and y offsets: 2); see `row_columns`.
+    columns_per_bin: ClassVar[int] = 0
     # Whether the op is differentiable in its boxes: its kernels include `backward_boxes`.
     box_gradient: ClassVar[bool] = False
 
@@ -131,6 +134,18 @@ class OpSpec:
     def nonnegative_box_columns(self) -> tuple[int, ...]:
         """Box columns whose negative values the op refuses (a rotated box's sizes)."""
         return ()
+
+    @classmethod
+    def columns_of(cls, params: dict) -> int:
+        """Columns of a rois row for these op parameters: the box's, then its per-bin parameters."""
+        if not cls.columns_per_bin:
+            return cls.box_columns
+        return cls.box_columns + cls.columns_per_bin * params["pooled_height"] * params["pooled_width"]
+
+    @property
+    def row_columns(self) -> int:
+        """Columns of a rois row as the kernels take it (`columns_of`)."""
+        return self.columns_of({f.name: getattr(self, f.name) for f in self.op_fields()})
 
     def kernel_spec(self) -> OpSpec:
         """The spec the compiled kernel depends on: half types share the float32 kernel."""
@@ -379,8 +394,29 @@ class PrRoIPoolSpec(_GridSpec):
     box_gradient: ClassVar[bool] = True
 
 
+@dataclass(frozen=True)
+class DeformRoIPoolSpec(_SampledGridSpec):
+    """Deformable RoI pooling (mmcv's deform_roi_pool): aligned RoIAlign whose bins are shifted
+    by learned offsets.  A rois row is (batch, x1, y1, x2, y2) then the box's offsets, x for
+    every bin (row-major) then y: `offset[k].flatten()` of mmcv's (K, 2, PH, PW)."""
+
+    name: ClassVar[str] = "deform_roi_pool"
+    columns_per_bin: ClassVar[int] = 2
+    box_gradient: ClassVar[bool] = True
+
+    sampling_ratio: int = op_param(0, py_type=int)
+    gamma: float = op_param(0.1, py_type=float)
+
+    def validate(self) -> None:
+        super().validate()
+        largest = _FINITE_MAX[self.compute_dtype]
+        if not abs(self.gamma) <= largest:  # NaN fails too
+            raise ValueError(f"gamma must be a finite number (the {self.compute_dtype} kernels' range), "
+                             f"got {self.gamma}")
+
+
 SPECS: dict[str, type[OpSpec]] = {
     cls.name: cls
     for cls in (RoIAlignSpec, RoIPoolSpec, RoIWarpSpec, RoISPPSpec, SPPSpec, PSRoIAlignSpec, PSRoIPoolSpec,
-                RoIAlignRotatedSpec, PrRoIPoolSpec)
+                RoIAlignRotatedSpec, PrRoIPoolSpec, DeformRoIPoolSpec)
 }

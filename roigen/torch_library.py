@@ -85,7 +85,7 @@ def describe(builds, entries: list[dict], target) -> dict:
             "params": params_of(spec),
             "packed": spec.packed, "pack": runtime["layout_pass"]["forward"], "lanes": runtime["lanes"]["forward"],
             "tables": tables, "table_entries": fixed_table_entries(spec) if tables else 0,
-            "aux": bool(spec.aux_outputs), "box_columns": spec.box_columns,
+            "aux": bool(spec.aux_outputs), "box_columns": spec.row_columns,
             "nonnegative_box_columns": list(spec.nonnegative_box_columns), **_shapes(spec)})
     names = sorted({k["op"] for k in kernels})
     if "roi_align" in names:  # FPN's op runs roi_align's kernels

@@ -53,3 +53,12 @@ def as_rotated(rois: torch.Tensor, gen, *, angle_unit: str = "deg") -> torch.Ten
         angle = angle * math.pi / 180
     rows = torch.stack([b, (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1).abs(), (y2 - y1).abs(), angle], 1)
     return rows.to(rois.dtype)
+
+
+def with_offsets(rois: torch.Tensor, bins: int, gen, *, extreme: bool = False) -> torch.Tensor:
+    """Rows of deformable boxes: each box followed by random offsets for its `bins` bins, x
+    then y, in [-1, 1] (shifts of up to gamma = 10 % of the box), or with `extreme` in
+    [-1e3, 1e3] (bins far off the box, and off the map)."""
+    spread = 1e3 if extreme else 1.0
+    offsets = (torch.rand(len(rois), 2 * bins, generator=gen, dtype=torch.float64) * 2 - 1) * spread
+    return torch.cat([rois.double(), offsets], 1).to(rois.dtype)

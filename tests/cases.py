@@ -19,7 +19,7 @@ import torch
 from roigen.ops import _adapter
 from roigen.specs import SPECS
 
-from boxes import KINDS, as_rotated, random_rois
+from boxes import KINDS, as_rotated, random_rois, with_offsets
 
 OUTPUT = (3, 4)
 SCALE = 0.5
@@ -93,15 +93,17 @@ class OpCase:
         return {**params, **{k: v for k, v in changes.items() if k in params}}
 
     def boxes(self, n, h, w, count, scale, gen, *, kinds=KINDS, dtype=torch.float32):
-        """`count` random boxes of `kinds` in this op's format: random_rois, or for rotated
-        ops the same boxes at random angles."""
+        """`count` random boxes of `kinds` in this op's format: random_rois, for rotated ops
+        the same boxes at random angles, for deformable ones with random offsets."""
         rois = random_rois(n, h, w, count, scale, gen, kinds=kinds, dtype=dtype)
         if self.spec_cls.box_columns == 6:
             return as_rotated(rois, gen, angle_unit=self.kwargs.get("angle_unit", "deg"))
+        if self.spec_cls.columns_per_bin:
+            return with_offsets(rois, OUTPUT[0] * OUTPUT[1], gen)
         return rois
 
     def no_boxes(self, dtype=torch.float32):
-        return torch.zeros(0, self.spec_cls.box_columns, dtype=dtype)
+        return torch.zeros(0, self.spec().row_columns, dtype=dtype)
 
     def roigen(self, x, rois, target="auto", deterministic=False, **kw):
         return _adapter.run(self.spec_cls, x, rois, self.op_params(**kw), target=target, deterministic=deterministic)

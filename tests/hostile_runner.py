@@ -53,9 +53,17 @@ def adversarial_rois(height, width, scale, gen, count=48) -> torch.Tensor:
 ANGLES = [0.0, 90.0, -45.0, 1e-7, 180.0, 1e6, 1e30, -3e38]
 
 
+# Deformable bins' offsets: within the box, far off it, and past any map.
+OFFSETS = [0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -3.0, 1e3, -1e3, 1e19, -1e19, 3e38, -3e38, 1e-30]
+
+
 def adversarial_boxes(case, height, width, scale, gen) -> torch.Tensor:
     """adversarial_rois in the op's box format."""
     rows = adversarial_rois(height, width, scale, gen)
+    if case.spec_cls.columns_per_bin:
+        extra = case.spec().row_columns - 5
+        pool = torch.tensor(OFFSETS, dtype=torch.float64)
+        return torch.cat([rows, pool[torch.randint(0, len(pool), (len(rows), extra), generator=gen)]], 1)
     if case.spec_cls.box_columns == 5:
         return rows
     angles = torch.tensor(ANGLES, dtype=torch.float64)[torch.arange(len(rows)) % len(ANGLES)]
@@ -167,7 +175,7 @@ def main(op: str, vulkan: bool) -> None:
                 if case.takes_boxes and side == "after":
                     for row in NON_FINITE:
                         try:
-                            box = torch.tensor([row + [0.0] * (case.spec_cls.box_columns - 5)], dtype=dtype)
+                            box = torch.tensor([row + [0.0] * (case.spec().row_columns - 5)], dtype=dtype)
                             case.roigen(x, box, scale=scale)
                         except ValueError as err:
                             assert "NaN or infinite" in str(err), err

@@ -26,7 +26,7 @@ COMPILE_CASES = [c for c in ALL if c.kwargs.get("sampling_ratio", -1) == -1 and 
                  and not c.kwargs.get("clockwise", False)]
 ELF_MAGIC, EM_CUDA = b"\x7fELF", 190
 
-SAMPLED_OPS = ("roi_align", "roi_warp", "ps_roi_align", "roi_align_rotated", "prroi_pool")
+SAMPLED_OPS = ("roi_align", "roi_warp", "ps_roi_align", "roi_align_rotated", "prroi_pool", "deform_roi_pool")
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 

@@ -23,7 +23,9 @@ def rois():
 
 def _call(case, input, boxes, **changes):
     """The case's public op, its arguments changed by `changes`."""
-    return getattr(R, case.name)(input, boxes, **{**_adapter.arguments(case.spec_cls, case.op_params()), **changes})
+    params = case.op_params()
+    return getattr(R, case.name)(input, *_adapter.box_arguments(case.spec_cls, boxes, params),
+                                 **{**_adapter.arguments(case.spec_cls, params), **changes})
 
 
 def _map(case):
@@ -43,7 +45,7 @@ def _map(case):
     ("boxes", TypeError, "boxes"),
 ])
 def test_bad_boxes(case, boxes, error, words):
-    extra = case.spec_cls.box_columns - 5  # a rotated box's angle: 0
+    extra = case.spec().row_columns - 5  # a rotated box's angle, deformable bins' offsets: 0
     if extra and isinstance(boxes, torch.Tensor) and boxes.shape[1] == 5:
         boxes = torch.cat([boxes, boxes.new_zeros(len(boxes), extra)], 1)
     with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
@@ -187,7 +189,7 @@ def test_zero_channels_give_empty_results_and_gradients():
     rois = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 0.0, 2.0, 3.0, 7.0]])
     for case in ONE_PER_OP:
         x = torch.zeros(2, 0, 8, 9, requires_grad=True)
-        boxes = torch.cat([rois, rois.new_zeros(len(rois), case.spec_cls.box_columns - 5)], 1)
+        boxes = torch.cat([rois, rois.new_zeros(len(rois), case.spec().row_columns - 5)], 1)
         out = case.roigen(x, boxes)
         assert out.shape == case.spec().output_shape(x.shape, len(rois)) and out.numel() == 0, case
         (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import roigen.ops
+from roigen.ops import _adapter
+
 from boxes import KINDS, random_rois
 from cases import (
     ALL,
@@ -97,9 +100,13 @@ def test_no_boxes(case, gen):
 @pytest.mark.parametrize("case", BOXED_ONE_PER_OP, ids=str)
 def test_list_of_boxes_equals_tensor_form(case, gen):
     x, rois = problem(case, gen, torch.float32)
-    per_image = [rois[rois[:, 0] == i, 1:] for i in range(N)]
     ordered = torch.cat([rois[rois[:, 0] == i] for i in range(N)])
-    torch.testing.assert_close(case.roigen(x, per_image), case.roigen(x, ordered))
+    # The boxes, and what follows them in the public function's arguments (deformable offsets).
+    params = case.op_params()
+    boxes, *rest = _adapter.box_arguments(case.spec_cls, ordered, params)
+    per_image = [boxes[boxes[:, 0] == i, 1:] for i in range(N)]
+    op, kwargs = getattr(roigen.ops, case.name), _adapter.arguments(case.spec_cls, params)
+    torch.testing.assert_close(op(x, per_image, *rest, **kwargs), op(x, boxes, *rest, **kwargs))
 
 
 @pytest.mark.parametrize("case", ONE_PER_OP, ids=str)

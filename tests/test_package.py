@@ -29,6 +29,7 @@ SPECS = ["roi_align:output_size=3,spatial_scale=0.5,sampling_ratio=-1,aligned=tr
 # The host package also holds every other op, for its C++ op library (AOTInductor).
 HOST_SPECS = SPECS + ["roi_align_rotated:output_size=2,spatial_scale=0.5,sampling_ratio=2",
                       "prroi_pool:output_size=2,spatial_scale=0.5",
+                      "deform_roi_pool:output_size=2,spatial_scale=0.5,sampling_ratio=2",
                       "roi_warp:output_size=2,spatial_scale=0.5,sampling_ratio=2",
                       "ps_roi_pool:output_size=2,spatial_scale=0.5",
                       "roi_spp:levels=2/1,spatial_scale=0.5",
@@ -67,7 +68,13 @@ def _problems(gen, dtype=torch.float32, host: bool = False):
             "ps_roi_align": (x, rois, (2, 0.5, 2), {}),
             # Only in the host package (HOST_SPECS):
             **({"roi_align_rotated": (x, as_rotated(rois, gen), (2, 0.5, 2), {}),
-                "prroi_pool": (x, rois, (2, 0.5), {})} if host else {})}
+                "prroi_pool": (x, rois, (2, 0.5), {}),
+                "deform_roi_pool": (x, rois, (_offsets(rois), 2, 0.5, 2), {})} if host else {})}
+
+
+def _offsets(boxes):
+    """Offsets of a 2x2 deformable grid for each box, in [-1, 1], that vary with the box."""
+    return torch.sin(boxes[:, 1:2] * torch.arange(1, 9, dtype=boxes.dtype)).reshape(-1, 2, 2, 2)
 
 
 def _run_package(tmp_path, package: Path, gen, target="auto", host: bool = False):
@@ -142,6 +149,7 @@ def _every_op(t, boxes, R):
             R.ps_roi_align(t, boxes, 2, 0.5, 2), R.roi_warp(t, boxes, 2, 0.5, 2), R.ps_roi_pool(t, boxes, 2, 0.5),
             R.roi_spp(t, boxes, (2, 1), 0.5), R.spp(t, (2, 1)),
             R.roi_align_rotated(t, rotated, 2, 0.5, 2), R.prroi_pool(t, boxes, 2, 0.5),
+            R.deform_roi_pool(t, boxes, _offsets(boxes), 2, 0.5, 2),
             # canonical_scale 6 spreads these small boxes over both levels
             R.multi_scale_roi_align([t, t[..., ::2, ::2]], boxes, 3, [0.5, 0.25], -1, True, 6))
 

@@ -50,7 +50,7 @@ struct Kernel {
   std::string op, dtype, prefix, pack;  // pack: the separate layout kernel, or empty
   ffi::Map<ffi::Any, ffi::Any> params;
   int64_t lanes = 0, table_entries = 0;  // table_entries 0: per call (adaptive sampling)
-  int64_t box_columns = 5;                // (batch index, box...): 6 for rotated boxes
+  int64_t box_columns = 5;                // a rois row: (batch index, box..., per-bin offsets...)
   std::vector<int64_t> nonnegative;       // box columns that must be >= 0 (a rotated box's sizes)
   bool packed = false, tables = false, aux = false;
   std::vector<Dim> output, kernel_output;

@@ -6,6 +6,7 @@ from ._registry import register
 for _spec_cls in SPECS.values():
     register(_spec_cls)
 
+from .deform_roi_pool import DeformRoIPool, DeformRoIPoolPack, ModulatedDeformRoIPoolPack, deform_roi_pool  # noqa: E402
 from .multi_scale import MultiScaleRoIAlign, multi_scale_roi_align  # noqa: E402
 from .prroi_pool import PrRoIPool, prroi_pool  # noqa: E402
 from .ps_roi_align import PSRoIAlign, ps_roi_align  # noqa: E402
@@ -23,4 +24,5 @@ __all__ = [
     "ps_roi_align", "PSRoIAlign", "ps_roi_pool", "PSRoIPool",
     "multi_scale_roi_align", "MultiScaleRoIAlign", "roi_align_rotated", "RoIAlignRotated",
     "prroi_pool", "PrRoIPool",
+    "deform_roi_pool", "DeformRoIPool", "DeformRoIPoolPack", "ModulatedDeformRoIPoolPack",
 ]

@@ -26,9 +26,19 @@ def arguments(spec_cls, params: dict) -> dict:
     return kwargs
 
 
+def box_arguments(spec_cls, boxes, params: dict) -> tuple:
+    """The public function's arguments after `input` for the op's rows `boxes`: the rows, or
+    where rows carry per-bin parameters after the box (deform_roi_pool's offsets), what the
+    op's `split_rows` makes of them."""
+    if not spec_cls.takes_boxes:
+        return ()
+    if spec_cls.columns_per_bin:
+        return op_module(spec_cls).split_rows(boxes, params)
+    return (boxes,)
+
+
 def _run(fn, spec_cls, x, boxes, params: dict, **options):
-    kwargs = {**arguments(spec_cls, params), **options}
-    return fn(x, boxes, **kwargs) if spec_cls.takes_boxes else fn(x, **kwargs)
+    return fn(x, *box_arguments(spec_cls, boxes, params), **arguments(spec_cls, params), **options)
 
 
 def run(spec_cls, x, boxes, params: dict, **options):

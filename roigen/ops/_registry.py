@@ -44,6 +44,11 @@ def _spec(spec_cls, values, dtype, is_channels_last: bool, target=None) -> OpSpe
     return spec_cls(**dict(zip(_PARAM_NAMES[spec_cls], values)), dtype=dtype_name(dtype), layout=layout)
 
 
+def _row_columns(spec_cls, values) -> int:
+    """Columns of a rois row for these op parameters (the spec's `columns_of`)."""
+    return spec_cls.columns_of(dict(zip(_PARAM_NAMES[spec_cls], values)))
+
+
 def _split(spec_cls, args):
     """(tensor, rois or None, params) from an op's positional arguments."""
     if spec_cls.takes_boxes:
@@ -89,7 +94,7 @@ def register(spec_cls: type[OpSpec]) -> None:
         nhwc = channels_last(input)
         spec = _spec(spec_cls, values, input.dtype, nhwc, target)
         if rois is not None:
-            check_rois(rois, input, columns=spec_cls.box_columns, nonnegative=spec.nonnegative_box_columns)
+            check_rois(rois, input, columns=spec.row_columns, nonnegative=spec.nonnegative_box_columns)
         spec.check_input_shape(input.shape)
         rows = input.shape[0] if rois is None else rois.shape[0]
         shape = spec.output_shape(input.shape, rows)
@@ -107,10 +112,10 @@ def register(spec_cls: type[OpSpec]) -> None:
     def forward_fake(*args, **kwargs):
         input, rois, values, options = _forward_args(spec_cls, args, kwargs)
         torch._check(input.dim() == 4, lambda: f"input must be 4-D, got {input.dim()}-D")
-        if rois is not None:
-            columns = spec_cls.box_columns
-            torch._check(rois.dim() == 2 and rois.shape[1] == columns, lambda: f"boxes must be a Tensor[K, {columns}]")
         spec = _spec(spec_cls, values, input.dtype, False)
+        if rois is not None:
+            columns = spec.row_columns
+            torch._check(rois.dim() == 2 and rois.shape[1] == columns, lambda: f"boxes must be a Tensor[K, {columns}]")
         rows = rois.shape[0] if rois is not None else input.shape[0]
         shape = spec.output_shape(input.shape, rows)
         aux = math.prod(shape) if spec.aux_outputs and options["keep_aux"] else 0
@@ -121,7 +126,7 @@ def register(spec_cls: type[OpSpec]) -> None:
         aux, batch, channels, height, width, is_channels_last, *values, target_name, deterministic = rest
         shape = (batch, channels, height, width)
         # A public op: its arguments may be forged, so check all a kernel will read.
-        check_backward_args(grad, rois, aux, shape, grad.device, spec_cls.box_columns)
+        check_backward_args(grad, rois, aux, shape, grad.device, _row_columns(spec_cls, values))
         target = _provider.select_target(target_name, grad.device)
         spec = _spec(spec_cls, values, grad.dtype, is_channels_last, target)
         spec.check_input_shape(shape)
@@ -204,7 +209,8 @@ def _register_box_gradient(spec_cls: type[OpSpec], params: str) -> None:
         *values, target_name = rest
         # A public op: its arguments may be forged, so check all a kernel will read.
         check_input(input)
-        check_rois_for(rois, input.shape[0], input.device, input.dtype, name="rois", columns=spec_cls.box_columns)
+        check_rois_for(rois, input.shape[0], input.device, input.dtype, name="rois",
+                       columns=_row_columns(spec_cls, values))
         target = _provider.select_target(target_name, input.device)
         spec = _spec(spec_cls, values, input.dtype, channels_last(input), target)
         shape = spec.output_shape(input.shape, rois.shape[0])
@@ -249,8 +255,9 @@ def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, *, target: str = "a
     check_input(input)
     args = [input]
     if spec_cls.takes_boxes:
-        rois = boxes_to_rois(boxes, spec_cls.box_columns)
-        check_rois(rois, input, values=False, columns=spec_cls.box_columns)
+        columns = spec_cls.columns_of(params)
+        rois = boxes_to_rois(boxes, columns)
+        check_rois(rois, input, values=False, columns=columns)
         args.append(rois)
     keep_aux = torch.is_grad_enabled() and (input.requires_grad or (
         spec_cls.box_gradient and spec_cls.takes_boxes and args[1].requires_grad))

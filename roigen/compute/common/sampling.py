@@ -55,7 +55,7 @@ def box_rule(spec):
 
     RoIAlign: scaled, shifted by half a pixel when aligned, extent >= 1 unless
     aligned.  RoIWarp: corners snapped to the grid (C round), extent >= 1.
-    PS-RoIAlign: always aligned, no minimum extent.  PrRoIPool: scaled, extent >= 0.
+    PS-RoIAlign, deformable RoI pooling: always aligned, no minimum extent.  PrRoIPool: scaled, extent >= 0.
     """
     dt = spec.compute_dtype
     scale = tirx.const(spec.spatial_scale, dt)
@@ -70,7 +70,7 @@ def box_rule(spec):
             return rois[k, col] * scale
         lowest = tirx.const(0.0, dt)
     else:
-        aligned = spec.name == "ps_roi_align" or spec.aligned
+        aligned = spec.name in ("ps_roi_align", "deform_roi_pool") or spec.aligned
         offset = tirx.const(0.5 if aligned else 0.0, dt)
 
         def start(rois, k, col):

@@ -4,8 +4,8 @@ Kernel contract (shared by the channel-block kernels, see `roigen.compute`):
 - `data`/`grad`: the feature map in channel blocks, (N, Cb, H, W, L),
   L = the schedule's vector lanes, channels zero-padded to Cb*L; or, built
   with `fuse`, the caller's map (N, C, H, W), or (N, H, W, C) for NHWC.
-- `rois`: (K, 5) rows (batch, x1, y1, x2, y2) in the compute dtype, batch
-  indices already checked to lie in [0, N).
+- `rois`: (K, spec.row_columns) rows (batch, x1, y1, x2, y2, any per-bin offsets) in the
+  compute dtype, batch indices already checked to lie in [0, N).
 - `itab`/`ftab`: the per-box sample tables (K, S) from `tables`.
 - `out`/`grad_out`: (K, C, PH*PW), torchvision's NCHW output, contiguous.
 - `argmax`: flat (K*C*PH*PW,) int32, the winning sample of a bin in max mode
@@ -139,7 +139,7 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     P = PH * PW
     zero = tirx.const(0.0, dt)
     avg = getattr(spec, "mode", "avg") == "avg"
-    BOX = spec.box_columns
+    BOX = spec.row_columns
     grids, table_kernels, sample_corners = geometry.grids, geometry.kernels, geometry.corners
     load, store = block_macros(spec.layout, dt, L)
     scatter = scatter_macro()

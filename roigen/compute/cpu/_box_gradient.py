@@ -22,7 +22,7 @@ from ..common.rotated import box_gradient_scales
 from ..common.signature import dims
 
 
-def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.PrimFunc:
+def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample, bin_scales=None) -> tirx.PrimFunc:
     """`backward_boxes(data, rois, out, aux, grad_out, grad_rois)`, `data` the packed map,
     `out` unused, `aux` the forward's argmax in max mode (unused in avg mode).
 
@@ -30,12 +30,17 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
     the sample's corners and weights along each axis (common/sampling.py), the slopes of
     those weights (common/sample_gradient.py), and per box coordinate j, how the
     coordinate's sum moves with the sample's x and y gradients: acc[j] += gx*u[j] + gy*v[j].
+    `bin_scales(rois, k)` -> (sx, sy), for ops whose rows carry per-bin offsets after the box
+    (deform_roi_pool): every sample of a bin moves by sx per unit of the bin's x offset, sy
+    per unit of its y offset, so the offsets' gradients are the bin's sums of gx and gy
+    times those.
     """
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
     P = PH * PW
     L = lanes
-    BOX = spec.box_columns
+    BOX = spec.box_columns  # the box's own columns: the coordinates `u` and `v` cover
+    ROW = spec.row_columns
     scale_of = box_gradient_scales(spec)
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
@@ -66,12 +71,13 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
 
     N, Cb, H, W, K, C, A = dims("N Cb H W K C A", "int64")
     @T.prim_func
-    def backward_boxes(data: T.Buffer((N, Cb, H, W, L), dt), rois: T.Buffer((K, BOX), dt),
+    def backward_boxes(data: T.Buffer((N, Cb, H, W, L), dt), rois: T.Buffer((K, ROW), dt),
                        out: T.Buffer((K, C, P), dt), aux: T.Buffer((A,), "int32"), grad_out: T.Buffer((K, C, P), dt),
-                       grad_rois: T.Buffer((K, BOX), dt)):
+                       grad_rois: T.Buffer((K, ROW), dt)):
         for k in T.parallel(K):
             acc = T.alloc_buffer((BOX - 1, L), dt)
             sums = T.alloc_buffer((2, L), dt)
+            bin_sums = T.alloc_buffer((2, L), dt)  # the bin's sums of gx and gy (per-bin offsets)
             gbin = T.alloc_buffer((Cb, L), dt)  # the bin's output gradient (/ count in avg mode)
             abin = T.alloc_buffer((Cb, L), "int32")  # max mode: the bin's argmax, by channel block
             corner = T.alloc_buffer((4,), "int64")
@@ -92,6 +98,10 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
                         gbin[cb, lane] = T.if_then_else(
                             cb * L + lane < C, grad_out[k, c, ph * PW + pw], zero
                         ) * (one / T.Cast(dt, T.max(gh * gw, T.int64(1))))
+                if bin_scales is not None:
+                    for lane in T.vectorized(L):
+                        bin_sums[0, lane] = zero
+                        bin_sums[1, lane] = zero
                 for iy, ix in T.grid(gh, gw):
                     keep(corner, weight, *sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
                     for lane in T.vectorized(L):
@@ -112,6 +122,19 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample) -> tirx.P
                         for lane in T.vectorized(L):
                             acc[j, lane] = (acc[j, lane] + sums[0, lane] * weight[8 + j]
                                             + sums[1, lane] * weight[8 + BOX - 1 + j])
+                    if bin_scales is not None:
+                        for lane in T.vectorized(L):
+                            bin_sums[0, lane] = bin_sums[0, lane] + sums[0, lane]
+                            bin_sums[1, lane] = bin_sums[1, lane] + sums[1, lane]
+                if bin_scales is not None:
+                    sx, sy = T.meta_var(bin_scales(rois, k))
+                    grad_rois[k, BOX + ph * PW + pw] = zero
+                    grad_rois[k, BOX + P + ph * PW + pw] = zero
+                    for lane in range(L):
+                        grad_rois[k, BOX + ph * PW + pw] = grad_rois[k, BOX + ph * PW + pw] + bin_sums[0, lane]
+                        grad_rois[k, BOX + P + ph * PW + pw] = grad_rois[k, BOX + P + ph * PW + pw] + bin_sums[1, lane]
+                    grad_rois[k, BOX + ph * PW + pw] = grad_rois[k, BOX + ph * PW + pw] * sx
+                    grad_rois[k, BOX + P + ph * PW + pw] = grad_rois[k, BOX + P + ph * PW + pw] * sy
             grad_rois[k, 0] = zero
             for j in range(BOX - 1):
                 grad_rois[k, j + 1] = zero

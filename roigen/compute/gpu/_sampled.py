@@ -29,7 +29,7 @@ def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
     PH, PW = spec.pooled_size
     P = PH * PW
     TPB = sched.threads
-    BOX = spec.box_columns
+    BOX = spec.row_columns
     zero = tirx.const(0.0, dt)
     scatter, scatter_atomic = scatter_macro(), scatter_macro(atomic=True)
 

@@ -1,0 +1,82 @@
+"""Deformable RoI pooling on the CPU: the align family's kernels (`_align.py`) with each bin's
+samples shifted by the box's offsets (common/deform.py).
+
+A shifted sample is still a sum of one term per axis and one per bin: its base position
+along y depends on (ph, iy) alone, so a box's tables keep roi_align's size,
+2 * (PH*gh + PW*gw), holding base positions (itab unused, filled with 0); a kernel adds the
+bin's shift and finds the sample's corners as it reads it, as rotated boxes do.
+`backward_boxes` (corners and offsets): one task per box on the packed map (_box_gradient.py).
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from ..common.deform import DeformBoxes, deform_sample_gradient
+from ..common.sampling import axis_corners
+from ..common.signature import dims
+from . import _box_gradient, by_direction
+from ._align import Geometry, align_family_kernels
+from ._layout import layout_kernels
+
+OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
+
+
+def deform_geometry(spec) -> Geometry:
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    ROW = spec.row_columns
+    box = DeformBoxes(spec)
+
+    def grids(rois, k):
+        return box.grid(rois, k, 2), box.grid(rois, k, 1)
+
+    (K,) = dims("K", "int64")
+    @T.prim_func
+    def table_size(rois: T.Buffer((K, ROW), dt), size: T.Buffer((1,), "int64")):
+        size[0] = T.int64(1)
+        for k in range(K):
+            size[0] = T.max(size[0], 2 * (PH * grids(rois, k)[0] + PW * grids(rois, k)[1]))
+
+    K, S = dims("K S", "int64")
+    @T.prim_func
+    def tables(rois: T.Buffer((K, ROW), dt), itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt),
+               H: T.int64, W: T.int64):
+        for k in T.parallel(K):
+            gh = T.meta_var(grids(rois, k)[0])
+            gw = T.meta_var(grids(rois, k)[1])
+            for s in range(PH * gh):
+                # The position less the bin's start (the box's, shifted), which the kernels add.
+                ftab[k, 2 * s] = box.base(rois, k, 2, s, gh)
+                ftab[k, 2 * s + 1] = tirx.const(0.0, dt)
+                itab[k, 2 * s] = 0
+                itab[k, 2 * s + 1] = 0
+            for s in range(PW * gw):
+                ftab[k, 2 * PH * gh + 2 * s] = box.base(rois, k, 1, s, gw)
+                ftab[k, 2 * PH * gh + 2 * s + 1] = tirx.const(0.0, dt)
+                itab[k, 2 * PH * gh + 2 * s] = 0
+                itab[k, 2 * PH * gh + 2 * s + 1] = 0
+
+    def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
+        y = box.bin_start(rois, k, 2, ph, pw) + ftab[k, 2 * (ph * gh + iy)]
+        x = box.bin_start(rois, k, 1, ph, pw) + ftab[k, 2 * PH * gh + 2 * (pw * gw + ix)]
+        inv = tirx.const(1.0, dt) / T.Cast(dt, T.max(gh * gw, tirx.const(1, "int64")))
+        y0, y1, wy0, wy1 = axis_corners(y, H, dt)
+        return (y0 * W, y1 * W, wy0 * inv, wy1 * inv), axis_corners(x, W, dt)
+
+    return Geometry(grids, {"table_size": table_size, "tables": tables}, corners)
+
+
+def deform_roi_pool_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
+    return align_family_kernels(spec, lanes, deform_geometry(spec), **options)
+
+
+def kernels(spec, schedule) -> dict:
+    box = DeformBoxes(spec)
+    lanes = schedule.compute_kwargs("backward")["lanes"]
+    sample, bin_scales = deform_sample_gradient(spec)
+    box_gradient = _box_gradient.packed_sample_box_gradient_kernel(
+        spec, lanes, lambda rois, k: (box.grid(rois, k, 2), box.grid(rois, k, 1)), sample, bin_scales)
+    return {**by_direction(spec, schedule, deform_roi_pool_kernels),
+            "box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"], "backward_boxes": box_gradient}
