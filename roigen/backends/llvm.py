@@ -191,7 +191,6 @@ class Kernels:
         _call(self._fn[self.layout_pass["backward"]], packed, self._nchw_or_nhwc(grad_input))
         return grad_input
 
-
     def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor, aux: torch.Tensor,
                        grad: torch.Tensor) -> torch.Tensor:
         """d(rois), (K, columns) in the compute dtype (0 for the batch index), from the forward's
@@ -204,6 +203,8 @@ class Kernels:
         output, grad = (t.to(self.dtype).reshape(shape).contiguous() for t in (output, grad))
         data = self._nchw_or_nhwc(x)
         if self._box_pack:
+            reserve(math.prod(self._packed_shape("backward", n, c, h, w)) * self.dtype.itemsize,
+                    "the map packed for the box gradient")
             packed = _workspace.get(self._packed_shape("backward", n, c, h, w), self.dtype)
             _call(self._fn["box_pack"], data, packed)
             data = packed

@@ -96,6 +96,20 @@ def sample_grid(extent, pooled: int, sampling_ratio: int, dt, itype="int64"):
     return T.Cast(itype, T.ceil(T.max(per_bin, tirx.const(0.0, dt))))
 
 
+def box_grids(spec, itype="int64"):
+    """`grids(rois, k)` -> (gh, gw): box k's samples per bin along y and x under `box_rule`
+    (RoIAlign, RoIWarp, PS-RoIAlign), as `itype` (int32 on GPUs)."""
+    _, extent = box_rule(spec)
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+
+    def grids(rois, k):
+        return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt, itype),
+                sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt, itype))
+
+    return grids
+
+
 def sample_pos(start, bin_size, grid, s, dt):
     """Coordinate of sample s along one axis: bin s // grid, sub-sample s % grid."""
     return (start + T.Cast(dt, s // grid) * bin_size

@@ -10,25 +10,13 @@ from __future__ import annotations
 from tvm import tirx
 
 from ..common.sample_gradient import sample_geometry
-from ..common.sampling import box_rule, sample_grid
+from ..common.sampling import box_grids
 from . import _box_gradient, by_direction
 from ._align import roi_align_kernels
 from ._layout import layout_kernels
 
 # Keywords the compute takes besides `lanes`, per direction (see `_align.align_family_kernels`).
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
-
-
-def _grids(spec, itype="int64"):
-    _, extent = box_rule(spec)
-    dt = spec.compute_dtype
-    PH, PW = spec.pooled_size
-
-    def grids(rois, k):
-        return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt, itype),
-                sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt, itype))
-
-    return grids
 
 
 def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
@@ -41,7 +29,7 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
         # x1 and x2 move with the sample's x, y1 and y2 with its y.
         return ys, xs, sy, sx, [dx1, zero, dx2, zero], [zero, dy1, zero, dy2]
 
-    return _box_gradient.packed_sample_box_gradient_kernel(spec, lanes, _grids(spec), sample)
+    return _box_gradient.packed_sample_box_gradient_kernel(spec, lanes, box_grids(spec), sample)
 
 
 def kernels(spec, schedule) -> dict:
