@@ -14,11 +14,30 @@ from __future__ import annotations
 # at 7 bins) it is refused, not run.  A fixed sampling_ratio has no such limit:
 # its table size, 2 * sampling_ratio * (PH + PW), is known from the parameters.
 MAX_TABLE_ENTRIES = 1 << 12
+# Ops whose samples are not a row sample times a column sample (rotated and
+# deformable boxes; the spec's `per_sample_tables`) keep every sample's corners in
+# a box's tables, four entries a sample, where they fit in this many: then a
+# sample's corners are found once per box, not once per channel block as it is
+# read.  Boxes with more samples keep row and column terms (2 * (PH*gh + PW*gw)).
+SAMPLE_TABLE_ENTRIES = 1 << 12
 # Sample tables hold row * W + column offsets as int32.
 MAX_PIXELS = 2**31 - 1
 # Below this, a request is not worth a look at the free memory (reading it costs
 # tens of microseconds).
 _SMALL = 1 << 28
+
+
+def keeps_samples(spec, gh, gw):
+    """Whether a box of gh x gw samples per bin keeps every sample's corners in its tables
+    (ints, or TIR expressions of the box)."""
+    return spec.per_sample_tables and 4 * spec.pooled_height * spec.pooled_width * gh * gw <= SAMPLE_TABLE_ENTRIES
+
+
+def table_entries(spec, gh: int, gw: int) -> int:
+    """Entries of the sample tables of a box of gh x gw samples per bin."""
+    if keeps_samples(spec, gh, gw):
+        return 4 * spec.pooled_height * spec.pooled_width * gh * gw
+    return 2 * (spec.pooled_height * gh + spec.pooled_width * gw)
 
 
 def check_table(spec, entries: int, height: int, width: int) -> None:

@@ -77,6 +77,9 @@ class OpSpec:
     columns_per_bin: ClassVar[int] = 0
     # Whether the op is differentiable in its boxes: its kernels include `backward_boxes`.
     box_gradient: ClassVar[bool] = False
+    # Whether the CPU's sample tables keep each sample's corners where they fit (limits.py):
+    # ops whose samples are not a row sample times a column sample.
+    per_sample_tables: ClassVar[bool] = False
 
     dtype: str = field(default="float32", kw_only=True)
     layout: str = field(default="NCHW", kw_only=True)
@@ -369,6 +372,7 @@ class RoIAlignRotatedSpec(_SampledGridSpec):
     name: ClassVar[str] = "roi_align_rotated"
     box_columns: ClassVar[int] = 6
     box_gradient: ClassVar[bool] = True
+    per_sample_tables: ClassVar[bool] = True
 
     aligned: bool = op_param(True, py_type=bool)
     angle_unit: str = op_param("deg", py_type=str)
@@ -403,6 +407,7 @@ class DeformRoIPoolSpec(_SampledGridSpec):
     name: ClassVar[str] = "deform_roi_pool"
     columns_per_bin: ClassVar[int] = 2
     box_gradient: ClassVar[bool] = True
+    per_sample_tables: ClassVar[bool] = True
 
     sampling_ratio: int = op_param(0, py_type=int)
     gamma: float = op_param(0.1, py_type=float)

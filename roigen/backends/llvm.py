@@ -15,7 +15,7 @@ import threading
 import torch
 
 from .._threads import pool_threads, run_in_kernel_thread
-from ..limits import check_table, reserve
+from ..limits import check_table, reserve, table_entries
 from ..runtime import TORCH_DTYPES, to_tvm
 from .base import Backend, Compiled
 
@@ -60,7 +60,7 @@ def fixed_table_entries(spec) -> int:
     """Entries of each box's sample tables when the parameters fix them (sampling_ratio > 0:
     rows and columns of every bin's samples); 0 when the `table_size` kernel counts them."""
     ratio = getattr(spec, "sampling_ratio", 0)  # PrRoIPool's cells depend on the box
-    return 2 * ratio * (spec.pooled_height + spec.pooled_width) if ratio > 0 else 0
+    return table_entries(spec, ratio, ratio) if ratio > 0 else 0
 
 
 class Kernels:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.script import tirx as T
 
+from ...limits import keeps_samples
 from ...specs import RoIAlignSpec, RoIWarpSpec
 from ..common.bilinear import corners_at, interpolate, scatter_macro
 from ..common.indexing import unravel
@@ -56,12 +57,65 @@ class Geometry:
     call; `corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs),
     the corners of sample (iy, ix) of bin (ph, pw) along y (row offsets, row*W)
     and x (columns), each `(low, high, w_low, w_high)` (see common/bilinear.py),
-    with 1/count folded into the y weights in avg mode.
+    with 1/count folded into the y weights in avg mode.  With `per_sample` (specs whose
+    `per_sample_tables` is set), a box that `limits.keeps_samples` reads every sample's
+    corners from its tables instead (`sample_table_corners`), and `corners` serves the others.
     """
 
     grids: Callable
     kernels: dict
     corners: Callable
+    per_sample: bool = False
+
+
+def _sample_entry(PW, ph, pw, iy, ix, gh, gw):
+    """The first of a sample's four entries in a box's per-sample tables."""
+    return 4 * (((ph * PW + pw) * gh + iy) * gw + ix)
+
+
+def sample_table_corners(spec):
+    """`corners` of a box that keeps every sample's corners: (y0*W, y1*W, x0, x1) in itab,
+    their weights in ftab, at `_sample_entry`."""
+    PW = spec.pooled_width
+
+    def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
+        s = _sample_entry(PW, ph, pw, iy, ix, gh, gw)
+        return ((itab[k, s], itab[k, s + 1], ftab[k, s], ftab[k, s + 1]),
+                (itab[k, s + 2], itab[k, s + 3], ftab[k, s + 2], ftab[k, s + 3]))
+
+    return corners
+
+
+def table_size_of(spec, gh, gw):
+    """A box's table entries as a TIR expression (limits.table_entries)."""
+    PH, PW = spec.pooled_size
+    separable = 2 * (PH * gh + PW * gw)
+    if not spec.per_sample_tables:
+        return separable
+    return T.Select(keeps_samples(spec, gh, gw), 4 * PH * PW * gh * gw, separable)
+
+
+def sample_table_macro(spec, sample):
+    """A macro filling box k's tables with every sample's corners, for a box that
+    `limits.keeps_samples`; `sample(rois, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs) as
+    `Geometry.corners` gives them."""
+    PH, PW = spec.pooled_size
+
+    @T.macro
+    def fill(rois, itab, ftab, k, gh, gw, H, W):
+        for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+            ys, xs = T.meta_var(sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
+            s = T.meta_var(_sample_entry(PW, ph, pw, iy, ix, gh, gw))
+            itab[k, s] = T.Cast("int32", ys[0])
+            itab[k, s + 1] = T.Cast("int32", ys[1])
+            itab[k, s + 2] = T.Cast("int32", xs[0])
+            itab[k, s + 3] = T.Cast("int32", xs[1])
+            ftab[k, s] = ys[2]
+            ftab[k, s + 1] = ys[3]
+            ftab[k, s + 2] = xs[2]
+            ftab[k, s + 3] = xs[3]
+
+    return fill
 
 
 def align_tables(spec, start, extent, cells: bool = False) -> Geometry:
@@ -141,6 +195,8 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     avg = getattr(spec, "mode", "avg") == "avg"
     BOX = spec.row_columns
     grids, table_kernels, sample_corners = geometry.grids, geometry.kernels, geometry.corners
+    table_corners = sample_table_corners(spec) if geometry.per_sample else None
+    assert avg or table_corners is None, "per-sample tables serve averaging ops (max mode reads one sample)"
     load, store = block_macros(spec.layout, dt, L)
     scatter = scatter_macro()
     # A grid of more bins than a tile holds goes out in runs of whole rows of bins
@@ -150,13 +206,9 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     tile_shape, put_bin, move_bins = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
 
     @T.macro
-    def bin_value(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W):
-        # Bin (ph, pw) of box k: its channel vector in acc (and max mode's winners in arg).
-        for ci in T.vectorized(L):
-            acc[ci] = zero
-            arg[ci] = -1
+    def add_samples(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W, corners_of):
         for iy, ix in T.grid(gh, gw):
-            ys, xs = T.meta_var(sample_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+            ys, xs = T.meta_var(corners_of(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
             for ci in T.vectorized(L):
                 # data[dn, dcb, 0, row*W + col] addresses pixel (row, col).
                 v = T.meta_var(interpolate(lambda y, x: data[dn, dcb, 0, T.Cast("int64", y + x), ci], ys, xs))
@@ -167,6 +219,19 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
                     better = T.meta_var(v > acc[ci] or (iy == 0 and ix == 0))
                     arg[ci] = T.Select(better, T.Cast("int32", iy * gw + ix), arg[ci])
                     acc[ci] = T.Select(better, v, acc[ci])
+
+    @T.macro
+    def bin_value(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W):
+        # Bin (ph, pw) of box k: its channel vector in acc (and max mode's winners in arg).
+        for ci in T.vectorized(L):
+            acc[ci] = zero
+            arg[ci] = -1
+        if table_corners is None:
+            add_samples(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W, sample_corners)
+        elif keeps_samples(spec, gh, gw):
+            add_samples(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W, table_corners)
+        else:
+            add_samples(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W, sample_corners)
 
     @T.macro
     def sample_boxes(data, dn, dcb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W):
@@ -206,6 +271,14 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
                             move_bins(atile, atr, argmax, k * C, cb, C)
 
     @T.macro
+    def scatter_samples(grad, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, gvec, H, W, corners_of):
+        for iy, ix in T.grid(gh, gw):
+            ys, xs = T.meta_var(corners_of(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+            for ci in T.vectorized(L):
+                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci), ys, xs, gvec[ci])
+
+
+    @T.macro
     def scatter_boxes(grad, dn, dcb, n, cb, grad_out, rois, itab, ftab, argmax, K, C, H, W):
         # Block cb of image n's gradient, accumulated in slab [dn, dcb] of `grad`.
         gtile = T.alloc_buffer((L, 1 if chunked else P), dt)
@@ -235,10 +308,15 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
                                     cb * L + ci < C, grad_out[k, T.min(cb * L + ci, C - 1), ph * PW + pw], zero)
                             else:
                                 gvec[ci] = gtile[ci, ph * PW + pw]
-                        for iy, ix in T.grid(gh, gw):
-                            ys, xs = T.meta_var(sample_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                            for ci in T.vectorized(L):
-                                scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci), ys, xs, gvec[ci])
+                        if table_corners is None:
+                            scatter_samples(grad, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, gvec, H, W,
+                                            sample_corners)
+                        elif keeps_samples(spec, gh, gw):
+                            scatter_samples(grad, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, gvec, H, W,
+                                            table_corners)
+                        else:
+                            scatter_samples(grad, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, gvec, H, W,
+                                            sample_corners)
                 else:
                     # Max: only the winning sample of each bin and channel gets the gradient.
                     for ci in range(T.min(L, C - cb * L)):
