@@ -10,10 +10,9 @@ right, which rounds differently in the last place only.
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.script import tirx as T
 
 from .sample_gradient import axis_slope
-from .sampling import axis_corners, box_rule, sample_grid, sample_pos
+from .sampling import axis_corners, box_rule, sample_fraction, sample_grid, sample_pos
 
 
 class DeformBoxes:
@@ -68,16 +67,12 @@ def deform_sample_gradient(spec, itype="int64"):
     box = DeformBoxes(spec)
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
-    half = tirx.const(0.5, dt)
-
-    def fraction(bin_index, sub, grid, pooled):
-        return (T.Cast(dt, bin_index) + (T.Cast(dt, sub) + half) / T.Cast(dt, grid)) / tirx.const(pooled, dt)
 
     def sample(rois, k, ph, pw, iy, ix, gh, gw, H, W):
         y = box.position(rois, k, 2, ph, pw, iy, gh)
         x = box.position(rois, k, 1, ph, pw, ix, gw)
-        ax = fraction(pw, ix, gw, PW) + box.gamma * box.offset(rois, k, 1, ph, pw)
-        ay = fraction(ph, iy, gh, PH) + box.gamma * box.offset(rois, k, 2, ph, pw)
+        ax = sample_fraction(pw, ix, gw, PW, dt) + box.gamma * box.offset(rois, k, 1, ph, pw)
+        ay = sample_fraction(ph, iy, gh, PH, dt) + box.gamma * box.offset(rois, k, 2, ph, pw)
         return (axis_corners(y, H, dt, itype), axis_corners(x, W, dt, itype), axis_slope(y, H, dt, itype),
                 axis_slope(x, W, dt, itype), [one - ax, zero, ax, zero], [zero, one - ay, zero, ay])
 

@@ -15,7 +15,7 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
-from .sampling import sample_grid, sample_pos
+from .sampling import sample_fraction, sample_grid, sample_pos
 
 
 class RotatedBoxes:
@@ -79,9 +79,6 @@ def rotated_sample_gradient(spec, itype="int64"):
     one = tirx.const(1.0, dt)
     half = tirx.const(0.5, dt)
 
-    def fraction(bin_index, sub, grid, pooled):
-        return (T.Cast(dt, bin_index) + (T.Cast(dt, sub) + half) / T.Cast(dt, grid)) / tirx.const(pooled, dt)
-
     def moving(rois, k, col):
         """1 where the box's size along col follows the box (0 where clamped to 1)."""
         if spec.aligned:
@@ -94,8 +91,8 @@ def rotated_sample_gradient(spec, itype="int64"):
         yy = box.offset_in_box(rois, k, 2, PH, gh, ph * gh + iy)
         xx = box.offset_in_box(rois, k, 1, PW, gw, pw * gw + ix)
         y, x = box.onto_map(yy, xx, cos, sin, box.centre(rois, k, 2), box.centre(rois, k, 1))
-        ax = (fraction(pw, ix, gw, PW) - half) * moving(rois, k, 1)
-        ay = (fraction(ph, iy, gh, PH) - half) * moving(rois, k, 2)
+        ax = (sample_fraction(pw, ix, gw, PW, dt) - half) * moving(rois, k, 1)
+        ay = (sample_fraction(ph, iy, gh, PH, dt) - half) * moving(rois, k, 2)
         u = [one, zero, ax * cos, ay * sin, yy * cos - xx * sin]
         v = [zero, one, -ax * sin, ay * cos, -yy * sin - xx * cos]
         return (axis_corners(y, H, dt, itype), axis_corners(x, W, dt, itype), axis_slope(y, H, dt, itype),

@@ -16,7 +16,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .bilinear import interpolate
-from .sampling import axis_corners, box_rule, sample_pos
+from .sampling import axis_corners, box_rule, sample_fraction, sample_pos
 
 
 def axis_slope(pos, limit, dt, itype="int64"):
@@ -39,11 +39,7 @@ def sample_geometry(spec, itype="int64"):
     start, extent = box_rule(spec)
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
-    half = tirx.const(0.5, dt)
     clamps = not spec.aligned  # roi_w = max(x2' - x1', 1)
-
-    def fraction(bin_index, sub, grid, pooled):
-        return (T.Cast(dt, bin_index) + (T.Cast(dt, sub) + half) / T.Cast(dt, grid)) / tirx.const(pooled, dt)
 
     def share(a, clamped):
         """(d/d low corner, d/d high corner) of a sample at fraction `a` of its box."""
@@ -58,8 +54,8 @@ def sample_geometry(spec, itype="int64"):
         x = sample_pos(start(rois, k, 1), bw, gw, pw * gw + ix, dt)
         return (axis_corners(y, H, dt, itype), axis_corners(x, W, dt, itype), axis_slope(y, H, dt, itype),
                 axis_slope(x, W, dt, itype),
-                share(fraction(ph, iy, gh, PH), start(rois, k, 4) - start(rois, k, 2) < one),
-                share(fraction(pw, ix, gw, PW), start(rois, k, 3) - start(rois, k, 1) < one))
+                share(sample_fraction(ph, iy, gh, PH, dt), start(rois, k, 4) - start(rois, k, 2) < one),
+                share(sample_fraction(pw, ix, gw, PW, dt), start(rois, k, 3) - start(rois, k, 1) < one))
 
     return geometry
 

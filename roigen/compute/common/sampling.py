@@ -110,6 +110,12 @@ def box_grids(spec, itype="int64"):
     return grids
 
 
+def sample_fraction(bin_index, sub, grid, pooled: int, dt):
+    """Where sub-sample `sub` of bin `bin_index` sits along its box, as a fraction of the box:
+    (bin + (sub + 0.5)/grid)/pooled, the `a` of ROI_OPS.md's box gradient."""
+    return (T.Cast(dt, bin_index) + (T.Cast(dt, sub) + tirx.const(0.5, dt)) / T.Cast(dt, grid)) / tirx.const(pooled, dt)
+
+
 def sample_pos(start, bin_size, grid, s, dt):
     """Coordinate of sample s along one axis: bin s // grid, sub-sample s % grid."""
     return (start + T.Cast(dt, s // grid) * bin_size
