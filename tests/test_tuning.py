@@ -205,8 +205,9 @@ SPACE_CASES = [(c, layout) for c in cases() for name, layout in (
 
 @pytest.mark.parametrize("case, layout", SPACE_CASES, ids=lambda v: str(v))
 def test_every_schedule_point_computes_the_op(case, layout, gen):
-    """Each knob's every candidate (lanes, fused layout) gives the reference's forward and
-    backward, channels not a multiple of the lanes."""
+    """Each knob's every candidate (lanes, fused layout, transposed writes) gives the
+    reference's forward (with and without argmax) and backward, channels not a multiple
+    of the lanes."""
     from roigen.build import build
     from roigen.runtime import channels_last
 
@@ -227,6 +228,9 @@ def test_every_schedule_point_computes_the_op(case, layout, gen):
         out, aux = kernels.forward(x, rois)
         gx = kernels.backward(grad, rois, aux, tuple(x.shape))
         torch.testing.assert_close(out.view(ref.shape), ref.detach(), rtol=1e-9, atol=1e-9, msg=str(knobs))
+        # Without an aux tensor (no gradient wanted) max kernels track no winners.
+        bare, _ = kernels.forward(x, rois, keep_aux=False)
+        torch.testing.assert_close(bare.view(ref.shape), ref.detach(), rtol=1e-9, atol=1e-9, msg=str(knobs))
         torch.testing.assert_close(gx, xr.grad, rtol=1e-9, atol=1e-9, msg=str(knobs))
 
 

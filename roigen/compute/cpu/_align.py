@@ -265,10 +265,10 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
                         if not avg:
                             put_bin(atile, ph * PW + pw, arg)
                     # The (box, block) run of the output is channel-major (_transpose.py).
-                    move_bins(tile, tr, flat_out, k * C, cb, C)
+                    move_bins(tile, tr, flat_out, k * C * P, cb, C, P, 0)
                     if not avg:
                         if A > 0:
-                            move_bins(atile, atr, argmax, k * C, cb, C)
+                            move_bins(atile, atr, argmax, k * C * P, cb, C, P, 0)
 
     @T.macro
     def scatter_samples(grad, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, gvec, H, W, corners_of):

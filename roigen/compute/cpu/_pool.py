@@ -1,10 +1,13 @@
 """RoIPool's math as TIR, and RoI-SPP's (a pyramid of RoIPool grids in one pass per box).
 
-Same channel blocks and (image, channel block) tasks as `_align.py`.  The
+Same channel blocks, (image, channel block) tasks and schedule options as
+`_align.py` (`fuse`: each task converts its own slab of the caller's map or
+gradient; `shuffle`: the output leaves through block transposes).  The
 output is (K, D): for each grid (level) in order, C channels of GH*GW bins,
 channel-major, so RoIPool's (K, C, PH, PW) is the one-level case.  `argmax`
 (flat, K*D int32) holds each bin's first maximum in row-major order as the
-pixel index h*W + w, or -1 for an empty bin (torchvision's rule).
+pixel index h*W + w, or -1 for an empty bin (torchvision's rule).  With an
+empty argmax (no gradient wanted) the forward tracks no winners: a bare max.
 """
 
 from __future__ import annotations
@@ -16,18 +19,19 @@ from ..common.indexing import unravel
 from ..common.levels import LOWEST, pick
 from ..common.sampling import pool_edge
 from ..common.signature import dims
-from ._transpose import max_tiles, tile_plan
+from ._layout import block_macros, map_shape
+from ._transpose import bin_tile, max_tiles, tile_plan
 
 
-def roi_pool_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
-    return pool_family_kernels(spec, lanes, ((spec.pooled_height, spec.pooled_width),))
+def roi_pool_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
+    return pool_family_kernels(spec, lanes, ((spec.pooled_height, spec.pooled_width),), **options)
 
 
-def roi_spp_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
-    return pool_family_kernels(spec, lanes, spec.grids)
+def roi_spp_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
+    return pool_family_kernels(spec, lanes, spec.grids, **options)
 
 
-def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
+def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bool = False) -> dict[str, tirx.PrimFunc]:
     dt = spec.compute_dtype
     L = lanes
     NL = len(grids)
@@ -36,6 +40,7 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
     lowest = tirx.const(LOWEST, dt)
+    load, store = block_macros(spec.layout, dt, L)
 
     def GH(lv):
         return pick(lv, [g[0] for g in grids])
@@ -46,12 +51,18 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
     def OFF(lv):
         return pick(lv, offsets)
 
-    # A chunked pyramid derives no level from another (that needs them all in the tile).
+    # A pyramid of more bins than a tile holds goes out level by level in runs of rows,
+    # lane by lane; and derives no level from another (that needs them all in the tile).
     chunked, tile_bins, chunk_rows = tile_plan(S, [gw for _, gw in grids])
     alloc_tile, alloc_bin, stash = max_tiles(dt, L, tile_bins)
+    tile_shape, put_bin, move_bins = bin_tile(L, S, shuffle)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
+
+    def tiled(tile, p, ci):
+        # Bin p, lane ci of a `bin_tile` tile, whichever way `shuffle` lays it out.
+        return tile[p, ci] if shuffle and L > 1 else tile[ci, p]
 
     # A level whose bins are exact unions of the previous level's (each side
     # divided by a power of two, so the float bin edges coincide) is combined
@@ -81,106 +92,165 @@ def pool_family_kernels(spec, lanes: int, grids) -> dict[str, tirx.PrimFunc]:
         return pool_edge(rois, k, col, scale, True, pooled, index, rounding, limit, dt)
 
     @T.macro
-    def scan_bin(data, n, cb, rois, k, lv, ph, pw, acc, arg, H, W):
-        # Bin (ph, pw) of level lv of box k: its maximum and first argmax per channel.
+    def scan_bin(data, dn, dcb, rois, k, lv, ph, pw, acc, arg, H, W, track, filled, slot):
+        # Bin (ph, pw) of level lv of box k: its maximum per channel (and with `track`,
+        # the first pixel holding it); filled[slot]: whether the bin has any pixel.
         hstart = edge(rois, k, 2, GH(lv), ph, T.floor, H)
         hend = edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
         wstart = edge(rois, k, 1, GW(lv), pw, T.floor, W)
         wend = edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
+        filled[slot] = T.Cast("int32", hstart < hend and wstart < wend)
         for ci in T.vectorized(L):
-            acc[ci] = T.if_then_else(hend <= hstart or wend <= wstart, zero, lowest)
+            acc[ci] = T.if_then_else(filled[slot] == 0, zero, lowest)
             arg[ci] = -1
         for h in range(hstart, hend):
             for w in range(wstart, wend):
                 for ci in T.vectorized(L):
-                    # meta_var inlines `better`, so arg must update before acc.
-                    better = T.meta_var(data[n, cb, h, w, ci] > acc[ci])
-                    arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
-                    acc[ci] = T.Select(better, data[n, cb, h, w, ci], acc[ci])
+                    v = T.meta_var(data[dn, dcb, h, w, ci])
+                    if track:
+                        # meta_var inlines `better`, so arg must update before acc.
+                        better = T.meta_var(v > acc[ci])
+                        arg[ci] = T.Select(better, T.Cast("int32", h * W + w), arg[ci])
+                    acc[ci] = T.Select(v > acc[ci], v, acc[ci])
 
-    N, Cb, H, W, K, D, A = dims("N Cb H W K D A", "int64")
-    @T.prim_func
-    def forward(data: T.Buffer((N, Cb, H, W, L), dt), rois: T.Buffer((K, 5), dt), out: T.Buffer((K, D), dt),
-                argmax: T.Buffer((A,), "int32")):
-        C = T.meta_var(D // S)
-        for task in T.parallel(N * Cb):
-            n, cb = unravel(task, (N, Cb))
-            tile, atile = alloc_tile()
+    @T.macro
+    def derive_bin(tile, atile, lv, ph, pw, acc, arg, track, filled, seen):
+        # Bin (ph, pw) of level lv as the union of its previous level's bins: the maximum
+        # of their maxima, the earliest pixel (smallest h*W + w) winning ties; empty
+        # parts are skipped, and a bin with no pixel at all is 0, as a scanned one is.
+        seen[0] = 0
+        for ci in T.vectorized(L):
+            acc[ci] = lowest
+            arg[ci] = -1
+        for a, b in T.grid(RH(lv), RW(lv)):
+            src = T.meta_var(OFF(lv - 1) + (ph * RH(lv) + a) * GW(lv - 1) + pw * RW(lv) + b)
+            if filled[src] != 0:
+                seen[0] = 1
+                for ci in T.vectorized(L):
+                    v = T.meta_var(tiled(tile, src, ci))
+                    if track:
+                        s = T.meta_var(tiled(atile, src, ci))
+                        better = T.meta_var(v > acc[ci] or (v == acc[ci] and s >= 0 and (arg[ci] < 0 or s < arg[ci])))
+                        arg[ci] = T.Select(better, s, arg[ci])
+                    acc[ci] = T.Select(v > acc[ci], v, acc[ci])
+        slot = T.meta_var(OFF(lv) + ph * GW(lv) + pw)
+        filled[slot] = seen[0]
+        if seen[0] == 0:
+            for ci in T.vectorized(L):
+                acc[ci] = zero
+
+    @T.macro
+    def pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, track, filled, seen):
+        # Every bin of box k into the tile (and, with `track`, their winners into atile).
+        for lv in range(NL):
+            for ph, pw in T.grid(GH(lv), GW(lv)):
+                slot = T.meta_var(OFF(lv) + ph * GW(lv) + pw)
+                if DERIVED(lv) == 1:
+                    derive_bin(tile, atile, lv, ph, pw, acc, arg, track, filled, seen)
+                else:
+                    scan_bin(data, dn, dcb, rois, k, lv, ph, pw, acc, arg, H, W, track, filled, slot)
+                put_bin(tile, slot, acc)
+                if track:
+                    put_bin(atile, slot, arg)
+
+    @T.macro
+    def pool_boxes(data, dn, dcb, n, cb, rois, flat_out, argmax, K, C, D, A, H, W):
+        # Every box of image n, block cb of the channels, read from slab [dn, dcb] of `data`.
+        if chunked:
+            ctile, catile = alloc_tile()
+            filled = T.alloc_buffer((1,), "int32")
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
-                    if chunked:
-                        for lv in range(NL):
-                            for r0 in range((GH(lv) + ROWS(lv) - 1) // ROWS(lv)):
-                                for r, pw in T.grid(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)), GW(lv)):
-                                    acc, arg = alloc_bin()
-                                    scan_bin(data, n, cb, rois, k, lv, r0 * ROWS(lv) + r, pw, acc, arg, H, W)
-                                    stash(tile, atile, r * GW(lv) + pw, acc, arg)
-                                rows = T.meta_var(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)))
-                                for ci, j in T.grid(T.min(L, C - cb * L), rows * GW(lv)):
-                                    q = T.meta_var(C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv)
-                                                   + r0 * ROWS(lv) * GW(lv) + j)
-                                    out[k, q] = tile[ci, j]
-                                    if A > 0:
-                                        argmax[k * D + q] = atile[ci, j]
-                    else:
-                        for lv in range(NL):
-                            if DERIVED(lv) == 1:
-                                # Union of the previous level's bins: combine their maxima,
-                                # the earliest pixel (smallest h*W + w) winning ties.
-                                for ph, pw in T.grid(GH(lv), GW(lv)):
-                                    acc, arg = alloc_bin()
-                                    new_acc, new_arg = alloc_bin()
-                                    for ci in T.vectorized(L):
-                                        acc[ci] = zero
-                                        arg[ci] = -1
-                                    for a, b in T.grid(RH(lv), RW(lv)):
-                                        src = T.meta_var(OFF(lv - 1) + (ph * RH(lv) + a) * GW(lv - 1) + pw * RW(lv) + b)
-                                        for ci in T.vectorized(L):
-                                            better = T.meta_var(atile[ci, src] >= 0 and (
-                                                arg[ci] < 0 or tile[ci, src] > acc[ci]
-                                                or (tile[ci, src] == acc[ci] and atile[ci, src] < arg[ci])))
-                                            new_acc[ci] = T.Select(better, tile[ci, src], acc[ci])
-                                            new_arg[ci] = T.Select(better, atile[ci, src], arg[ci])
-                                        for ci in T.vectorized(L):
-                                            acc[ci] = new_acc[ci]
-                                            arg[ci] = new_arg[ci]
-                                    stash(tile, atile, OFF(lv) + ph * GW(lv) + pw, acc, arg)
-                            else:
-                                for ph, pw in T.grid(GH(lv), GW(lv)):
-                                    acc, arg = alloc_bin()
-                                    scan_bin(data, n, cb, rois, k, lv, ph, pw, acc, arg, H, W)
-                                    # Tiles in output order (channel-major), as in _align.py.
-                                    stash(tile, atile, OFF(lv) + ph * GW(lv) + pw, acc, arg)
-                        for ci in range(T.min(L, C - cb * L)):
-                            for lv in range(NL):
-                                for p in range(GH(lv) * GW(lv)):
-                                    out[k, C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p] = tile[ci, OFF(lv) + p]
-                        if A > 0:  # an empty argmax: no gradient wanted
-                            for ci in range(T.min(L, C - cb * L)):
-                                for lv in range(NL):
-                                    for p in range(GH(lv) * GW(lv)):
-                                        j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
-                                        argmax[j] = atile[ci, OFF(lv) + p]
+                    for lv in range(NL):
+                        for r0 in range((GH(lv) + ROWS(lv) - 1) // ROWS(lv)):
+                            for r, pw in T.grid(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)), GW(lv)):
+                                acc, arg = alloc_bin()
+                                scan_bin(data, dn, dcb, rois, k, lv, r0 * ROWS(lv) + r, pw, acc, arg, H, W, True,
+                                         filled, 0)
+                                stash(ctile, catile, r * GW(lv) + pw, acc, arg)
+                            rows = T.meta_var(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)))
+                            for ci, j in T.grid(T.min(L, C - cb * L), rows * GW(lv)):
+                                q = T.meta_var(C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv)
+                                               + r0 * ROWS(lv) * GW(lv) + j)
+                                flat_out[k * D + q] = ctile[ci, j]
+                                if A > 0:
+                                    argmax[k * D + q] = catile[ci, j]
+        else:
+            tile = T.alloc_buffer(tile_shape, dt)
+            atile = T.alloc_buffer(tile_shape, "int32")
+            tr = T.alloc_buffer((2, L, L), dt)
+            atr = T.alloc_buffer((2, L, L), "int32")
+            acc, arg = alloc_bin()
+            filled = T.alloc_buffer((S,), "int32")
+            seen = T.alloc_buffer((1,), "int32")
+            for k in range(K):
+                if T.Cast("int64", rois[k, 0]) == n:
+                    if A > 0:
+                        pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, True, filled, seen)
+                    else:  # no gradient wanted: no winners to track
+                        pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, False, filled, seen)
+                    # Each level's (box, block) run of the output is channel-major (_transpose.py).
+                    for lv in range(NL):
+                        base = T.meta_var(k * D + C * OFF(lv))
+                        move_bins(tile, tr, flat_out, base, cb, C, GH(lv) * GW(lv), OFF(lv))
+                        if A > 0:
+                            move_bins(atile, atr, argmax, base, cb, C, GH(lv) * GW(lv), OFF(lv))
 
-    N, Cb, H, W, K, D, A = dims("N Cb H W K D A", "int64")
+    @T.macro
+    def scatter_boxes(grad, dn, dcb, n, cb, grad_out, rois, argmax, K, C, D, H, W):
+        # Block cb of image n's gradient, accumulated in slab [dn, dcb] of `grad`.
+        for h, w in T.grid(H, W):
+            for ci in T.vectorized(L):
+                grad[dn, dcb, h, w, ci] = zero
+        for k in range(K):
+            if T.Cast("int64", rois[k, 0]) == n:
+                for ci in range(T.min(L, C - cb * L)):
+                    for lv in range(NL):
+                        for p in range(GH(lv) * GW(lv)):
+                            j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
+                            # An argmax is a pixel of this map, whoever forged it.
+                            if argmax[j] >= 0 and T.Cast("int64", argmax[j]) < H * W:
+                                # grad[dn, dcb, 0, h*W + w] addresses pixel (h, w).
+                                grad[dn, dcb, 0, T.Cast("int64", argmax[j]), ci] += grad_out[k, j - k * D]
+
+    def map_buffer_shape(N, Cb, C, H, W):
+        # Fused kernels take the caller's map (or gradient); the others, channel blocks.
+        return map_shape(spec.layout, N, C, H, W) if fuse else (N, Cb, H, W, L)
+
+    def channels(C, D):
+        # Fused, the map's shape gives C; otherwise only the output's D = C * S does.
+        return C if fuse else D // S
+
+    def blocks(Cb, C):
+        return (C + L - 1) // L if fuse else Cb
+
+    N, Cb, H, W, K, C, D, A = dims("N Cb H W K C D A", "int64")  # Cb: unused when fused
+    C = channels(C, D)
+    @T.prim_func
+    def forward(data: T.Buffer(map_buffer_shape(N, Cb, C, H, W), dt), rois: T.Buffer((K, 5), dt),
+                out: T.Buffer((K, D), dt), argmax: T.Buffer((A,), "int32")):
+        flat_out = T.decl_buffer((K * D,), dt, data=out.data)
+        for task in T.parallel(N * blocks(Cb, C)):
+            n, cb = unravel(task, (N, blocks(Cb, C)))
+            if fuse:
+                slab = T.alloc_buffer((1, 1, H, W, L), dt)
+                load(data, slab, n, cb, 0, 0, C, H, W)
+                pool_boxes(slab, 0, 0, n, cb, rois, flat_out, argmax, K, C, D, A, H, W)
+            else:
+                pool_boxes(data, n, cb, n, cb, rois, flat_out, argmax, K, C, D, A, H, W)
+
+    N, Cb, H, W, K, C, D, A = dims("N Cb H W K C D A", "int64")  # Cb: unused when fused
+    C = channels(C, D)
     @T.prim_func
     def backward(grad_out: T.Buffer((K, D), dt), rois: T.Buffer((K, 5), dt), argmax: T.Buffer((A,), "int32"),
-                 grad: T.Buffer((N, Cb, H, W, L), dt)):
-        C = T.meta_var(D // S)
-        for task in T.parallel(N * Cb):
-            n, cb = unravel(task, (N, Cb))
-            for h, w in T.grid(H, W):
-                for ci in T.vectorized(L):
-                    grad[n, cb, h, w, ci] = zero
-            for k in range(K):
-                if T.Cast("int64", rois[k, 0]) == n:
-                    for ci in range(T.min(L, C - cb * L)):
-                        for lv in range(NL):
-                            for p in range(GH(lv) * GW(lv)):
-                                j = k * D + C * OFF(lv) + (cb * L + ci) * GH(lv) * GW(lv) + p
-                                # An argmax is a pixel of this map, whoever forged it.
-                                if argmax[j] >= 0 and T.Cast("int64", argmax[j]) < H * W:
-                                    # grad[n, cb, 0, h*W + w] addresses pixel (h, w).
-                                    grad[n, cb, 0, T.Cast("int64", argmax[j]), ci] += grad_out[k, j - k * D]
+                 grad: T.Buffer(map_buffer_shape(N, Cb, C, H, W), dt)):
+        for task in T.parallel(N * blocks(Cb, C)):
+            n, cb = unravel(task, (N, blocks(Cb, C)))
+            if fuse:
+                slab = T.alloc_buffer((1, 1, H, W, L), dt)
+                scatter_boxes(slab, 0, 0, n, cb, grad_out, rois, argmax, K, C, D, H, W)
+                store(slab, grad, n, cb, 0, 0, C, H, W)
+            else:
+                scatter_boxes(grad, n, cb, n, cb, grad_out, rois, argmax, K, C, D, H, W)
 
     return {"forward": forward, "backward": backward}

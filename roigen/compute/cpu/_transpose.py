@@ -111,11 +111,13 @@ def block_transpose(lanes: int):
 
 
 def bin_tile(lanes: int, bins: int, shuffle: bool):
-    """(shape, put, move): a tile of one box and channel block's bins, and macros to
-    fill it and empty it into the channel-major run of a flat (rows * bins) tensor.
+    """(shape, put, move): a tile of `bins` bins of one box and channel block, and macros
+    to fill it and to empty a run of it into the channel-major output.
 
     put(tile, p, acc) stores bin p's channel vector `acc`;
-    move(tile, tr, dst, row0, cb, C) writes rows row0 + cb*L + j, j < C - cb*L.
+    move(tile, tr, dst, base, cb, C, P, first) writes tile bins first .. first+P-1
+    of channel cb*L + j, j < C - cb*L, to dst[base + (cb*L + j)*P + p] (a grid of P
+    bins starting at `base` of a flat tensor; a pyramid moves one level at a time).
 
     `shuffle`: the tile is bin-major (a vector store per bin) and full blocks
     leave L bins at a time through block transposes in `tr`, a (2, L, L)
@@ -124,9 +126,8 @@ def bin_tile(lanes: int, bins: int, shuffle: bool):
     and the output size (at 32 lanes the 32-wide shuffles lost), so it is a
     schedule knob.
     """
-    L, P = lanes, bins
+    L = lanes
     shuffle = shuffle and L > 1
-    full = P - P % L
     slot = result_slot(L)
     transpose = block_transpose(L) if shuffle else None
 
@@ -140,22 +141,22 @@ def bin_tile(lanes: int, bins: int, shuffle: bool):
                 tile[ci, p] = acc[ci]
 
     @T.macro
-    def move(tile, tr, dst, row0, cb, C):
+    def move(tile, tr, dst, base, cb, C, P, first):
         if shuffle:
             if (cb + 1) * L <= C:
                 for chunk in range(P // L):
                     for i in T.unroll(L):
-                        tr[1, i, T.Ramp(0, 1, L)] = tile[chunk * L + i, T.Ramp(0, 1, L)]
+                        tr[1, i, T.Ramp(0, 1, L)] = tile[first + chunk * L + i, T.Ramp(0, 1, L)]
                     transpose(tr)
                     for j in T.unroll(L):
-                        dst[T.Ramp((row0 + cb * L + j) * P + chunk * L, T.int64(1), L)] = tr[slot, j, T.Ramp(0, 1, L)]
-                for ci, p in T.grid(L, P - full):
-                    dst[(row0 + cb * L + ci) * P + full + p] = tile[full + p, ci]
+                        dst[T.Ramp(base + (cb * L + j) * P + chunk * L, T.int64(1), L)] = tr[slot, j, T.Ramp(0, 1, L)]
+                for ci, p in T.grid(L, P % L):
+                    dst[base + (cb * L + ci) * P + P - P % L + p] = tile[first + P - P % L + p, ci]
             else:
                 for ci, p in T.grid(C - cb * L, P):
-                    dst[(row0 + cb * L + ci) * P + p] = tile[p, ci]
+                    dst[base + (cb * L + ci) * P + p] = tile[first + p, ci]
         else:
             for ci, p in T.grid(T.min(L, C - cb * L), P):
-                dst[(row0 + cb * L + ci) * P + p] = tile[ci, p]
+                dst[base + (cb * L + ci) * P + p] = tile[ci, first + p]
 
-    return ((P, L) if shuffle else (L, P)), put, move
+    return ((bins, L) if shuffle else (L, bins)), put, move
