@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 
+from . import _tvmscript  # noqa: F401 - before any compute parses a macro
 from .cpu import LAYOUT_PASS
 
 # The schedule families with a compute tree here.
