@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q --no-compile -e '.[test]'
+	# Bytecode for what was installed, in parallel: where PYTHONDONTWRITEBYTECODE is set
+	# (CI images) nothing else writes it, and every Python process the tests start
+	# would recompile torch's and TVM's sources on import (~4 s each).  Some packages
+	# ship files that are not Python 3.11 (templates): compileall reports them, harmlessly.
+	$(BIN)/python -m compileall -q -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') >/dev/null || true
 	touch $(STAMP)
 
 demo: $(STAMP)
