@@ -35,7 +35,7 @@ from ..common.indexing import unravel
 from ..common.integral import cell_grid
 from ..common.sampling import axis_table_macro, box_rule, sample_grid
 from ..common.signature import dims
-from ._layout import block_macros, map_shape
+from ._layout import block_macros, task_map
 from ._transpose import MAX_TILE_BINS, bin_tile
 
 
@@ -203,7 +203,7 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     # (scratch per task stays at most MAX_TILE_BINS or one row, whatever output_size).
     chunked = P > MAX_TILE_BINS
     rows = max(1, MAX_TILE_BINS // PW) if chunked else PH
-    tile_shape, put_bin, move_bins = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
+    tile_shape, put_bin, move_bins, _ = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
 
     @T.macro
     def add_samples(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W, corners_of):
@@ -328,12 +328,7 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
                                 gv = grad_out[k, cb * L + ci, ph * PW + pw]
                                 scatter(grad, lambda y, x: (dn, dcb, 0, T.Cast("int64", y + x), ci), ys, xs, gv)
 
-    def map_buffer_shape(N, Cb, C, H, W):
-        # Fused kernels take the caller's map (or gradient); the others, channel blocks.
-        return map_shape(spec.layout, N, C, H, W) if fuse else (N, Cb, H, W, L)
-
-    def blocks(Cb, C):
-        return (C + L - 1) // L if fuse else Cb
+    map_buffer_shape, blocks = task_map(spec.layout, L, fuse)
 
     N, Cb, H, W, K, C, A, S = dims("N Cb H W K C A S", "int64")  # Cb: unused when fused
     @T.prim_func

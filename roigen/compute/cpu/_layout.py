@@ -74,6 +74,20 @@ def map_shape(layout: str, N, C, H, W) -> tuple:
     return (N, C, H, W) if layout == "NCHW" else (N, H, W, C)
 
 
+def task_map(layout: str, lanes: int, fuse: bool):
+    """(buffer_shape, blocks) of a channel-block kernel built with or without `fuse`:
+    `buffer_shape(N, Cb, C, H, W)`, the map (or gradient) it takes: the caller's when
+    fused, else channel blocks; `blocks(Cb, C)`, its channel blocks, one task each per image."""
+
+    def buffer_shape(N, Cb, C, H, W):
+        return map_shape(layout, N, C, H, W) if fuse else (N, Cb, H, W, lanes)
+
+    def blocks(Cb, C):
+        return (C + lanes - 1) // lanes if fuse else Cb
+
+    return buffer_shape, blocks
+
+
 def layout_kernels(layout: str, dt: str, lanes: int) -> dict[str, tirx.PrimFunc]:
     L = lanes
     load, store = block_macros(layout, dt, lanes)

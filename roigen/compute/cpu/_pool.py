@@ -19,7 +19,7 @@ from ..common.indexing import unravel
 from ..common.levels import LOWEST, pick
 from ..common.sampling import pool_edge
 from ..common.signature import dims
-from ._layout import block_macros, map_shape
+from ._layout import block_macros, task_map
 from ._transpose import bin_tile, max_tiles, tile_plan
 
 
@@ -55,14 +55,10 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
     # lane by lane; and derives no level from another (that needs them all in the tile).
     chunked, tile_bins, chunk_rows = tile_plan(S, [gw for _, gw in grids])
     alloc_tile, alloc_bin, stash = max_tiles(dt, L, tile_bins)
-    tile_shape, put_bin, move_bins = bin_tile(L, S, shuffle)
+    tile_shape, put_bin, move_bins, tiled = bin_tile(L, S, shuffle)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
-
-    def tiled(tile, p, ci):
-        # Bin p, lane ci of a `bin_tile` tile, whichever way `shuffle` lays it out.
-        return tile[p, ci] if shuffle and L > 1 else tile[ci, p]
 
     # A level whose bins are exact unions of the previous level's (each side
     # divided by a power of two, so the float bin edges coincide) is combined
@@ -213,16 +209,11 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
                                 # grad[dn, dcb, 0, h*W + w] addresses pixel (h, w).
                                 grad[dn, dcb, 0, T.Cast("int64", argmax[j]), ci] += grad_out[k, j - k * D]
 
-    def map_buffer_shape(N, Cb, C, H, W):
-        # Fused kernels take the caller's map (or gradient); the others, channel blocks.
-        return map_shape(spec.layout, N, C, H, W) if fuse else (N, Cb, H, W, L)
+    map_buffer_shape, blocks = task_map(spec.layout, L, fuse)
 
     def channels(C, D):
         # Fused, the map's shape gives C; otherwise only the output's D = C * S does.
         return C if fuse else D // S
-
-    def blocks(Cb, C):
-        return (C + L - 1) // L if fuse else Cb
 
     N, Cb, H, W, K, C, D, A = dims("N Cb H W K C D A", "int64")  # Cb: unused when fused
     C = channels(C, D)

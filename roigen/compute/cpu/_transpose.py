@@ -111,10 +111,10 @@ def block_transpose(lanes: int):
 
 
 def bin_tile(lanes: int, bins: int, shuffle: bool):
-    """(shape, put, move): a tile of `bins` bins of one box and channel block, and macros
-    to fill it and to empty a run of it into the channel-major output.
+    """(shape, put, move, at): a tile of `bins` bins of one box and channel block, macros
+    to fill it and to empty a run of it into the channel-major output, and its reader.
 
-    put(tile, p, acc) stores bin p's channel vector `acc`;
+    put(tile, p, acc) stores bin p's channel vector `acc`; at(tile, p, ci) is its lane ci;
     move(tile, tr, dst, base, cb, C, P, first) writes tile bins first .. first+P-1
     of channel cb*L + j, j < C - cb*L, to dst[base + (cb*L + j)*P + p] (a grid of P
     bins starting at `base` of a flat tensor; a pyramid moves one level at a time).
@@ -159,4 +159,7 @@ def bin_tile(lanes: int, bins: int, shuffle: bool):
             for ci, p in T.grid(T.min(L, C - cb * L), P):
                 dst[base + (cb * L + ci) * P + p] = tile[ci, first + p]
 
-    return ((bins, L) if shuffle else (L, bins)), put, move
+    def at(tile, p, ci):
+        return tile[p, ci] if shuffle else tile[ci, p]
+
+    return ((bins, L) if shuffle else (L, bins)), put, move, at
