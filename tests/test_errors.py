@@ -145,6 +145,19 @@ def test_multi_scale_bad_arguments():
         R.multi_scale_roi_align(f, torch.tensor([[1, 1.0, 1.0, 30.0, 30.0]]), 2, [0.25, 0.125])
 
 
+def test_multi_scale_op_refuses_forged_levels_and_pyramids():
+    """The op itself (past the wrapper, which computes the levels) checks what its kernels rely
+    on: a box with no level would leave its output rows unwritten."""
+    f = [torch.randn(2, 4, 16, 16), torch.randn(2, 4, 8, 8)]
+    rois = torch.tensor([[0, 1.0, 1.0, 30.0, 30.0], [1, 2.0, 2.0, 9.0, 9.0]])
+    op = torch.ops.roigen.multi_scale_roi_align
+    for levels in (torch.tensor([0, 2]), torch.tensor([-1, 0]), torch.tensor([0]), torch.tensor([0.0, 1.0])):
+        with pytest.raises(ValueError, match="levels"):
+            op(f, rois, levels, [2, 2], [0.25, 0.125], 2, False)
+    with pytest.raises(ValueError, match="features"):
+        op([f[0], torch.randn(1, 4, 8, 8)], rois, torch.tensor([0, 1]), [2, 2], [0.25, 0.125], 2, False)
+
+
 def test_backward_refuses_a_missing_argmax(x, rois):
     """A forward run without keep_aux saves no argmax; backward must refuse, not read past it."""
     out, aux = torch.ops.roigen.roi_pool(x, rois, 1.0, 2, 2, False)

@@ -42,6 +42,10 @@ class Backend:
     # Whether roigen's C++ op library (roigen/torch_library.py) can call its kernels: host
     # code in `artifact` taking CPU tensors, with no launch data kept in Python.
     torch_library: bool = False
+    # Whether its kernels skip a row whose batch index is -1 (no image): read nothing for it and
+    # leave its output rows as they are.  The CPU's channel-block tasks each take the rows of
+    # their own image; multi_scale_roi_align runs every level on every box this way.
+    skips_rows_without_image: bool = False
 
     def layout(self, spec_cls, channels_last: bool) -> str:
         """The layout ("NCHW" or "NHWC") of the kernels an input in this memory format runs."""
