@@ -199,6 +199,33 @@ def test_load_without_a_path_builds_the_hosts_library(tmp_path, gen):
                                reference.roi_pool(x.double(), rois.double(), 2, 0.5))
 
 
+FORGED_LEVELS = textwrap.dedent("""
+    import sys, torch
+    import roigen.torch_library
+    roigen.torch_library.load(sys.argv[1])
+    f = [torch.randn(2, 8, 9, 11), torch.randn(2, 8, 5, 6)]
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 6.0], [1, 2.0, 2.0, 9.0, 8.0]])
+    op = torch.ops.roigen.multi_scale_roi_align
+    for levels, f in ((torch.tensor([0, 2]), f), (torch.tensor([-1, 0]), f), (torch.tensor([0, 1]), [f[0], f[1][:1]])):
+        try:
+            op(f, rois, levels, [3, 3], [0.5, 0.25], 2, True)
+        except RuntimeError as e:
+            print(str(e).splitlines()[0])
+        else:
+            print("ran")
+""")
+
+
+def test_op_library_refuses_forged_levels(host_package):
+    """The C++ FPN op runs each level on every box: a box with no level, or a level of another
+    batch size, would leave rows unwritten; it must refuse them as the Python op does."""
+    run = subprocess.run([sys.executable, "-c", FORGED_LEVELS, str(host_package)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert [("levels must lie" in line, "features must share" in line) for line in lines] == \
+        [(True, False), (True, False), (False, True)], lines
+
+
 def test_op_library_refuses_to_shadow_the_python_ops(host_package):
     import roigen.ops  # noqa: F401
     from roigen.torch_library import load

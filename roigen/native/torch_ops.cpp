@@ -15,7 +15,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/isfinite.h>
-#include <ATen/ops/nonzero.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <dlfcn.h>
 #include <torch/csrc/jit/frontend/function_schema_parser.h>
@@ -320,12 +321,17 @@ std::vector<int64_t> shape_of(const std::vector<Dim>& dims, at::IntArrayRef inpu
   return out;
 }
 
+// `into`, for a caller that runs several kernels into one output (FPN's levels): the kernel
+// writes its output (kernel shape, compute dtype) there, allocated on the first call; the
+// caller has checked the rows, some of which may be blanked to batch index -1 (no image:
+// the kernels' tasks skip them, see roigen/backends/base.py).
 std::tuple<at::Tensor, at::Tensor> forward(const std::string& op, const at::Tensor& input,
-                                           const c10::optional<at::Tensor>& rois, const Args& args, bool keep_aux) {
+                                           const c10::optional<at::Tensor>& rois, const Args& args, bool keep_aux,
+                                           at::Tensor* into = nullptr) {
   check_input(input);
   std::string dtype = compute_dtype(input);
   const Kernel& k = find_kernel(op, args, dtype);
-  if (rois) check_rois(*rois, input, k.box_columns, k.nonnegative);
+  if (rois && !into) check_rois(*rois, input, k.box_columns, k.nonnegative);
   int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
   int64_t rows = rois ? rois->size(0) : n;
   auto out_shape = shape_of(k.output, input.sizes(), rows);
@@ -374,7 +380,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const std::string& op, const at::Tens
       tensors.push_back(ftab);
     }
   }
-  at::Tensor out = at::empty(kernel_shape, compute);
+  at::Tensor out = into && into->defined() ? *into : at::empty(kernel_shape, compute);
+  if (into) *into = out;
   at::Tensor aux = at::empty({aux_numel}, compute.dtype(at::kInt));
   tensors.push_back(out);
   tensors.push_back(aux);
@@ -415,7 +422,9 @@ void run_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 }
 
 // FPN: each box RoIAligned on its level's map (levels computed by the caller, as in
-// roigen/ops/multi_scale.py), rows in box order.
+// roigen/ops/multi_scale.py), rows in box order.  Every level runs on every box, the other
+// levels' rows blanked to batch index -1, and writes its own rows of one output: no split,
+// scatter or zero fill (roigen/ops/multi_scale.py measures it).
 void run_multi_scale(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   Args args = arguments(op, stack);
   check_target(args);
@@ -426,21 +435,35 @@ void run_multi_scale(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   TORCH_CHECK(!features.empty() && scales.size() == features.size(),
               "scales must give one scale per feature map: ", scales.size(), " for ", features.size());
   TORCH_CHECK(size.size() == 2, "output_size must be (height, width)");
-  check_input(features[0]);
+  for (const auto& f : features) {
+    check_input(f);
+    TORCH_CHECK(f.size(0) == features[0].size(0) && f.size(1) == features[0].size(1) &&
+                f.scalar_type() == features[0].scalar_type(),
+                "features must share batch size, channels, dtype and device");
+  }
   check_rois(rois, features[0]);
+  int64_t count = static_cast<int64_t>(features.size());
   TORCH_CHECK(levels.dim() == 1 && levels.size(0) == rois.size(0) && levels.scalar_type() == at::kLong,
               "levels must be an int64 Tensor[K], one level per box");
-  at::Tensor out = at::zeros({rois.size(0), features[0].size(1), size[0], size[1]}, features[0].options());
+  TORCH_CHECK(!levels.numel() || levels.ge(0).logical_and(levels.lt(count)).all().item<bool>(),
+              "levels must lie in [0, ", count, "), the levels of features");
+  std::vector<int64_t> shape{rois.size(0), features[0].size(1), size[0], size[1]};
+  if (c10::multiply_integers(shape) == 0) {
+    stack->emplace_back(at::zeros(shape, features[0].options()));
+    return;
+  }
   Args align{{"pooled_height", size[0]}, {"pooled_width", size[1]}, {"sampling_ratio", args.at("sampling_ratio")},
              {"aligned", args.at("aligned")}, {"mode", std::string("avg")}};
-  for (size_t level = 0; level < features.size(); ++level) {
-    at::Tensor index = at::nonzero(levels.eq(static_cast<int64_t>(level))).flatten();
-    if (!index.numel()) continue;
+  at::Tensor blank = at::tensor({-1.0, 0.0, 0.0, 0.0, 0.0}, rois.options());
+  at::Tensor out;
+  for (int64_t level = 0; level < count; ++level) {
+    at::Tensor mine = levels.eq(level);
+    if (!mine.any().item<bool>()) continue;
     align["spatial_scale"] = scales[level];
-    auto [part, aux] = forward("roi_align", features[level], rois.index_select(0, index), align, false);
-    out.index_copy_(0, index, part);
+    forward("roi_align", features[level], at::where(mine.unsqueeze(1), rois, blank).contiguous(), align, false,
+            &out);
   }
-  stack->emplace_back(std::move(out));
+  stack->emplace_back(out.view(shape).to(features[0].scalar_type()));
 }
 
 // Registration: reading the package must not throw out of the library's constructor (that
