@@ -153,6 +153,22 @@ def test_backward_is_deterministic(case, gen):
     assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_wide_nchw_maps_convert_through_block_transposes(op, gen):
+    """Float32 maps at 16 lanes convert L pixels at a time through block transposes: rows of
+    two whole chunks and a remainder (W = 37), two full channel blocks and a partial one
+    (C = 40), against torchvision, forward and backward."""
+    import torchvision
+
+    x = torch.randn(2, 40, 19, 37, generator=gen, requires_grad=True)
+    rois = random_rois(2, 19, 37, 9, 0.5, gen, kinds=KINDS)
+    ours = getattr(roigen.ops, op)(x, rois, 5, 0.5, *((2, True) if op == "roi_align" else ()))
+    theirs = getattr(torchvision.ops, op)(x, rois, 5, 0.5, *((2, True) if op == "roi_align" else ()))
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn(ours.shape, generator=gen)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, grad)[0], torch.autograd.grad(theirs, x, grad)[0])
+
+
 @pytest.mark.parametrize("case", BOX_GRADIENT, ids=str)
 def test_box_gradient_matches_reference_and_gradcheck(case, gen):
     # The reference is differentiable in its boxes: autograd through the float64 integrals.
