@@ -102,10 +102,10 @@ def _one_pass(target, features, rois) -> bool:
     return _kernels_skip_rows(target) and rois.shape[0] > 0 and all(f.numel() for f in features)
 
 
-def _level_specs(features, args, target, dtype):
+def _level_spec(args, level: int, dtype, nhwc: bool, target):
+    """The RoIAlign spec of one level (`args`: output_size, scales, sampling_ratio, aligned)."""
     output_size, scales, sampling_ratio, aligned = args
-    return [_spec(RoIAlignSpec, _align_args(output_size, scale, sampling_ratio, aligned), dtype,
-                  channels_last(feature), target) for feature, scale in zip(features, scales)]
+    return _spec(RoIAlignSpec, _align_args(output_size, scales[level], sampling_ratio, aligned), dtype, nhwc, target)
 
 
 def _blanked(rois: Tensor, levels: Tensor, level: int) -> Tensor:
@@ -118,9 +118,10 @@ def _blanked(rois: Tensor, levels: Tensor, level: int) -> Tensor:
 def _forward_one_pass(features, rois, levels, args, target) -> Tensor:
     counts = torch.bincount(levels, minlength=len(features)).tolist()
     out = None
-    for level, (feature, spec) in enumerate(zip(features, _level_specs(features, args, target, features[0].dtype))):
+    for level, feature in enumerate(features):
         if not counts[level]:
             continue
+        spec = _level_spec(args, level, feature.dtype, channels_last(feature), target)
         kernels = _provider.kernels(spec, target)
         x = feature.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
@@ -176,7 +177,6 @@ def _(grad, rois, levels, sizes, nhwc, output_size, scales, sampling_ratio, alig
 
 def _backward_one_pass(grad, rois, levels, shapes, nhwc, args, target, deterministic) -> list[Tensor]:
     counts = torch.bincount(levels, minlength=len(shapes)).tolist()
-    output_size, scales, sampling_ratio, aligned = args
     deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
     no_aux = torch.empty(0, dtype=torch.int32, device=grad.device)
     grads = []
@@ -185,8 +185,7 @@ def _backward_one_pass(grad, rois, levels, shapes, nhwc, args, target, determini
         if not counts[level]:
             grads.append(torch.zeros(shape, dtype=grad.dtype, device=grad.device).contiguous(memory_format=fmt))
             continue
-        spec = _spec(RoIAlignSpec, _align_args(output_size, scales[level], sampling_ratio, aligned), grad.dtype,
-                     last, target)
+        spec = _level_spec(args, level, grad.dtype, last, target)
         kernels = _provider.kernels(spec, target)
         rows = _blanked(rois.to(kernels.dtype), levels, level)
         part = kernels.backward(grad.to(kernels.dtype).contiguous(), rows, no_aux, shape, deterministic)
