@@ -61,7 +61,7 @@ def _multi_scale(features: list[Tensor], rois: Tensor, levels: Tensor, output_si
     _check_levels(levels, rois, len(features))
     args = (output_size, scales, sampling_ratio, aligned)
     target_of = _provider.select_target(target, features[0].device)
-    if _one_pass(target_of, features, rois):
+    if _one_pass(target_of, rois.shape[0], [f.shape for f in features]):
         return _forward_one_pass(features, rois, levels, args, target_of)
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *output_size))
     for level, (feature, scale) in enumerate(zip(features, scales)):
@@ -93,13 +93,10 @@ def _check_levels(levels, rois, count: int) -> None:
         raise ValueError(f"levels must lie in [0, {count}), the levels of features")
 
 
-def _kernels_skip_rows(target) -> bool:
-    return getattr(backend_for(target), "skips_rows_without_image", False)
-
-
-def _one_pass(target, features, rois) -> bool:
-    """Whether the levels run on every box (CPU kernels, nothing empty)."""
-    return _kernels_skip_rows(target) and rois.shape[0] > 0 and all(f.numel() for f in features)
+def _one_pass(target, rows: int, shapes) -> bool:
+    """Whether the levels run on every box: kernels that skip blanked rows (the CPU's), and
+    some box and every level's map non-empty."""
+    return backend_for(target).skips_rows_without_image and rows > 0 and all(math.prod(s) for s in shapes)
 
 
 def _level_spec(args, level: int, dtype, nhwc: bool, target):
@@ -154,7 +151,7 @@ def _multi_scale_backward(grad: Tensor, rois: Tensor, levels: Tensor, sizes: lis
         raise ValueError(f"grad has shape {tuple(grad.shape)}, expected the output's "
                          f"{(rois.shape[0], shapes[0][1], *output_size)}")
     target_of = _provider.select_target(target, grad.device)
-    if grad.numel() and all(math.prod(shape) for shape in shapes) and _kernels_skip_rows(target_of):
+    if _one_pass(target_of, rois.shape[0], shapes):
         return _backward_one_pass(grad, rois, levels, shapes, nhwc, (output_size, scales, sampling_ratio, aligned),
                                   target_of, deterministic)
     no_aux = torch.empty(0, dtype=torch.int32, device=grad.device)

@@ -83,7 +83,7 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
                        grad_rois: T.Buffer((K, 5), dt)):
         for k in T.parallel(K):
             acc = T.alloc_buffer((4, L), dt)
-            sums = T.alloc_buffer((5, L), dt)  # g times L(bx1), L(bx2), L(by1), L(by2), lane by lane (0 unused)
+            sums = T.alloc_buffer((4, L), dt)  # g times L(bx1), L(bx2), L(by1), L(by2), lane by lane
             dots = T.alloc_buffer((8, L), dt)
             gbin = T.alloc_buffer((P, Cb, L), dt)  # the output gradient, bin-major
             gout = T.alloc_buffer((P,), dt)  # per bin: sum over channels of g * out
@@ -107,20 +107,20 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
                     p = T.meta_var(ph * PW + pw)
                     bx1 = T.meta_var(start(rois, k, 1) + T.Cast(dt, pw) * bw)
                     by1 = T.meta_var(start(rois, k, 2) + T.Cast(dt, ph) * bh)
-                    for j, lane in T.grid(5, L):
+                    for j, lane in T.grid(4, L):
                         sums[j, lane] = zero
                     for iy in range(gh):
                         keep(corner, weight, 0, cell_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt),
                              point_corners(bx1, W, dt))
                         keep(corner, weight, 4, cell_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt),
                              point_corners(bx1 + bw, W, dt))
-                        edges(sums, 1, dots, corner, weight, gbin, data, n, p, Cb)
+                        edges(sums, 0, dots, corner, weight, gbin, data, n, p, Cb)
                     for ix in range(gw):
                         keep(corner, weight, 0, point_corners(by1, H, dt),
                              cell_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt))
                         keep(corner, weight, 4, point_corners(by1 + bh, H, dt),
                              cell_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt))
-                        edges(sums, 3, dots, corner, weight, gbin, data, n, p, Cb)
+                        edges(sums, 2, dots, corner, weight, gbin, data, n, p, Cb)
                     # common/integral.py's formula, summed over the lanes' channels; the bin's
                     # sum of g * out, already over all channels, enters in lane 0.
                     a0 = T.meta_var(T.Cast(dt, pw) / tirx.const(PW, dt))
@@ -129,10 +129,10 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
                     b1 = T.meta_var(T.Cast(dt, ph + 1) / tirx.const(PH, dt))
                     for lane in T.vectorized(L):
                         s0 = T.meta_var(tirx.Select(lane == 0, gout[p], zero))
-                        d_x1 = T.meta_var((bh * s0 - sums[1, lane]) / (bw * bh))
-                        d_x2 = T.meta_var((sums[2, lane] - bh * s0) / (bw * bh))
-                        d_y1 = T.meta_var((bw * s0 - sums[3, lane]) / (bw * bh))
-                        d_y2 = T.meta_var((sums[4, lane] - bw * s0) / (bw * bh))
+                        d_x1 = T.meta_var((bh * s0 - sums[0, lane]) / (bw * bh))
+                        d_x2 = T.meta_var((sums[1, lane] - bh * s0) / (bw * bh))
+                        d_y1 = T.meta_var((bw * s0 - sums[2, lane]) / (bw * bh))
+                        d_y2 = T.meta_var((sums[3, lane] - bw * s0) / (bw * bh))
                         acc[0, lane] = acc[0, lane] + (d_x1 * (one - a0) + d_x2 * (one - a1))
                         acc[1, lane] = acc[1, lane] + (d_y1 * (one - b0) + d_y2 * (one - b1))
                         acc[2, lane] = acc[2, lane] + (d_x1 * a0 + d_x2 * a1)
