@@ -216,6 +216,21 @@ def test_box_gradient_is_deterministic_and_zero_for_the_batch_index(case, gen):
     assert (grads[0][:, 0] == 0).all()
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("mode", ["avg", "max"])
+def test_roi_align_box_gradient_sums_every_channel_block(mode, channels_last, gen):
+    """RoIAlign's box gradient is summed from per-(box, channel block) partial sums: 37
+    channels are several full blocks and a partial one, in either memory format."""
+    case = next(c for c in BOX_GRADIENT if c.name == "roi_align" and c.kwargs.get("mode") == mode)
+    x, rois = problem(case, gen, torch.float64, channels=37, kinds=KINDS + ("inverted",), count=15)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    got = forward_backward_boxes(case.roigen, x, rois)
+    want = forward_backward_boxes(case.reference, x.contiguous(), rois)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
+
+
 def _grid_sample_roi_align(x, rois, output_size, scale, sampling_ratio, aligned, mode):
     """An independent oracle for RoIAlign inside the map, differentiable in its boxes: each
     bin's sub-samples read with torch's grid_sample (bilinear, zero padding,

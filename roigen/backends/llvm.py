@@ -86,6 +86,10 @@ class Kernels:
         self._box_pack = module.implements_function(prefix + "box_pack")
         if self._box_pack:
             names.append("box_pack")
+        # Box gradients in the forward's (image, block) tasks take its tables and slope tables.
+        self._box_slopes = module.implements_function(prefix + "box_slopes")
+        if self._box_slopes:
+            names.append("box_slopes")
         self._fn = {name: module[prefix + name] for name in names}
 
     def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
@@ -194,18 +198,34 @@ class Kernels:
     def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor, aux: torch.Tensor,
                        grad: torch.Tensor) -> torch.Tensor:
         """d(rois), (K, columns) in the compute dtype (0 for the batch index), from the forward's
-        input `x` (as `forward` takes it), its output and aux, and the output's gradient.  One
-        task per box: deterministic."""
+        input `x` (as `forward` takes it), its output and aux, and the output's gradient.
+        Deterministic: each box's sum is one task's (per box), or summed from per-(box, block)
+        partial sums in a fixed order (RoIAlign, in the forward's tables and tasks)."""
         n, c, h, w = x.shape
-        self._check_tables(rois, h, w)  # the forward's limit on a box's samples
         shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
         grad_rois = torch.empty(rois.shape, dtype=self.dtype)
         output, grad = (t.to(self.dtype).reshape(shape).contiguous() for t in (output, grad))
         data = self._nchw_or_nhwc(x)
+        if self._box_slopes:
+            lanes = self.lanes["backward"]
+            itab, ftab = self._tables(rois, h, w)
+            partial_shape = (rois.shape[0], math.ceil(c / lanes), 4, lanes)
+            reserve((ftab.numel() + math.prod(partial_shape) + h * w * lanes * pool_threads()) * self.dtype.itemsize,
+                    "the box gradient's slabs and sums")
+            slopes = torch.empty_like(ftab)
+            partial = torch.empty(partial_shape, dtype=self.dtype)
+            _call(self._fn["box_slopes"], rois, slopes, h, w)
+            _call(self._fn["backward_boxes"], data, rois, itab, ftab, slopes, aux.contiguous(), grad, partial,
+                  grad_rois)
+            return grad_rois
+        self._check_tables(rois, h, w)  # the forward's limit on a box's samples
         if self._box_pack:
-            reserve(math.prod(self._packed_shape("backward", n, c, h, w)) * self.dtype.itemsize,
-                    "the map packed for the box gradient")
-            packed = _workspace.get(self._packed_shape("backward", n, c, h, w), self.dtype)
+            # Pixel-major blocks (N, H, W, Cb, L): a sample's corners are each one contiguous
+            # run of all its channels, read by the box's one task.
+            _, blocks, _, _, lanes = self._packed_shape("backward", n, c, h, w)
+            shape = (n, h, w, blocks, lanes)
+            reserve(math.prod(shape) * self.dtype.itemsize, "the map packed for the box gradient")
+            packed = _workspace.get(shape, self.dtype)
             _call(self._fn["box_pack"], data, packed)
             data = packed
         _call(self._fn["backward_boxes"], data, rois, output, aux.contiguous(), grad, grad_rois)

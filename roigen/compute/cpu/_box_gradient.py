@@ -1,24 +1,26 @@
-"""`backward_boxes` on the CPU for ops that average or max bilinear samples (RoIAlign,
-rotated RoIAlign, deformable RoI pooling): d(loss)/d(boxes), one task per box.
+"""`backward_boxes` on the CPU for rotated RoIAlign and deformable RoI pooling (and the
+shared pieces of PrRoIPool's, prroi_pool.py): d(loss)/d(boxes), one task per box.
 
 A box's gradient is a reduction over its channels and bins, which one thread owns, so
-it is deterministic without atomics.  The kernel reads the map packed in channel
-blocks (N, Cb, H, W, L) by the module's `box_pack` kernel.  Per box, its output
-gradient (and argmax, in max mode) is first turned bin-major through L x L block
-transposes (`bin_major_gather`), so the channel loop reads whole vectors rather than
-one strided value per lane.  Per sample, the geometry is found once into scalars; the
-channel loop then takes four dot products, sum over channels of g * corner value, one
-per corner, and the two slopes (d/dx, d/dy) are those four weighted by the corners'
-coefficients: four FMAs per channel instead of eight.  The lanes are added at the end
-of the box.  In max mode a lane takes a sample only where it is the lane's channel's
-argmax; every sample is still visited, which keeps one vector loop for both modes (a
-per-channel loop finding each channel's own sample compiled for 15 s and ran 10x
-slower).  On fpn_box (AMD EPYC, 2 threads) this took roi_align's box gradient from
-37-41 ms to 26-32 ms in avg mode and from 59-88 ms to 34-42 ms in max mode.  What is
-left is mostly memory: each box reads its region of the map in every channel block
-(with all boxes the same box, the region staying in L2, the same work took 14 ms).
-
-PrRoIPool's kernel, which integrates cells rather than sampling, is in prroi_pool.py.
+it is deterministic without atomics.  The kernel reads the map packed pixel-major,
+(N, H, W, Cb, L), by the module's `box_pack` kernel (`box_pack_kernel`): each corner a
+sample reads is one contiguous run of all its channels.  (Packed block-major, as the
+forward's slabs, each corner was Cb lines a slab apart: rotated RoIAlign's box gradient
+on fpn_box took 1.84x its forward+backward against 2.26x, PrRoIPool's 1.66x against 2.19x.)
+Per box, its output gradient (and argmax, in max mode) is first turned bin-major through
+L x L block transposes (`bin_major_gather`), so the channel loop reads whole vectors
+rather than one strided value per lane.  Per sample, the geometry is found once into
+scalars; the channel loop then takes four dot products, sum over channels of g * corner
+value, one per corner, and the two slopes (d/dx, d/dy) are those four weighted by the
+corners' coefficients: four FMAs per channel instead of eight.  The lanes are added at
+the end of the box.  In max mode a lane takes a sample only where it is the lane's
+channel's argmax; every sample is still visited, which keeps one vector loop for both
+modes (a per-channel loop finding each channel's own sample compiled for 15 s and ran
+10x slower).  What is left is mostly memory: each box reads its region of the map in
+every channel, about a megabyte on fpn_box, from L3 (with all boxes the same box,
+RoIAlign's took half the time).  RoIAlign, whose samples the forward's tables already
+hold, runs its box gradient in the forward's (image, block) tasks instead
+(_align_box_gradient.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from tvm.script import tirx as T
 
 from ..common.rotated import box_gradient_scales
 from ..common.signature import dims
+from ._layout import layout_kernels
 from ._transpose import block_transpose, result_slot
+
+
+def box_pack_kernel(spec, lanes: int) -> tirx.PrimFunc:
+    """The `box_pack` kernel the per-box kernels read: the caller's map, pixel-major blocks."""
+    return layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack_pixels"]
 
 
 def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample, bin_scales=None) -> tirx.PrimFunc:
@@ -79,7 +87,7 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample, bin_scale
 
     N, Cb, H, W, K, C, A = dims("N Cb H W K C A", "int64")
     @T.prim_func
-    def backward_boxes(data: T.Buffer((N, Cb, H, W, L), dt), rois: T.Buffer((K, ROW), dt),
+    def backward_boxes(data: T.Buffer((N, H, W, Cb, L), dt), rois: T.Buffer((K, ROW), dt),
                        out: T.Buffer((K, C, P), dt), aux: T.Buffer((A,), "int32"), grad_out: T.Buffer((K, C, P), dt),
                        grad_rois: T.Buffer((K, ROW), dt)):
         for k in T.parallel(K):
@@ -117,10 +125,10 @@ def packed_sample_box_gradient_kernel(spec, lanes: int, grids, sample, bin_scale
                             # if_then_else here turned the loop scalar.)
                             g = T.meta_var(tirx.Select(abin[p, cb, lane] == T.Cast("int32", iy * gw + ix),
                                                        gbin[p, cb, lane], zero) if argmax else gbin[p, cb, lane])
-                            dots[0, lane] = dots[0, lane] + g * data[n, cb, corner[0], corner[2], lane]
-                            dots[1, lane] = dots[1, lane] + g * data[n, cb, corner[0], corner[3], lane]
-                            dots[2, lane] = dots[2, lane] + g * data[n, cb, corner[1], corner[2], lane]
-                            dots[3, lane] = dots[3, lane] + g * data[n, cb, corner[1], corner[3], lane]
+                            dots[0, lane] = dots[0, lane] + g * data[n, corner[0], corner[2], cb, lane]
+                            dots[1, lane] = dots[1, lane] + g * data[n, corner[0], corner[3], cb, lane]
+                            dots[2, lane] = dots[2, lane] + g * data[n, corner[1], corner[2], cb, lane]
+                            dots[3, lane] = dots[3, lane] + g * data[n, corner[1], corner[3], cb, lane]
                     for lane in T.vectorized(L):
                         # (sum g * dv/dx, sum g * dv/dy) over this sample's channels.
                         sums[0, lane] = (weight[0] * dots[0, lane] + weight[1] * dots[1, lane]
@@ -158,7 +166,23 @@ def bin_major_gather(dt: str, lanes: int, bins: int, argmax: bool):
     """A macro `gather(gbin, abin, tr, atr, grad_out, aux, k, C, Cb, A, scale)` filling
     gbin[p, cb, lane] = grad_out[k, cb*L + lane, p] * scale and, with `argmax`,
     abin[p, cb, lane] = aux[(k*C + cb*L + lane)*P + p]: box k's output gradient and argmax
-    turned bin-major, so that each sample's channel loop reads whole vectors.
+    turned bin-major, so that each sample's channel loop reads whole vectors (one block
+    at a time: `bin_major_block`)."""
+    gather_block = bin_major_block(dt, lanes, bins, argmax)
+
+    @T.macro
+    def gather(gbin, abin, tr, atr, grad_out, aux, k, C, Cb, A, scale):
+        for cb in range(Cb):
+            gather_block(gbin, abin, tr, atr, grad_out, aux, k, cb, cb, C, A, scale)
+
+    return gather
+
+
+def bin_major_block(dt: str, lanes: int, bins: int, argmax: bool):
+    """A macro `gather(gbin, abin, tr, atr, grad_out, aux, k, cb, slot, C, A, scale)` filling
+    gbin[p, slot, lane] = grad_out[k, cb*L + lane, p] * scale and, with `argmax`,
+    abin[p, slot, lane] = aux[(k*C + cb*L + lane)*P + p]: channel block cb of box k's
+    output gradient (and argmax), bin-major.
 
     Full channel blocks turn L bins at a time through block transposes in `tr`/`atr`
     ((2, L, L) scratch, of dt and int32); the remainder bins and a partial block go
@@ -166,44 +190,43 @@ def bin_major_gather(dt: str, lanes: int, bins: int, argmax: bool):
     so does every channel where `aux` (A values) is too short for box k.
     """
     L, P = lanes, bins
-    slot = result_slot(L)
+    slot_of = result_slot(L)
     transpose = block_transpose(L)
     zero = tirx.const(0.0, dt)
     whole = T.Ramp(0, 1, L)
 
     @T.macro
-    def gather(gbin, abin, tr, atr, grad_out, aux, k, C, Cb, A, scale):
+    def gather(gbin, abin, tr, atr, grad_out, aux, k, cb, slot, C, A, scale):
         kept = T.meta_var(A >= (k + 1) * C * P)
-        for cb in range(Cb):
-            if (cb + 1) * L <= C:
-                for chunk in range(P // L):
-                    for i in T.unroll(L):
-                        tr[1, i, whole] = grad_out[k, cb * L + i, T.Ramp(chunk * L, 1, L)]
-                    transpose(tr)
-                    for j in T.unroll(L):
-                        gbin[chunk * L + j, cb, whole] = tr[slot, j, whole] * T.Broadcast(scale, L)
-                    if argmax:
-                        if kept:
-                            for i in T.unroll(L):
-                                atr[1, i, whole] = aux[T.Ramp((k * C + cb * L + i) * P + chunk * L, 1, L)]
-                            transpose(atr)
-                            for j in T.unroll(L):
-                                abin[chunk * L + j, cb, whole] = atr[slot, j, whole]
-                        else:
-                            for j, lane in T.grid(L, L):
-                                abin[chunk * L + j, cb, lane] = -1
-                for r, lane in T.grid(P % L, L):
-                    gbin[P - P % L + r, cb, lane] = grad_out[k, cb * L + lane, P - P % L + r] * scale
-                    if argmax:
-                        abin[P - P % L + r, cb, lane] = T.if_then_else(
-                            kept, aux[T.min((k * C + cb * L + lane) * P + P - P % L + r, A - 1)], -1)
-            else:
-                for p, lane in T.grid(P, L):
-                    c = T.meta_var(T.min(cb * L + lane, C - 1))
-                    gbin[p, cb, lane] = T.if_then_else(cb * L + lane < C, grad_out[k, c, p], zero) * scale
-                    if argmax:
-                        abin[p, cb, lane] = T.if_then_else(
-                            cb * L + lane < C and kept, aux[T.min((k * C + c) * P + p, A - 1)], -1)
+        if (cb + 1) * L <= C:
+            for chunk in range(P // L):
+                for i in T.unroll(L):
+                    tr[1, i, whole] = grad_out[k, cb * L + i, T.Ramp(chunk * L, 1, L)]
+                transpose(tr)
+                for j in T.unroll(L):
+                    gbin[chunk * L + j, slot, whole] = tr[slot_of, j, whole] * T.Broadcast(scale, L)
+                if argmax:
+                    if kept:
+                        for i in T.unroll(L):
+                            atr[1, i, whole] = aux[T.Ramp((k * C + cb * L + i) * P + chunk * L, 1, L)]
+                        transpose(atr)
+                        for j in T.unroll(L):
+                            abin[chunk * L + j, slot, whole] = atr[slot_of, j, whole]
+                    else:
+                        for j, lane in T.grid(L, L):
+                            abin[chunk * L + j, slot, lane] = -1
+            for r, lane in T.grid(P % L, L):
+                gbin[P - P % L + r, slot, lane] = grad_out[k, cb * L + lane, P - P % L + r] * scale
+                if argmax:
+                    abin[P - P % L + r, slot, lane] = T.if_then_else(
+                        kept, aux[T.min((k * C + cb * L + lane) * P + P - P % L + r, A - 1)], -1)
+        else:
+            for p, lane in T.grid(P, L):
+                c = T.meta_var(T.min(cb * L + lane, C - 1))
+                gbin[p, slot, lane] = T.if_then_else(cb * L + lane < C, grad_out[k, c, p], zero) * scale
+                if argmax:
+                    abin[p, slot, lane] = T.if_then_else(
+                        cb * L + lane < C and kept, aux[T.min((k * C + c) * P + p, A - 1)], -1)
 
     return gather
 

@@ -21,7 +21,6 @@ from ..common.sampling import axis_corners
 from ..common.signature import dims
 from . import _box_gradient, by_direction
 from ._align import Geometry, align_family_kernels, sample_table_macro, table_size_of
-from ._layout import layout_kernels
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -94,4 +93,4 @@ def kernels(spec, schedule) -> dict:
     box_gradient = _box_gradient.packed_sample_box_gradient_kernel(
         spec, lanes, lambda rois, k: (box.grid(rois, k, 2), box.grid(rois, k, 1)), sample, bin_scales)
     return {**by_direction(spec, schedule, deform_roi_pool_kernels),
-            "box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"], "backward_boxes": box_gradient}
+            "box_pack": _box_gradient.box_pack_kernel(spec, lanes), "backward_boxes": box_gradient}

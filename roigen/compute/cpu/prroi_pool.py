@@ -14,8 +14,7 @@ from ..common.sampling import box_rule
 from ..common.signature import dims
 from . import by_direction
 from ._align import align_family_kernels, align_tables
-from ._box_gradient import bin_major_gather
-from ._layout import layout_kernels
+from ._box_gradient import bin_major_gather, box_pack_kernel
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -25,7 +24,7 @@ def prroi_pool_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
 
 
 def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
-    """`backward_boxes` on the map packed in channel blocks (N, Cb, H, W, L) by `box_pack`:
+    """`backward_boxes` on the map packed pixel-major, (N, H, W, Cb, L), by `box_pack`:
     one task per box, common/integral.py's box gradient with each cell's corners found once
     and the channels summed L at a time in vector registers (the generic kernel's
     signature).  As in _box_gradient.py, the box's output gradient is read bin-major
@@ -68,7 +67,7 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
                     for b in T.unroll(2):
                         for lane in T.vectorized(L):
                             dots[side * 4 + a * 2 + b, lane] = dots[side * 4 + a * 2 + b, lane] + gbin[
-                                p, cb, lane] * data[n, cb, corner[side * 4 + a], corner[side * 4 + 2 + b], lane]
+                                p, cb, lane] * data[n, corner[side * 4 + a], corner[side * 4 + 2 + b], cb, lane]
         for side in T.unroll(2):
             for lane in T.vectorized(L):
                 sums[first + side, lane] = sums[first + side, lane] + (
@@ -78,7 +77,7 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
 
     N, Cb, H, W, K, C, A = dims("N Cb H W K C A", "int64")
     @T.prim_func
-    def backward_boxes(data: T.Buffer((N, Cb, H, W, L), dt), rois: T.Buffer((K, 5), dt),
+    def backward_boxes(data: T.Buffer((N, H, W, Cb, L), dt), rois: T.Buffer((K, 5), dt),
                        out: T.Buffer((K, C, P), dt), aux: T.Buffer((A,), "int32"), grad_out: T.Buffer((K, C, P), dt),
                        grad_rois: T.Buffer((K, 5), dt)):
         for k in T.parallel(K):
@@ -150,5 +149,5 @@ def packed_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
 def kernels(spec, schedule) -> dict:
     lanes = schedule.compute_kwargs("backward")["lanes"]
     return {**by_direction(spec, schedule, prroi_pool_kernels),
-            "box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"],
+            "box_pack": box_pack_kernel(spec, lanes),
             "backward_boxes": packed_box_gradient_kernel(spec, lanes)}

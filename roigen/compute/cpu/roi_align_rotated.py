@@ -24,7 +24,6 @@ from ..common.sampling import axis_corners
 from ..common.signature import dims
 from . import _box_gradient, by_direction
 from ._align import Geometry, align_family_kernels, sample_table_macro, table_size_of
-from ._layout import layout_kernels
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -107,4 +106,4 @@ def kernels(spec, schedule) -> dict:
         spec, lanes, lambda rois, k: (box.grid(rois, k, 2, PH), box.grid(rois, k, 1, PW)),
         rotated_sample_gradient(spec))
     return {**by_direction(spec, schedule, roi_align_rotated_kernels),
-            "box_pack": layout_kernels(spec.layout, spec.compute_dtype, lanes)["pack"], "backward_boxes": box_gradient}
+            "box_pack": _box_gradient.box_pack_kernel(spec, lanes), "backward_boxes": box_gradient}
