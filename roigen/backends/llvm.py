@@ -209,14 +209,13 @@ class Kernels:
         if self._box_slopes:
             lanes = self.lanes["backward"]
             itab, ftab = self._tables(rois, h, w)
-            partial_shape = (rois.shape[0], math.ceil(c / lanes), 4, lanes)
-            reserve((ftab.numel() + math.prod(partial_shape) + h * w * lanes * pool_threads()) * self.dtype.itemsize,
+            # The kernel's own scratch: a slab per thread and at most 8 sums per (box, block) lane.
+            sums = rois.shape[0] * math.ceil(c / lanes) * 8 * lanes
+            reserve((ftab.numel() + sums + h * w * lanes * pool_threads()) * self.dtype.itemsize,
                     "the box gradient's slabs and sums")
             slopes = torch.empty_like(ftab)
-            partial = torch.empty(partial_shape, dtype=self.dtype)
             _call(self._fn["box_slopes"], rois, slopes, h, w)
-            _call(self._fn["backward_boxes"], data, rois, itab, ftab, slopes, aux.contiguous(), grad, partial,
-                  grad_rois)
+            _call(self._fn["backward_boxes"], data, rois, itab, ftab, slopes, aux.contiguous(), grad, grad_rois)
             return grad_rois
         self._check_tables(rois, h, w)  # the forward's limit on a box's samples
         if self._box_pack:

@@ -68,18 +68,18 @@ class Geometry:
     per_sample: bool = False
 
 
-def _sample_entry(PW, ph, pw, iy, ix, gh, gw):
+def sample_entry(PW, ph, pw, iy, ix, gh, gw):
     """The first of a sample's four entries in a box's per-sample tables."""
     return 4 * (((ph * PW + pw) * gh + iy) * gw + ix)
 
 
 def sample_table_corners(spec):
     """`corners` of a box that keeps every sample's corners: (y0*W, y1*W, x0, x1) in itab,
-    their weights in ftab, at `_sample_entry`."""
+    their weights in ftab, at `sample_entry`."""
     PW = spec.pooled_width
 
     def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
-        s = _sample_entry(PW, ph, pw, iy, ix, gh, gw)
+        s = sample_entry(PW, ph, pw, iy, ix, gh, gw)
         return ((itab[k, s], itab[k, s + 1], ftab[k, s], ftab[k, s + 1]),
                 (itab[k, s + 2], itab[k, s + 3], ftab[k, s + 2], ftab[k, s + 3]))
 
@@ -105,7 +105,7 @@ def sample_table_macro(spec, sample):
     def fill(rois, itab, ftab, k, gh, gw, H, W):
         for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
             ys, xs = T.meta_var(sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
-            s = T.meta_var(_sample_entry(PW, ph, pw, iy, ix, gh, gw))
+            s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
             itab[k, s] = T.Cast("int32", ys[0])
             itab[k, s + 1] = T.Cast("int32", ys[1])
             itab[k, s + 2] = T.Cast("int32", xs[0])

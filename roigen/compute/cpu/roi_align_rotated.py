@@ -9,8 +9,9 @@ yy from the bin row and xx from the bin column (common/rotated.py).  So a box's
 tables keep roi_align's size, 2 * (PH*gh + PW*gw): each row sample holds
 (yy*cos, yy*sin), each column sample (xx*sin, xx*cos), and a kernel adds the
 two and finds the sample's corners as it reads it (itab is unused, filled with 0:
-pixel offsets that are in the map, as every table's).  `backward_boxes`: one task per
-box on the packed map (_box_gradient.py).
+pixel offsets that are in the map, as every table's).  `box_slopes`/`backward_boxes`,
+the gradient with respect to the boxes, run in the same (image, block) tasks on the
+same tables (`rotated_box_gradient_kernels`, _align_box_gradient.py).
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ...limits import keeps_samples
-from ..common.rotated import RotatedBoxes, rotated_sample_gradient
-from ..common.sampling import axis_corners
+from ..common.rotated import RotatedBoxes
+from ..common.sampling import axis_corners, sample_fraction
 from ..common.signature import dims
-from . import _box_gradient, by_direction
-from ._align import Geometry, align_family_kernels, sample_table_macro, table_size_of
+from . import by_direction
+from ._align import (
+    Geometry,
+    align_family_kernels,
+    sample_entry,
+    sample_table_corners,
+    sample_table_macro,
+    table_size_of,
+)
+from ._align_box_gradient import blocked_box_gradient_kernel, slope_gradient
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -94,16 +103,117 @@ def rotated_geometry(spec) -> Geometry:
     return Geometry(grids, {"table_size": table_size, "tables": tables}, corners, per_sample=True)
 
 
+def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    """`box_slopes` and `backward_boxes` in the forward's (image, block) tasks and on its
+    tables (_align_box_gradient.py).
+
+    A sample sits at y = yy*cos - xx*sin + cy', x = yy*sin + xx*cos + cx' with yy = h'*ay,
+    xx = w'*ax, ay = a_y - 1/2 its fraction along the box less a half (x alike): its
+    row's and its column's.  So with gx, gy the sample's g-weighted slopes, the box's five
+    sums (common/rotated.rotated_sample_gradient) are d/dcx' = sum gx, d/dcy' = sum gy,
+    d/dw' = cos*sum gx*ax - sin*sum gy*ax, d/dh' = sin*sum gx*ay + cos*sum gy*ay and
+    d/dt = h'*(cos*sum gx*ay - sin*sum gy*ay) - w'*(sin*sum gx*ax + cos*sum gy*ax):
+    six sums per lane, the box's own terms applied once at the end.  A box that keeps its
+    samples' corners in the forward's tables gets, at the same entries of `box_slopes`'
+    table, (x slope flag, y slope flag / count, ax, ay): its tasks find no geometry.  Other
+    boxes' tasks find the flags from the forward's separable entries, as its tasks do.
+    """
+    dt = spec.compute_dtype
+    L = lanes
+    PH, PW = spec.pooled_size
+    box = RotatedBoxes(spec)
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    half = tirx.const(0.5, dt)
+    scale = tirx.const(spec.spatial_scale, dt)
+    geometry = rotated_geometry(spec)
+    grids = geometry.grids
+    table_corners = sample_table_corners(spec)
+
+    def moving(pos, limit):
+        """1 while the sample moves its bilinear weights along the axis (axis_slope), else 0."""
+        return T.if_then_else(tirx.all(pos > zero, pos < T.Cast(dt, limit - 1)), one, zero)
+
+    def inverse_count(gh, gw):
+        return one / T.Cast(dt, T.max(gh * gw, T.int64(1)))
+
+    K, S = dims("K S", "int64")
+    @T.prim_func
+    def box_slopes(rois: T.Buffer((K, 6), dt), stab: T.Buffer((K, S), dt), H: T.int64, W: T.int64):
+        for k in T.parallel(K):
+            gh, gw = T.meta_var(grids(rois, k))
+            if keeps_samples(spec, gh, gw):
+                cos = T.meta_var(T.cos(box.angle(rois, k)))
+                sin = T.meta_var(T.sin(box.angle(rois, k)))
+                for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                    yy = T.meta_var(box.offset_in_box(rois, k, 2, PH, gh, ph * gh + iy))
+                    xx = T.meta_var(box.offset_in_box(rois, k, 1, PW, gw, pw * gw + ix))
+                    y, x = T.meta_var(box.onto_map(yy, xx, cos, sin, box.centre(rois, k, 2), box.centre(rois, k, 1)))
+                    s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
+                    stab[k, s] = moving(x, W)
+                    stab[k, s + 1] = moving(y, H) * inverse_count(gh, gw)
+                    stab[k, s + 2] = sample_fraction(pw, ix, gw, PW, dt) - half
+                    stab[k, s + 3] = sample_fraction(ph, iy, gh, PH, dt) - half
+
+    @T.macro
+    def add_sample(slab, gbin, p, acc, ys, xs, mx, my, ax, ay):
+        # The forward's y weights carry 1/count, so the x slope does too; my carries it for y.
+        y0, y1, wy0, wy1 = T.meta_var(ys)
+        x0, x1, wx0, wx1 = T.meta_var(xs)
+        for lane in T.vectorized(L):
+            gx, gy = T.meta_var(slope_gradient(gbin[p, 0, lane], slab, y0, y1, x0, x1, lane,
+                                               wy0 * mx, wy1 * mx, wx0 * my, wx1 * my))
+            acc[0, lane] = acc[0, lane] + gx
+            acc[1, lane] = acc[1, lane] + gy
+            acc[2, lane] = acc[2, lane] + gx * ax
+            acc[3, lane] = acc[3, lane] + gy * ax
+            acc[4, lane] = acc[4, lane] + gx * ay
+            acc[5, lane] = acc[5, lane] + gy * ay
+
+    @T.macro
+    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, H, W):
+        gh, gw = T.meta_var(grids(rois, k))
+        if keeps_samples(spec, gh, gw):
+            for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
+                ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                add_sample(slab, gbin, ph * PW + pw, acc, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
+                           stab[k, s + 3])
+        else:
+            for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                r = T.meta_var(2 * (ph * gh + iy))
+                c = T.meta_var(2 * PH * gh + 2 * (pw * gw + ix))
+                y = T.meta_var(ftab[k, r] - ftab[k, c] + box.centre(rois, k, 2))
+                x = T.meta_var(ftab[k, r + 1] + ftab[k, c + 1] + box.centre(rois, k, 1))
+                ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                add_sample(slab, gbin, ph * PW + pw, acc, ys, xs, moving(x, W), moving(y, H) * inverse_count(gh, gw),
+                           sample_fraction(pw, ix, gw, PW, dt) - half, sample_fraction(ph, iy, gh, PH, dt) - half)
+
+    def follows(rois, k, col):
+        """1 where the box's size along col follows the box (0 where clamped to 1)."""
+        if spec.aligned:
+            return one
+        return T.if_then_else(rois[k, col + 2] * scale < one, zero, one)
+
+    @T.macro
+    def finish(rois, k, total, grad_rois):
+        cos = T.meta_var(T.cos(box.angle(rois, k)))
+        sin = T.meta_var(T.sin(box.angle(rois, k)))
+        grad_rois[k, 1] = total[0] * scale
+        grad_rois[k, 2] = total[1] * scale
+        grad_rois[k, 3] = follows(rois, k, 1) * (cos * total[2] - sin * total[3]) * scale
+        grad_rois[k, 4] = follows(rois, k, 2) * (sin * total[4] + cos * total[5]) * scale
+        grad_rois[k, 5] = (box.extent(rois, k, 2) * (cos * total[4] - sin * total[5])
+                           - box.extent(rois, k, 1) * (sin * total[2] + cos * total[3])) * box.factor
+
+    return {"box_slopes": box_slopes,
+            "backward_boxes": blocked_box_gradient_kernel(spec, lanes, 6, lambda rois, k: one, box_sums, finish)}
+
+
 def roi_align_rotated_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
     return align_family_kernels(spec, lanes, rotated_geometry(spec), **options)
 
 
 def kernels(spec, schedule) -> dict:
-    PH, PW = spec.pooled_size
-    box = RotatedBoxes(spec)
     lanes = schedule.compute_kwargs("backward")["lanes"]
-    box_gradient = _box_gradient.packed_sample_box_gradient_kernel(
-        spec, lanes, lambda rois, k: (box.grid(rois, k, 2, PH), box.grid(rois, k, 1, PW)),
-        rotated_sample_gradient(spec))
-    return {**by_direction(spec, schedule, roi_align_rotated_kernels),
-            "box_pack": _box_gradient.box_pack_kernel(spec, lanes), "backward_boxes": box_gradient}
+    return {**by_direction(spec, schedule, roi_align_rotated_kernels), **rotated_box_gradient_kernels(spec, lanes)}
