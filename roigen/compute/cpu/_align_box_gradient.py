@@ -21,6 +21,7 @@ the map once, as the forward does, and every box of that image samples the slab 
 
 from __future__ import annotations
 
+import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -30,6 +31,9 @@ from ..common.sampling import box_grids, box_rule, sample_fraction, sample_pos
 from ..common.signature import dims
 from ._box_gradient import bin_major_block
 from ._layout import block_macros, map_shape
+
+# How many boxes ahead a task looks for its image's next box (two images: one in two is).
+LOOKAHEAD = 3
 
 
 def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, finish) -> tirx.PrimFunc:
@@ -52,6 +56,27 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
     load, _ = block_macros(spec.layout, dt, L)
     gather = bin_major_block(dt, L, P, argmax)
 
+    # Lines of one (box, block) run of the output gradient (P * L values, contiguous).
+    STEP = 64 * 8 // tvm.DataType(dt).bits
+    LINES = (P * L + STEP - 1) // STEP
+
+    @T.macro
+    def prefetch_next(rois, grad_out, found, k, n, cb, K, C):
+        # A task reads its boxes' runs of the output gradient a box apart (50 KB on fpn_box),
+        # too far for the hardware prefetcher: reading and turning them took 5 ms of the
+        # kernel's 12.8.  The run of the image's next box, if one of the next LOOKAHEAD boxes
+        # is, is requested (a read, kept in every cache level) while this box is summed:
+        # 12.2-14.5 -> 10.7-11.0 ms.
+        flat = T.decl_buffer((K * C * P,), dt, data=grad_out.data)
+        found[0] = 0
+        for d in range(1, LOOKAHEAD + 1):
+            if found[0] == 0 and k + d < K:
+                if T.Cast("int64", rois[k + d, 0]) == n:
+                    found[0] = 1
+                    for i in range(LINES):
+                        T.evaluate(T.call_intrin("", "tirx.prefetch", T.address_of(
+                            flat[T.min(((k + d) * C + cb * L) * P + i * STEP, K * C * P - 1)]), 0, 3, 1))
+
     N, C, H, W, K, S, A = dims("N C H W K S A", "int64")
     @T.prim_func
     def backward_boxes(data: T.Buffer(map_shape(spec.layout, N, C, H, W), dt), rois: T.Buffer((K, ROW), dt),
@@ -68,9 +93,11 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
             tr = T.alloc_buffer((2, L, L), dt)
             atr = T.alloc_buffer((2, L, L), "int32")
             acc = T.alloc_buffer((sums, L), dt)
+            found = T.alloc_buffer((1,), "int32")
             load(data, slab, n, cb, 0, 0, C, H, W)
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
+                    prefetch_next(rois, grad_out, found, k, n, cb, K, C)
                     gather(gbin, abin, tr, atr, grad_out, aux, k, cb, 0, C, A, count(rois, k))
                     for j, lane in T.grid(sums, L):
                         acc[j, lane] = zero
