@@ -36,16 +36,19 @@ from ._layout import block_macros, map_shape
 LOOKAHEAD = 3
 
 
-def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, finish) -> tirx.PrimFunc:
+def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, finish,
+                                work=(1,)) -> tirx.PrimFunc:
     """`backward_boxes(data, rois, itab, ftab, stab, aux, grad_out, grad_rois)`: `data` the
     caller's map, `itab`/`ftab` the forward's tables, `stab` the op's `box_slopes` table,
     `aux` the forward's argmax in max mode (size 0 otherwise).
 
     `count(rois, k)`: what the output gradient is divided by as it is read (the sample
-    count in avg mode); `box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, H, W)`
-    adds box k's samples to acc (sums, L), reading the slab at [0, 0, 0, row*W + col, lane]
-    and the output gradient bin-major, gbin[p, 0, lane] (abin: max mode's argmax);
-    `finish(rois, k, total, grad_rois)` writes row k of grad_rois from the totals.
+    count in avg mode); `box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work,
+    H, W)` adds box k's samples to acc (sums, L), reading the slab at [0, 0, 0, row*W + col,
+    lane] and the output gradient bin-major, gbin[p, 0, lane] (abin: max mode's argmax);
+    `tr`, a (2, L, L) block-transpose scratch, and `work` (of shape `work`) are the task's;
+    `finish(rois, k, total, slots, grad_rois)` writes row k of grad_rois (zeroed) from the
+    sums over blocks, per lane (slots, (sums, L)) and over the lanes too (total, (sums,)).
     """
     dt = spec.compute_dtype
     L = lanes
@@ -94,6 +97,7 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
             atr = T.alloc_buffer((2, L, L), "int32")
             acc = T.alloc_buffer((sums, L), dt)
             found = T.alloc_buffer((1,), "int32")
+            scratch = T.alloc_buffer(work, dt)
             load(data, slab, n, cb, 0, 0, C, H, W)
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
@@ -101,22 +105,28 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
                     gather(gbin, abin, tr, atr, grad_out, aux, k, cb, 0, C, A, count(rois, k))
                     for j, lane in T.grid(sums, L):
                         acc[j, lane] = zero
-                    box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, H, W)
+                    box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, scratch, H, W)
                     for j in range(sums):
                         for lane in T.vectorized(L):
                             partial[k, cb, j, lane] = acc[j, lane]
         for k in T.parallel(K):
+            slots = T.alloc_buffer((sums, L), dt)
             total = T.alloc_buffer((sums,), dt)
             for j in range(sums):
-                total[j] = zero
+                for lane in T.vectorized(L):
+                    slots[j, lane] = zero
                 # Every block of box k was written by its image's tasks; a batch index naming
                 # no image (refused before any kernel runs) leaves its partial sums unwritten.
                 if T.Cast("int64", rois[k, 0]) >= 0 and T.Cast("int64", rois[k, 0]) < N:
-                    for b, lane in T.grid(Cb, L):
-                        total[j] = total[j] + partial[k, b, j, lane]
+                    for b in range(Cb):
+                        for lane in T.vectorized(L):
+                            slots[j, lane] = slots[j, lane] + partial[k, b, j, lane]
+                total[j] = zero
+                for lane in range(L):
+                    total[j] = total[j] + slots[j, lane]
             for j in range(ROW):
                 grad_rois[k, j] = zero
-            finish(rois, k, total, grad_rois)
+            finish(rois, k, total, slots, grad_rois)
 
     return backward_boxes
 
@@ -171,7 +181,7 @@ def align_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             axis_slopes(rois, stab, k, 1, PW, gw, 2 * PH * gh, W, one)
 
     @T.macro
-    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, H, W):
+    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work, H, W):
         gh, gw = T.meta_var(grids(rois, k))
         for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
             r = T.meta_var(2 * (ph * gh + iy))
@@ -196,7 +206,7 @@ def align_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         return (start(rois, k, col + 2) - start(rois, k, col) < one) if not spec.aligned else tirx.const(False)
 
     @T.macro
-    def finish(rois, k, total, grad_rois):
+    def finish(rois, k, total, slots, grad_rois):
         grad_rois[k, 1] = T.if_then_else(clamped(rois, k, 1), total[0] + total[1], total[0]) * scale
         grad_rois[k, 3] = T.if_then_else(clamped(rois, k, 1), zero, total[1]) * scale
         grad_rois[k, 2] = T.if_then_else(clamped(rois, k, 2), total[2] + total[3], total[2]) * scale

@@ -7,7 +7,8 @@ term per axis and one per bin: its base position along y depends on (ph, iy) alo
 box's tables keep roi_align's size, 2 * (PH*gh + PW*gw), holding base positions (itab unused,
 filled with 0); a kernel adds the bin's shift and finds the sample's corners as it reads it,
 as rotated boxes do.
-`backward_boxes` (corners and offsets): one task per box on the packed map (_box_gradient.py).
+`box_slopes`/`backward_boxes` (corners and offsets) run in the same (image, block) tasks on the
+same tables (`deform_box_gradient_kernels`, _align_box_gradient.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,20 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from ...limits import keeps_samples
-from ..common.deform import DeformBoxes, deform_sample_gradient
-from ..common.sampling import axis_corners
+from ..common.deform import DeformBoxes
+from ..common.sampling import axis_corners, sample_fraction
 from ..common.signature import dims
-from . import _box_gradient, by_direction
-from ._align import Geometry, align_family_kernels, sample_table_macro, table_size_of
+from . import by_direction
+from ._align import (
+    Geometry,
+    align_family_kernels,
+    sample_entry,
+    sample_table_corners,
+    sample_table_macro,
+    table_size_of,
+)
+from ._align_box_gradient import blocked_box_gradient_kernel, slope_gradient
+from ._transpose import block_transpose, result_slot
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -86,11 +96,143 @@ def deform_roi_pool_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimF
     return align_family_kernels(spec, lanes, deform_geometry(spec), **options)
 
 
-def kernels(spec, schedule) -> dict:
+def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
+    """`box_slopes` and `backward_boxes` (corners and offsets) in the forward's (image, block)
+    tasks and on its tables (_align_box_gradient.py).
+
+    x = x1' + (a + gamma*o)*w' with a the sample's fraction along the box and o its bin's
+    x offset (common/deform.deform_sample_gradient), so with gx the sample's g-weighted x
+    slope, d/dx1' = sum gx*(1 - a) - gamma*O, d/dx2' = sum gx*a + gamma*O with
+    O = sum over bins of o * (the bin's sum of gx), and the bin's offset gets
+    gamma*w' * (its sum of gx); y alike.  A task keeps four sums per lane (gx*(1 - a),
+    gx*a, and y's) and each bin's sums of gx and gy, added over the lanes at the box's end
+    (`bin_totals`), in the lanes of the rows after those four.  A box that keeps its samples' corners in the
+    forward's tables gets (x slope flag, y slope flag / count, a_x, a_y) at the same entries
+    of `box_slopes`' table; other boxes' tasks find them from the forward's separable entries.
+    """
+    dt = spec.compute_dtype
+    L = lanes
+    PH, PW = spec.pooled_size
+    P = PH * PW
+    BOX = spec.box_columns
     box = DeformBoxes(spec)
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    scale = tirx.const(spec.spatial_scale, dt)
+    geometry = deform_geometry(spec)
+    grids = geometry.grids
+    table_corners = sample_table_corners(spec)
+    ROW = spec.row_columns
+
+    def moving(pos, limit):
+        """1 while the sample moves its bilinear weights along the axis (axis_slope), else 0."""
+        return T.if_then_else(tirx.all(pos > zero, pos < T.Cast(dt, limit - 1)), one, zero)
+
+    def inverse_count(gh, gw):
+        return one / T.Cast(dt, T.max(gh * gw, T.int64(1)))
+
+    def bin_slot(j):
+        """Row and lane of per-bin value j (x sums at p, y sums at P + p)."""
+        return 4 + j // L, j % L
+
+    K, S = dims("K S", "int64")
+    @T.prim_func
+    def box_slopes(rois: T.Buffer((K, ROW), dt), stab: T.Buffer((K, S), dt), H: T.int64, W: T.int64):
+        for k in T.parallel(K):
+            gh, gw = T.meta_var(grids(rois, k))
+            if keeps_samples(spec, gh, gw):
+                for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                    s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
+                    stab[k, s] = moving(box.position(rois, k, 1, ph, pw, ix, gw), W)
+                    stab[k, s + 1] = moving(box.position(rois, k, 2, ph, pw, iy, gh), H) * inverse_count(gh, gw)
+                    stab[k, s + 2] = sample_fraction(pw, ix, gw, PW, dt)
+                    stab[k, s + 3] = sample_fraction(ph, iy, gh, PH, dt)
+
+    transpose = block_transpose(L)
+    turned = result_slot(L)
+
+    @T.macro
+    def bin_totals(bins, acc, tr):
+        # Each bin's two sums over the lanes, into acc's rows after the first four: L bins at
+        # a time through a block transpose (lane j of every bin in row j), the rest one by one.
+        flat = T.decl_buffer((acc.shape[0] * L,), dt, data=acc.data)
+        for axis in range(2):
+            for chunk in range(P // L):
+                for i in T.unroll(L):
+                    tr[1, i, T.Ramp(0, 1, L)] = bins[axis, chunk * L + i, T.Ramp(0, 1, L)]
+                transpose(tr)
+                for j in T.unroll(1, L):
+                    tr[turned, 0, T.Ramp(0, 1, L)] = tr[turned, 0, T.Ramp(0, 1, L)] + tr[turned, j, T.Ramp(0, 1, L)]
+                flat[T.Ramp(4 * L + axis * P + chunk * L, 1, L)] = tr[turned, 0, T.Ramp(0, 1, L)]
+            for r in range(P % L):
+                flat[4 * L + axis * P + P - P % L + r] = zero
+                for i in range(L):
+                    flat[4 * L + axis * P + P - P % L + r] = flat[4 * L + axis * P + P - P % L + r] + bins[
+                        axis, P - P % L + r, i]
+
+    @T.macro
+    def add_sample(slab, gbin, p, acc, bins, ys, xs, mx, my, ax, ay):
+        # The forward's y weights carry 1/count, so the x slope does too; my carries it for y.
+        y0, y1, wy0, wy1 = T.meta_var(ys)
+        x0, x1, wx0, wx1 = T.meta_var(xs)
+        for lane in T.vectorized(L):
+            gx, gy = T.meta_var(slope_gradient(gbin[p, 0, lane], slab, y0, y1, x0, x1, lane,
+                                               wy0 * mx, wy1 * mx, wx0 * my, wx1 * my))
+            acc[0, lane] = acc[0, lane] + gx * (one - ax)
+            acc[1, lane] = acc[1, lane] + gx * ax
+            acc[2, lane] = acc[2, lane] + gy * (one - ay)
+            acc[3, lane] = acc[3, lane] + gy * ay
+            bins[0, p, lane] = bins[0, p, lane] + gx
+            bins[1, p, lane] = bins[1, p, lane] + gy
+
+    @T.macro
+    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, bins, H, W):
+        gh, gw = T.meta_var(grids(rois, k))
+        for ph, pw in T.grid(PH, PW):
+            p = T.meta_var(ph * PW + pw)
+            for lane in T.vectorized(L):
+                bins[0, p, lane] = zero
+                bins[1, p, lane] = zero
+            if keeps_samples(spec, gh, gw):
+                for iy, ix in T.grid(gh, gw):
+                    s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
+                    ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                    add_sample(slab, gbin, p, acc, bins, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
+                               stab[k, s + 3])
+            else:
+                for iy, ix in T.grid(gh, gw):
+                    y = T.meta_var(box.bin_start(rois, k, 2, ph, pw) + ftab[k, 2 * (ph * gh + iy)])
+                    x = T.meta_var(box.bin_start(rois, k, 1, ph, pw) + ftab[k, 2 * PH * gh + 2 * (pw * gw + ix)])
+                    ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                    add_sample(slab, gbin, p, acc, bins, ys, xs, moving(x, W), moving(y, H) * inverse_count(gh, gw),
+                               sample_fraction(pw, ix, gw, PW, dt), sample_fraction(ph, iy, gh, PH, dt))
+        bin_totals(bins, acc, tr)
+
+    @T.macro
+    def offsets(rois, k, slots, grad_rois, moved, axis):
+        # Axis 0 (x, rois column 1) or 1 (y, column 2), a Python int: the bins' offset
+        # gradients, and O, the sum over bins of the bin's offset times its sum of gx (gy).
+        moved[axis] = zero
+        for p in range(P):
+            row, lane = T.meta_var(bin_slot(axis * P + p))
+            moved[axis] = moved[axis] + box.offset(rois, k, 1 + axis, p // PW, p % PW) * slots[row, lane]
+            grad_rois[k, BOX + axis * P + p] = slots[row, lane] * box.gamma * box.extent(rois, k, 1 + axis)
+
+    @T.macro
+    def finish(rois, k, total, slots, grad_rois):
+        moved = T.alloc_buffer((2,), dt)
+        offsets(rois, k, slots, grad_rois, moved, 0)
+        offsets(rois, k, slots, grad_rois, moved, 1)
+        grad_rois[k, 1] = (total[0] - box.gamma * moved[0]) * scale
+        grad_rois[k, 3] = (total[1] + box.gamma * moved[0]) * scale
+        grad_rois[k, 2] = (total[2] - box.gamma * moved[1]) * scale
+        grad_rois[k, 4] = (total[3] + box.gamma * moved[1]) * scale
+
+    return {"box_slopes": box_slopes,
+            "backward_boxes": blocked_box_gradient_kernel(spec, lanes, 4 + (2 * P + L - 1) // L,
+                                                          lambda rois, k: one, box_sums, finish, work=(2, P, L))}
+
+
+def kernels(spec, schedule) -> dict:
     lanes = schedule.compute_kwargs("backward")["lanes"]
-    sample, bin_scales = deform_sample_gradient(spec)
-    box_gradient = _box_gradient.packed_sample_box_gradient_kernel(
-        spec, lanes, lambda rois, k: (box.grid(rois, k, 2), box.grid(rois, k, 1)), sample, bin_scales)
-    return {**by_direction(spec, schedule, deform_roi_pool_kernels),
-            "box_pack": _box_gradient.box_pack_kernel(spec, lanes), "backward_boxes": box_gradient}
+    return {**by_direction(spec, schedule, deform_roi_pool_kernels), **deform_box_gradient_kernels(spec, lanes)}

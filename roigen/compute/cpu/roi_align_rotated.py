@@ -171,7 +171,7 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             acc[5, lane] = acc[5, lane] + gy * ay
 
     @T.macro
-    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, H, W):
+    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work, H, W):
         gh, gw = T.meta_var(grids(rois, k))
         if keeps_samples(spec, gh, gw):
             for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
@@ -196,7 +196,7 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         return T.if_then_else(rois[k, col + 2] * scale < one, zero, one)
 
     @T.macro
-    def finish(rois, k, total, grad_rois):
+    def finish(rois, k, total, slots, grad_rois):
         cos = T.meta_var(T.cos(box.angle(rois, k)))
         sin = T.meta_var(T.sin(box.angle(rois, k)))
         grad_rois[k, 1] = total[0] * scale
