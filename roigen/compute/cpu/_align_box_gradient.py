@@ -1,19 +1,23 @@
-"""Box gradients on the CPU in the forward's (image, channel block) tasks: RoIAlign's and
-rotated RoIAlign's.
+"""Box gradients on the CPU in the forward's (image, channel block) tasks: RoIAlign's here,
+rotated RoIAlign's and deformable RoI pooling's in their modules, on this scaffold.
 
 The gradient of a box is a sum over its channels and samples (common/sample_gradient.py):
 per sample, g times the sample's slope along x (and y), times how the sample moves with
-each box coordinate.  `_box_gradient.py`'s kernel gives each box one task that reads the
-box's region of the map in every channel: about a megabyte per box on fpn_box, which does
-not stay in L2, so 1,024 boxes read it from L3 one after another (RoIAlign's took 24 ms,
-12 ms with every box the same box).  Here each (image, block) task converts its slab of
-the map once, as the forward does, and every box of that image samples the slab from L2
-(RoIAlign's: 12.5 ms).
+each box coordinate.  One task per box (as PrRoIPool's still runs) reads the box's region
+of the map in every channel: about a megabyte per box on fpn_box, which does not stay in
+L2, so 1,024 boxes read it from L3 one after another (RoIAlign's took 24 ms, 12 ms with
+every box the same box).  Here each (image, block) task converts its slab of the map
+once, as the forward does, and every box of that image samples the slab from L2
+(RoIAlign's: 11 ms).
 
 - `box_slopes(rois, stab, H, W)` fills a per-box float table, laid out as the forward's
-  tables (y entries, bin row * gh + sample, then x entries), with what the op's sums need.
+  tables, with what the op's sums need beyond the forward's tables: its tasks find no
+  geometry the forward's tasks do not.
 - A task keeps, per lane, a few running sums for each box of its image (`sums` of them,
-  the op's `box_sums` macro) and stores them to `partial[k, cb]`, (K, Cb, sums, L) scratch.
+  the op's `box_sums` macro), each a sum over the box's samples of gx or gy (the sample's
+  g-weighted slopes) times a factor of the sample's own, and stores them to
+  `partial[k, cb]`, (K, Cb, sums, L) scratch of the kernel's.  The box's own terms (its
+  sizes, angle, offsets) multiply the sums once, at the end.
 - A second pass adds each box's partial sums over blocks and lanes in a fixed order (so
   the result is deterministic without atomics) and the op's `finish` macro turns the
   totals into the box's gradient.
