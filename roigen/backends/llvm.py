@@ -82,11 +82,8 @@ class Kernels:
             names += ["table_size", "tables"]
         if getattr(spec, "box_gradient", False):
             names.append("backward_boxes")
-        # Box gradients that read the map in channel blocks of the backward's width pack it first.
-        self._box_pack = module.implements_function(prefix + "box_pack")
-        if self._box_pack:
-            names.append("box_pack")
-        # Box gradients in the forward's (image, block) tasks take its tables and slope tables.
+        # Box gradients run in the forward's (image, block) tasks on its tables; some ops add a
+        # table of their own first (box_slopes).
         self._box_slopes = module.implements_function(prefix + "box_slopes")
         if self._box_slopes:
             names.append("box_slopes")
@@ -199,35 +196,24 @@ class Kernels:
                        grad: torch.Tensor) -> torch.Tensor:
         """d(rois), (K, columns) in the compute dtype (0 for the batch index), from the forward's
         input `x` (as `forward` takes it), its output and aux, and the output's gradient.
-        Deterministic: each box's sum is one task's (per box), or summed from per-(box, block)
-        partial sums in a fixed order (RoIAlign, in the forward's tables and tasks)."""
+        Deterministic: summed from per-(box, block) partial sums in a fixed order
+        (compute/cpu/_align_box_gradient.py)."""
         n, c, h, w = x.shape
         shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
         grad_rois = torch.empty(rois.shape, dtype=self.dtype)
         output, grad = (t.to(self.dtype).reshape(shape).contiguous() for t in (output, grad))
-        data = self._nchw_or_nhwc(x)
+        lanes = self.lanes["backward"]
+        itab, ftab = self._tables(rois, h, w)
+        # The kernel's own scratch, bounded: a slab per thread, and per (box, block) four sums
+        # per lane and each bin's two (deformable pooling's, the most).
+        sums = rois.shape[0] * math.ceil(c / lanes) * (4 * lanes + 2 * math.prod(shape[2:]) + 2 * lanes)
+        reserve((ftab.numel() + sums + h * w * lanes * pool_threads()) * self.dtype.itemsize,
+                "the box gradient's slabs and sums")
+        slopes = torch.empty_like(ftab)  # read only by ops with a box_slopes kernel
         if self._box_slopes:
-            lanes = self.lanes["backward"]
-            itab, ftab = self._tables(rois, h, w)
-            # The kernel's own scratch: a slab per thread and at most 8 sums per (box, block) lane.
-            sums = rois.shape[0] * math.ceil(c / lanes) * 8 * lanes
-            reserve((ftab.numel() + sums + h * w * lanes * pool_threads()) * self.dtype.itemsize,
-                    "the box gradient's slabs and sums")
-            slopes = torch.empty_like(ftab)
             _call(self._fn["box_slopes"], rois, slopes, h, w)
-            _call(self._fn["backward_boxes"], data, rois, itab, ftab, slopes, aux.contiguous(), grad, grad_rois)
-            return grad_rois
-        self._check_tables(rois, h, w)  # the forward's limit on a box's samples
-        if self._box_pack:
-            # Pixel-major blocks (N, H, W, Cb, L): a sample's corners are each one contiguous
-            # run of all its channels, read by the box's one task.
-            _, blocks, _, _, lanes = self._packed_shape("backward", n, c, h, w)
-            shape = (n, h, w, blocks, lanes)
-            reserve(math.prod(shape) * self.dtype.itemsize, "the map packed for the box gradient")
-            packed = _workspace.get(shape, self.dtype)
-            _call(self._fn["box_pack"], data, packed)
-            data = packed
-        _call(self._fn["backward_boxes"], data, rois, output, aux.contiguous(), grad, grad_rois)
+        _call(self._fn["backward_boxes"], self._nchw_or_nhwc(x), rois, itab, ftab, slopes, aux.contiguous(), grad,
+              output, grad_rois)
         return grad_rois
 
 

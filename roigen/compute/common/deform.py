@@ -56,8 +56,9 @@ class DeformBoxes:
 
 def deform_sample_gradient(spec, itype="int64"):
     """`sample(rois, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs, y slopes, x slopes, u, v) for
-    the box gradient (cpu/_box_gradient.py's contract) over the box's corners (x1', y1', x2', y2'),
-    and `bin_scales(rois, k)` -> (d x/d offset_x, d y/d offset_y) of every sample of a bin.
+    the box gradient (GPUs' per-box kernel; the CPU's sums are in cpu/deform_roi_pool.py) over the
+    box's corners (x1', y1', x2', y2'), and `bin_scales(rois, k)` -> (d x/d offset_x,
+    d y/d offset_y) of every sample of a bin.
 
     x = x1' + (a + gamma*o)*(x2' - x1'), a = (pw + (ix + 0.5)/gw)/PW, o the bin's x offset, so
     d x/d x1' = 1 - a - gamma*o, d x/d x2' = a + gamma*o, d x/d o = gamma*(x2' - x1'); y alike.

@@ -59,8 +59,8 @@ class RotatedBoxes:
 
 def rotated_sample_gradient(spec, itype="int64"):
     """`sample(rois, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs, y slopes, x slopes, u, v) for
-    the box gradient (cpu/_box_gradient.py's packed kernel): the sample's corners, the slopes
-    of their weights, and per coordinate (cx', cy', w', h', t) how its sum moves with the
+    the box gradient (GPUs' per-box kernel; the CPU's sums are in cpu/roi_align_rotated.py): the
+    sample's corners, the slopes of their weights, and per coordinate (cx', cy', w', h', t) how its sum moves with the
     sample's x and y gradients gx, gy: acc[j] += gx*u[j] + gy*v[j].
 
     A sample sits at y = yy*cos(t) - xx*sin(t) + cy', x = yy*sin(t) + xx*cos(t) + cx',

@@ -33,8 +33,8 @@ from ..common.bilinear import corners_at
 from ..common.indexing import unravel
 from ..common.sampling import box_grids, box_rule, sample_fraction, sample_pos
 from ..common.signature import dims
-from ._box_gradient import bin_major_block
 from ._layout import block_macros, map_shape
+from ._transpose import block_transpose, result_slot
 
 # How many boxes ahead a task looks for its image's next box (two images: one in two is).
 LOOKAHEAD = 3
@@ -42,17 +42,19 @@ LOOKAHEAD = 3
 
 def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, finish,
                                 work=(1,)) -> tirx.PrimFunc:
-    """`backward_boxes(data, rois, itab, ftab, stab, aux, grad_out, grad_rois)`: `data` the
-    caller's map, `itab`/`ftab` the forward's tables, `stab` the op's `box_slopes` table,
-    `aux` the forward's argmax in max mode (size 0 otherwise).
+    """`backward_boxes(data, rois, itab, ftab, stab, aux, grad_out, out, grad_rois)`: `data`
+    the caller's map, `itab`/`ftab` the forward's tables, `stab` the op's `box_slopes` table
+    (unread by ops without one), `aux` the forward's argmax in max mode (size 0 otherwise),
+    `out` the forward's output.
 
     `count(rois, k)`: what the output gradient is divided by as it is read (the sample
     count in avg mode); `box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work,
     H, W)` adds box k's samples to acc (sums, L), reading the slab at [0, 0, 0, row*W + col,
     lane] and the output gradient bin-major, gbin[p, 0, lane] (abin: max mode's argmax);
     `tr`, a (2, L, L) block-transpose scratch, and `work` (of shape `work`) are the task's;
-    `finish(rois, k, total, slots, grad_rois)` writes row k of grad_rois (zeroed) from the
-    sums over blocks, per lane (slots, (sums, L)) and over the lanes too (total, (sums,)).
+    `finish(rois, k, total, slots, grad_out, out, grad_rois)` writes row k of grad_rois
+    (zeroed) from the sums over blocks, per lane (slots, (sums, L)) and over the lanes too
+    (total, (sums,)).
     """
     dt = spec.compute_dtype
     L = lanes
@@ -89,7 +91,7 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
     def backward_boxes(data: T.Buffer(map_shape(spec.layout, N, C, H, W), dt), rois: T.Buffer((K, ROW), dt),
                        itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), stab: T.Buffer((K, S), dt),
                        aux: T.Buffer((A,), "int32"), grad_out: T.Buffer((K, C, P), dt),
-                       grad_rois: T.Buffer((K, ROW), dt)):
+                       out: T.Buffer((K, C, P), dt), grad_rois: T.Buffer((K, ROW), dt)):
         Cb = T.meta_var((C + L - 1) // L)
         partial = T.alloc_buffer((K, Cb, sums, L), dt)
         for task in T.parallel(N * Cb):
@@ -130,7 +132,7 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
                     total[j] = total[j] + slots[j, lane]
             for j in range(ROW):
                 grad_rois[k, j] = zero
-            finish(rois, k, total, slots, grad_rois)
+            finish(rois, k, total, slots, grad_out, out, grad_rois)
 
     return backward_boxes
 
@@ -210,7 +212,7 @@ def align_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         return (start(rois, k, col + 2) - start(rois, k, col) < one) if not spec.aligned else tirx.const(False)
 
     @T.macro
-    def finish(rois, k, total, slots, grad_rois):
+    def finish(rois, k, total, slots, grad_out, out, grad_rois):
         grad_rois[k, 1] = T.if_then_else(clamped(rois, k, 1), total[0] + total[1], total[0]) * scale
         grad_rois[k, 3] = T.if_then_else(clamped(rois, k, 1), zero, total[1]) * scale
         grad_rois[k, 2] = T.if_then_else(clamped(rois, k, 2), total[2] + total[3], total[2]) * scale
@@ -218,4 +220,57 @@ def align_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
     return {"box_slopes": box_slopes,
             "backward_boxes": blocked_box_gradient_kernel(spec, lanes, 4, lambda rois, k: one, box_sums, finish)}
+
+
+def bin_major_block(dt: str, lanes: int, bins: int, argmax: bool):
+    """A macro `gather(gbin, abin, tr, atr, grad_out, aux, k, cb, slot, C, A, scale)` filling
+    gbin[p, slot, lane] = grad_out[k, cb*L + lane, p] * scale and, with `argmax`,
+    abin[p, slot, lane] = aux[(k*C + cb*L + lane)*P + p]: channel block cb of box k's
+    output gradient (and argmax), bin-major.
+
+    Full channel blocks turn L bins at a time through block transposes in `tr`/`atr`
+    ((2, L, L) scratch, of dt and int32); the remainder bins and a partial block go
+    element by element.  Channels past C get 0 (and argmax -1, which no sample is);
+    so does every channel where `aux` (A values) is too short for box k.
+    """
+    L, P = lanes, bins
+    slot_of = result_slot(L)
+    transpose = block_transpose(L)
+    zero = tirx.const(0.0, dt)
+    whole = T.Ramp(0, 1, L)
+
+    @T.macro
+    def gather(gbin, abin, tr, atr, grad_out, aux, k, cb, slot, C, A, scale):
+        kept = T.meta_var(A >= (k + 1) * C * P)
+        if (cb + 1) * L <= C:
+            for chunk in range(P // L):
+                for i in T.unroll(L):
+                    tr[1, i, whole] = grad_out[k, cb * L + i, T.Ramp(chunk * L, 1, L)]
+                transpose(tr)
+                for j in T.unroll(L):
+                    gbin[chunk * L + j, slot, whole] = tr[slot_of, j, whole] * T.Broadcast(scale, L)
+                if argmax:
+                    if kept:
+                        for i in T.unroll(L):
+                            atr[1, i, whole] = aux[T.Ramp((k * C + cb * L + i) * P + chunk * L, 1, L)]
+                        transpose(atr)
+                        for j in T.unroll(L):
+                            abin[chunk * L + j, slot, whole] = atr[slot_of, j, whole]
+                    else:
+                        for j, lane in T.grid(L, L):
+                            abin[chunk * L + j, slot, lane] = -1
+            for r, lane in T.grid(P % L, L):
+                gbin[P - P % L + r, slot, lane] = grad_out[k, cb * L + lane, P - P % L + r] * scale
+                if argmax:
+                    abin[P - P % L + r, slot, lane] = T.if_then_else(
+                        kept, aux[T.min((k * C + cb * L + lane) * P + P - P % L + r, A - 1)], -1)
+        else:
+            for p, lane in T.grid(P, L):
+                c = T.meta_var(T.min(cb * L + lane, C - 1))
+                gbin[p, slot, lane] = T.if_then_else(cb * L + lane < C, grad_out[k, c, p], zero) * scale
+                if argmax:
+                    abin[p, slot, lane] = T.if_then_else(
+                        cb * L + lane < C and kept, aux[T.min((k * C + c) * P + p, A - 1)], -1)
+
+    return gather
 

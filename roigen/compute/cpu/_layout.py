@@ -130,14 +130,4 @@ def layout_kernels(layout: str, dt: str, lanes: int) -> dict[str, tirx.PrimFunc]
             n, cb = unravel(task, (N, Cb))
             store(src, dst, n, cb, n, cb, C, H, W)
 
-    N, C, H, W, Cb = dims("N C H W Cb", "int64")
-    @T.prim_func
-    def pack_pixels(src: T.Buffer(map_shape(layout, N, C, H, W), dt), dst: T.Buffer((N, H, W, Cb, L), dt)):
-        # The same blocks, pixel-major: a pixel's Cb blocks are contiguous (`pixel_blocks`).
-        blocks = T.decl_buffer((N, Cb, H, W, L), dt, data=dst.data,
-                               strides=(H * W * Cb * L, L, W * Cb * L, Cb * L, 1))
-        for task in T.parallel(N * Cb):
-            n, cb = unravel(task, (N, Cb))
-            load(src, blocks, n, cb, n, cb, C, H, W)
-
-    return {"pack": pack, "unpack": unpack, "pack_pixels": pack_pixels}
+    return {"pack": pack, "unpack": unpack}

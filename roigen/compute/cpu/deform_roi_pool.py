@@ -219,7 +219,7 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             grad_rois[k, BOX + axis * P + p] = slots[row, lane] * box.gamma * box.extent(rois, k, 1 + axis)
 
     @T.macro
-    def finish(rois, k, total, slots, grad_rois):
+    def finish(rois, k, total, slots, grad_out, out, grad_rois):
         moved = T.alloc_buffer((2,), dt)
         offsets(rois, k, slots, grad_rois, moved, 0)
         offsets(rois, k, slots, grad_rois, moved, 1)

@@ -196,7 +196,7 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         return T.if_then_else(rois[k, col + 2] * scale < one, zero, one)
 
     @T.macro
-    def finish(rois, k, total, slots, grad_rois):
+    def finish(rois, k, total, slots, grad_out, out, grad_rois):
         cos = T.meta_var(T.cos(box.angle(rois, k)))
         sin = T.meta_var(T.sin(box.angle(rois, k)))
         grad_rois[k, 1] = total[0] * scale
