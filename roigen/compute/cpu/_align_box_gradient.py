@@ -1,14 +1,15 @@
 """Box gradients on the CPU in the forward's (image, channel block) tasks: RoIAlign's here,
-rotated RoIAlign's and deformable RoI pooling's in their modules, on this scaffold.
+rotated RoIAlign's, deformable RoI pooling's and PrRoIPool's in their modules, on this
+scaffold.
 
 The gradient of a box is a sum over its channels and samples (common/sample_gradient.py):
 per sample, g times the sample's slope along x (and y), times how the sample moves with
-each box coordinate.  One task per box (as PrRoIPool's still runs) reads the box's region
-of the map in every channel: about a megabyte per box on fpn_box, which does not stay in
-L2, so 1,024 boxes read it from L3 one after another (RoIAlign's took 24 ms, 12 ms with
-every box the same box).  Here each (image, block) task converts its slab of the map
-once, as the forward does, and every box of that image samples the slab from L2
-(RoIAlign's: 11 ms).
+each box coordinate.  One task per box (the earlier form) read the box's region of the
+map in every channel: about a megabyte per box on fpn_box, which does not stay in L2, so
+1,024 boxes read it from L3 one after another (RoIAlign's took 24 ms, 12 ms with every
+box the same box).  Here each (image, block) task converts its slab of the map once, as
+the forward does, and every box of that image samples the slab from L2 (RoIAlign's:
+11 ms).
 
 - `box_slopes(rois, stab, H, W)` fills a per-box float table, laid out as the forward's
   tables, with what the op's sums need beyond the forward's tables: its tasks find no
