@@ -19,13 +19,24 @@ from .bilinear import interpolate
 from .sampling import axis_corners, box_rule, sample_fraction, sample_pos
 
 
+def moves(pos, limit, dt):
+    """Whether a sample at `pos` on an axis of `limit` pixels moves its bilinear weights
+    (their slopes are -1 and +1 there, 0 elsewhere: see the module's docstring)."""
+    return tirx.all(pos > tirx.const(0.0, dt), pos < T.Cast(dt, limit - 1))
+
+
+def slope_flag(pos, limit, dt):
+    """`moves` as a number: 1 where the sample moves its weights, else 0."""
+    return T.if_then_else(moves(pos, limit, dt), tirx.const(1.0, dt), tirx.const(0.0, dt))
+
+
 def axis_slope(pos, limit, dt, itype="int64"):
     """(low, high, d w_low/d pos, d w_high/d pos) of one sample coordinate: the corners of
     `axis_corners` and the derivative of their weights."""
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     low, high, _, _ = axis_corners(pos, limit, dt, itype)
-    moving = tirx.all(pos > zero, pos < T.Cast(dt, limit - 1))
+    moving = moves(pos, limit, dt)
     return low, high, T.if_then_else(moving, -one, zero), T.if_then_else(moving, one, zero)
 
 

@@ -110,6 +110,11 @@ def box_grids(spec, itype="int64"):
     return grids
 
 
+def inverse_count(gh, gw, dt):
+    """1 / (gh * gw), a bin's share per sample in avg mode (1 for a bin of no samples)."""
+    return tirx.const(1.0, dt) / T.Cast(dt, T.max(gh * gw, tirx.const(1, "int64")))
+
+
 def sample_fraction(bin_index, sub, grid, pooled: int, dt):
     """Where sub-sample `sub` of bin `bin_index` sits along its box, as a fraction of the box:
     (bin + (sub + 0.5)/grid)/pooled, the `a` of ROI_OPS.md's box gradient."""

@@ -32,7 +32,8 @@ from tvm.script import tirx as T
 
 from ..common.bilinear import corners_at
 from ..common.indexing import unravel
-from ..common.sampling import box_grids, box_rule, sample_fraction, sample_pos
+from ..common.sample_gradient import moves
+from ..common.sampling import box_grids, box_rule, inverse_count, sample_fraction, sample_pos
 from ..common.signature import dims
 from ._layout import block_macros, map_shape
 from ._transpose import block_transpose, result_slot
@@ -51,7 +52,7 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
     `count(rois, k)`: what the output gradient is divided by as it is read (the sample
     count in avg mode); `box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work,
     H, W)` adds box k's samples to acc (sums, L), reading the slab at [0, 0, 0, row*W + col,
-    lane] and the output gradient bin-major, gbin[p, 0, lane] (abin: max mode's argmax);
+    lane] and the output gradient bin-major, gbin[p, lane] (abin: max mode's argmax);
     `tr`, a (2, L, L) block-transpose scratch, and `work` (of shape `work`) are the task's;
     `finish(rois, k, total, slots, grad_out, out, grad_rois)` writes row k of grad_rois
     (zeroed) from the sums over blocks, per lane (slots, (sums, L)) and over the lanes too
@@ -98,8 +99,8 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
         for task in T.parallel(N * Cb):
             n, cb = unravel(task, (N, Cb))
             slab = T.alloc_buffer((1, 1, H, W, L), dt)
-            gbin = T.alloc_buffer((P, 1, L), dt)
-            abin = T.alloc_buffer((P, 1, L), "int32")
+            gbin = T.alloc_buffer((P, L), dt)
+            abin = T.alloc_buffer((P, L), "int32")
             tr = T.alloc_buffer((2, L, L), dt)
             atr = T.alloc_buffer((2, L, L), "int32")
             acc = T.alloc_buffer((sums, L), dt)
@@ -109,7 +110,7 @@ def blocked_box_gradient_kernel(spec, lanes: int, sums: int, count, box_sums, fi
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     prefetch_next(rois, grad_out, found, k, n, cb, K, C)
-                    gather(gbin, abin, tr, atr, grad_out, aux, k, cb, 0, C, A, count(rois, k))
+                    gather(gbin, abin, tr, atr, grad_out, aux, k, cb, C, A, count(rois, k))
                     for j, lane in T.grid(sums, L):
                         acc[j, lane] = zero
                     box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, scratch, H, W)
@@ -169,21 +170,19 @@ def align_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
     @T.macro
     def axis_slopes(rois, stab, k, col, pooled, grid, base, limit, weight):
-        # The slope flag is 1 while the sample moves its bilinear weights (axis_slope).
         for s in range(pooled * grid):
             pos = T.meta_var(sample_pos(start(rois, k, col), extent(rois, k, col) / tirx.const(pooled, dt), grid,
                                         s, dt))
             a = T.meta_var(sample_fraction(s // grid, s % grid, grid, pooled, dt))
-            moving = T.meta_var(tirx.all(pos > zero, pos < T.Cast(dt, limit - 1)))
-            stab[k, base + 2 * s] = T.if_then_else(moving, (one - a) * weight, zero)
-            stab[k, base + 2 * s + 1] = T.if_then_else(moving, a * weight, zero)
+            stab[k, base + 2 * s] = T.if_then_else(moves(pos, limit, dt), (one - a) * weight, zero)
+            stab[k, base + 2 * s + 1] = T.if_then_else(moves(pos, limit, dt), a * weight, zero)
 
     K, S = dims("K S", "int64")
     @T.prim_func
     def box_slopes(rois: T.Buffer((K, 5), dt), stab: T.Buffer((K, S), dt), H: T.int64, W: T.int64):
         for k in T.parallel(K):
             gh, gw = T.meta_var(grids(rois, k))
-            inv = T.meta_var(one / T.Cast(dt, T.max(gh * gw, T.int64(1))) if avg else one)
+            inv = T.meta_var(inverse_count(gh, gw, dt) if avg else one)
             axis_slopes(rois, stab, k, 2, PH, gh, 0, H, inv)
             axis_slopes(rois, stab, k, 1, PW, gw, 2 * PH * gh, W, one)
 
@@ -199,8 +198,8 @@ def align_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             for lane in T.vectorized(L):
                 # Max mode: only where the sample won the lane's channel (a Select keeps the
                 # loop vector).
-                g = T.meta_var(gbin[p, 0, lane] if avg else tirx.Select(
-                    abin[p, 0, lane] == T.Cast("int32", iy * gw + ix), gbin[p, 0, lane], zero))
+                g = T.meta_var(gbin[p, lane] if avg else tirx.Select(
+                    abin[p, lane] == T.Cast("int32", iy * gw + ix), gbin[p, lane], zero))
                 gx, gy = T.meta_var(slope_gradient(g, slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1))
                 acc[0, lane] = acc[0, lane] + gx * stab[k, c]
                 acc[1, lane] = acc[1, lane] + gx * stab[k, c + 1]
@@ -224,9 +223,9 @@ def align_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
 
 def bin_major_block(dt: str, lanes: int, bins: int, argmax: bool):
-    """A macro `gather(gbin, abin, tr, atr, grad_out, aux, k, cb, slot, C, A, scale)` filling
-    gbin[p, slot, lane] = grad_out[k, cb*L + lane, p] * scale and, with `argmax`,
-    abin[p, slot, lane] = aux[(k*C + cb*L + lane)*P + p]: channel block cb of box k's
+    """A macro `gather(gbin, abin, tr, atr, grad_out, aux, k, cb, C, A, scale)` filling
+    gbin[p, lane] = grad_out[k, cb*L + lane, p] * scale and, with `argmax`,
+    abin[p, lane] = aux[(k*C + cb*L + lane)*P + p]: channel block cb of box k's
     output gradient (and argmax), bin-major.
 
     Full channel blocks turn L bins at a time through block transposes in `tr`/`atr`
@@ -241,7 +240,7 @@ def bin_major_block(dt: str, lanes: int, bins: int, argmax: bool):
     whole = T.Ramp(0, 1, L)
 
     @T.macro
-    def gather(gbin, abin, tr, atr, grad_out, aux, k, cb, slot, C, A, scale):
+    def gather(gbin, abin, tr, atr, grad_out, aux, k, cb, C, A, scale):
         kept = T.meta_var(A >= (k + 1) * C * P)
         if (cb + 1) * L <= C:
             for chunk in range(P // L):
@@ -249,28 +248,28 @@ def bin_major_block(dt: str, lanes: int, bins: int, argmax: bool):
                     tr[1, i, whole] = grad_out[k, cb * L + i, T.Ramp(chunk * L, 1, L)]
                 transpose(tr)
                 for j in T.unroll(L):
-                    gbin[chunk * L + j, slot, whole] = tr[slot_of, j, whole] * T.Broadcast(scale, L)
+                    gbin[chunk * L + j, whole] = tr[slot_of, j, whole] * T.Broadcast(scale, L)
                 if argmax:
                     if kept:
                         for i in T.unroll(L):
                             atr[1, i, whole] = aux[T.Ramp((k * C + cb * L + i) * P + chunk * L, 1, L)]
                         transpose(atr)
                         for j in T.unroll(L):
-                            abin[chunk * L + j, slot, whole] = atr[slot_of, j, whole]
+                            abin[chunk * L + j, whole] = atr[slot_of, j, whole]
                     else:
                         for j, lane in T.grid(L, L):
-                            abin[chunk * L + j, slot, lane] = -1
+                            abin[chunk * L + j, lane] = -1
             for r, lane in T.grid(P % L, L):
-                gbin[P - P % L + r, slot, lane] = grad_out[k, cb * L + lane, P - P % L + r] * scale
+                gbin[P - P % L + r, lane] = grad_out[k, cb * L + lane, P - P % L + r] * scale
                 if argmax:
-                    abin[P - P % L + r, slot, lane] = T.if_then_else(
+                    abin[P - P % L + r, lane] = T.if_then_else(
                         kept, aux[T.min((k * C + cb * L + lane) * P + P - P % L + r, A - 1)], -1)
         else:
             for p, lane in T.grid(P, L):
                 c = T.meta_var(T.min(cb * L + lane, C - 1))
-                gbin[p, slot, lane] = T.if_then_else(cb * L + lane < C, grad_out[k, c, p], zero) * scale
+                gbin[p, lane] = T.if_then_else(cb * L + lane < C, grad_out[k, c, p], zero) * scale
                 if argmax:
-                    abin[p, slot, lane] = T.if_then_else(
+                    abin[p, lane] = T.if_then_else(
                         cb * L + lane < C and kept, aux[T.min((k * C + c) * P + p, A - 1)], -1)
 
     return gather

@@ -18,7 +18,8 @@ from tvm.script import tirx as T
 
 from ...limits import keeps_samples
 from ..common.deform import DeformBoxes
-from ..common.sampling import axis_corners, sample_fraction
+from ..common.sample_gradient import slope_flag
+from ..common.sampling import axis_corners, inverse_count, sample_fraction
 from ..common.signature import dims
 from . import by_direction
 from ._align import (
@@ -124,13 +125,6 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     table_corners = sample_table_corners(spec)
     ROW = spec.row_columns
 
-    def moving(pos, limit):
-        """1 while the sample moves its bilinear weights along the axis (axis_slope), else 0."""
-        return T.if_then_else(tirx.all(pos > zero, pos < T.Cast(dt, limit - 1)), one, zero)
-
-    def inverse_count(gh, gw):
-        return one / T.Cast(dt, T.max(gh * gw, T.int64(1)))
-
     def bin_slot(j):
         """Row and lane of per-bin value j (x sums at p, y sums at P + p)."""
         return 4 + j // L, j % L
@@ -143,8 +137,9 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             if keeps_samples(spec, gh, gw):
                 for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
                     s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
-                    stab[k, s] = moving(box.position(rois, k, 1, ph, pw, ix, gw), W)
-                    stab[k, s + 1] = moving(box.position(rois, k, 2, ph, pw, iy, gh), H) * inverse_count(gh, gw)
+                    stab[k, s] = slope_flag(box.position(rois, k, 1, ph, pw, ix, gw), W, dt)
+                    stab[k, s + 1] = (slope_flag(box.position(rois, k, 2, ph, pw, iy, gh), H, dt)
+                                      * inverse_count(gh, gw, dt))
                     stab[k, s + 2] = sample_fraction(pw, ix, gw, PW, dt)
                     stab[k, s + 3] = sample_fraction(ph, iy, gh, PH, dt)
 
@@ -176,7 +171,7 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         y0, y1, wy0, wy1 = T.meta_var(ys)
         x0, x1, wx0, wx1 = T.meta_var(xs)
         for lane in T.vectorized(L):
-            gx, gy = T.meta_var(slope_gradient(gbin[p, 0, lane], slab, y0, y1, x0, x1, lane,
+            gx, gy = T.meta_var(slope_gradient(gbin[p, lane], slab, y0, y1, x0, x1, lane,
                                                wy0 * mx, wy1 * mx, wx0 * my, wx1 * my))
             acc[0, lane] = acc[0, lane] + gx * (one - ax)
             acc[1, lane] = acc[1, lane] + gx * ax
@@ -204,7 +199,8 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     y = T.meta_var(box.bin_start(rois, k, 2, ph, pw) + ftab[k, 2 * (ph * gh + iy)])
                     x = T.meta_var(box.bin_start(rois, k, 1, ph, pw) + ftab[k, 2 * PH * gh + 2 * (pw * gw + ix)])
                     ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gbin, p, acc, bins, ys, xs, moving(x, W), moving(y, H) * inverse_count(gh, gw),
+                    add_sample(slab, gbin, p, acc, bins, ys, xs, slope_flag(x, W, dt),
+                               slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
                                sample_fraction(pw, ix, gw, PW, dt), sample_fraction(ph, iy, gh, PH, dt))
         bin_totals(bins, acc, tr)
 

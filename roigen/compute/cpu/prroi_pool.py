@@ -86,7 +86,7 @@ def prroi_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
                 b0 = T.meta_var(T.Cast(dt, ph) / tirx.const(PH, dt))
                 b1 = T.meta_var(T.Cast(dt, ph + 1) / tirx.const(PH, dt))
                 for lane in T.vectorized(L):
-                    g = T.meta_var(gbin[ph * PW + pw, 0, lane])
+                    g = T.meta_var(gbin[ph * PW + pw, lane])
                     acc[0, lane] = acc[0, lane] + g * (edges[1, lane] * (one - a1) - edges[0, lane] * (one - a0))
                     acc[1, lane] = acc[1, lane] + g * (edges[1, lane] * a1 - edges[0, lane] * a0)
                     acc[2, lane] = acc[2, lane] + g * (edges[3, lane] * (one - b1) - edges[2, lane] * (one - b0))

@@ -21,7 +21,8 @@ from tvm.script import tirx as T
 
 from ...limits import keeps_samples
 from ..common.rotated import RotatedBoxes
-from ..common.sampling import axis_corners, sample_fraction
+from ..common.sample_gradient import slope_flag
+from ..common.sampling import axis_corners, inverse_count, sample_fraction
 from ..common.signature import dims
 from . import by_direction
 from ._align import (
@@ -130,13 +131,6 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     grids = geometry.grids
     table_corners = sample_table_corners(spec)
 
-    def moving(pos, limit):
-        """1 while the sample moves its bilinear weights along the axis (axis_slope), else 0."""
-        return T.if_then_else(tirx.all(pos > zero, pos < T.Cast(dt, limit - 1)), one, zero)
-
-    def inverse_count(gh, gw):
-        return one / T.Cast(dt, T.max(gh * gw, T.int64(1)))
-
     K, S = dims("K S", "int64")
     @T.prim_func
     def box_slopes(rois: T.Buffer((K, 6), dt), stab: T.Buffer((K, S), dt), H: T.int64, W: T.int64):
@@ -150,8 +144,8 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     xx = T.meta_var(box.offset_in_box(rois, k, 1, PW, gw, pw * gw + ix))
                     y, x = T.meta_var(box.onto_map(yy, xx, cos, sin, box.centre(rois, k, 2), box.centre(rois, k, 1)))
                     s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
-                    stab[k, s] = moving(x, W)
-                    stab[k, s + 1] = moving(y, H) * inverse_count(gh, gw)
+                    stab[k, s] = slope_flag(x, W, dt)
+                    stab[k, s + 1] = slope_flag(y, H, dt) * inverse_count(gh, gw, dt)
                     stab[k, s + 2] = sample_fraction(pw, ix, gw, PW, dt) - half
                     stab[k, s + 3] = sample_fraction(ph, iy, gh, PH, dt) - half
 
@@ -161,7 +155,7 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         y0, y1, wy0, wy1 = T.meta_var(ys)
         x0, x1, wx0, wx1 = T.meta_var(xs)
         for lane in T.vectorized(L):
-            gx, gy = T.meta_var(slope_gradient(gbin[p, 0, lane], slab, y0, y1, x0, x1, lane,
+            gx, gy = T.meta_var(slope_gradient(gbin[p, lane], slab, y0, y1, x0, x1, lane,
                                                wy0 * mx, wy1 * mx, wx0 * my, wx1 * my))
             acc[0, lane] = acc[0, lane] + gx
             acc[1, lane] = acc[1, lane] + gy
@@ -186,7 +180,8 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                 y = T.meta_var(ftab[k, r] - ftab[k, c] + box.centre(rois, k, 2))
                 x = T.meta_var(ftab[k, r + 1] + ftab[k, c + 1] + box.centre(rois, k, 1))
                 ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                add_sample(slab, gbin, ph * PW + pw, acc, ys, xs, moving(x, W), moving(y, H) * inverse_count(gh, gw),
+                add_sample(slab, gbin, ph * PW + pw, acc, ys, xs, slope_flag(x, W, dt),
+                           slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
                            sample_fraction(pw, ix, gw, PW, dt) - half, sample_fraction(ph, iy, gh, PH, dt) - half)
 
     def follows(rois, k, col):
