@@ -36,8 +36,8 @@ def deformable(boxes: torch.Tensor, size: int, seed: int = 5) -> torch.Tensor:
     return torch.cat([boxes, offsets], 1)
 
 
-def timings(fn, x, boxes, grad, repeats: int) -> dict:
-    """Forward, forward + backward (map), forward + backward (map and boxes), in ms."""
+def configurations(fn, x, boxes, grad, box_grad: bool = True) -> dict:
+    """Forward, forward + backward (map), forward + backward (map and boxes): callables."""
     def forward():
         with torch.no_grad():
             fn(x, boxes)
@@ -47,9 +47,10 @@ def timings(fn, x, boxes, grad, repeats: int) -> dict:
         rows = boxes.detach().requires_grad_(box_grad)
         fn(leaf, rows).backward(grad)
 
-    return {"forward": bench.median_ms(forward, repeats),
-            "forward_backward": bench.median_ms(forward_backward, repeats),
-            "with_box_grad": bench.median_ms(lambda: forward_backward(True), repeats)}
+    runs = {"forward": forward, "forward_backward": forward_backward}
+    if box_grad:
+        runs["with_box_grad"] = lambda: forward_backward(True)
+    return runs
 
 
 def measure(name: str, repeats: int) -> list[dict]:
@@ -75,19 +76,18 @@ def measure(name: str, repeats: int) -> list[dict]:
             lambda t, b: R.deform_roi_pool(t, b[:, :5], b[:, 5:].reshape(-1, 2, size, size), size, scale, ratio),
             deformable(boxes, size)),
     }
-    rows = []
-    for label, (fn, rows_in) in ops.items():
-        row = {"op": label, **timings(fn, x, rows_in, grad, repeats)}
-        if label.startswith("torchvision"):
-            row["with_box_grad"] = None  # no box gradient there
-        rows.append(row)
-        print(f"measured {label}", file=sys.stderr, flush=True)
-    return rows
+    # Every op and configuration timed in turn, one call each per round, so that each ratio
+    # the bars name comes from the same spells of this noisy VM.
+    runs = {(label, kind): run for label, (fn, rows_in) in ops.items()
+            for kind, run in configurations(fn, x, rows_in, grad, not label.startswith("torchvision")).items()}
+    times = bench.interleaved_ms(runs, repeats)
+    kinds = ("forward", "forward_backward", "with_box_grad")
+    return [{"op": label, **{kind: times.get((label, kind)) for kind in kinds}} for label in ops]
 
 
 def render(rows: list[dict], name: str, repeats: int) -> str:
     base = rows[0]
-    lines = [f"{name}, CPU, ms (median of {repeats}); {bench.machine()}", "",
+    lines = [f"{name}, CPU, ms (median of {repeats}, every op and configuration timed in turn); {bench.machine()}", "",
              "| op | forward | vs roigen roi_align | fwd+bwd | fwd+bwd with box grad | box grad adds |",
              "|---|---|---|---|---|---|"]
     for r in rows:

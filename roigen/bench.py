@@ -61,6 +61,22 @@ def median_ms(fn, repeats: int, warmup: int = 1, device: str = "cpu") -> float:
     return statistics.median(times) * 1e3
 
 
+def interleaved_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall time of each of `fns` (name -> callable, CPU), timed in turn, one call of
+    each per round: on a noisy machine a slow spell then slows every one of them alike, so
+    their ratios hold where medians timed one after another do not."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
 def memory_floor_ms(reads, writes, repeats: int, device: str = "cpu") -> float:
     """The least time an op can take that reads `reads` once and writes `writes` once:
     a reduction over each input plus a fill of each output (preallocated, already
