@@ -87,6 +87,10 @@ class Kernels:
         self._box_slopes = module.implements_function(prefix + "box_slopes")
         if self._box_slopes:
             names.append("box_slopes")
+        # Ops whose box-gradient tasks also scatter the map's gradient (backward_with_boxes).
+        self.fuses_gradients = module.implements_function(prefix + "backward_with_boxes")
+        if self.fuses_gradients:
+            names.append("backward_with_boxes")
         self._fn = {name: module[prefix + name] for name in names}
 
     def _tables(self, rois: torch.Tensor, height: int, width: int) -> tuple:
@@ -193,28 +197,36 @@ class Kernels:
         return grad_input
 
     def backward_boxes(self, x: torch.Tensor, rois: torch.Tensor, output: torch.Tensor, aux: torch.Tensor,
-                       grad: torch.Tensor) -> torch.Tensor:
+                       grad: torch.Tensor, with_input: bool = False):
         """d(rois), (K, columns) in the compute dtype (0 for the batch index), from the forward's
         input `x` (as `forward` takes it), its output and aux, and the output's gradient.
         Deterministic: summed from per-(box, block) partial sums in a fixed order
-        (compute/cpu/_align_box_gradient.py)."""
+        (compute/cpu/_align_box_gradient.py).  With `with_input` (where `fuses_gradients`),
+        (d(input), d(rois)) from one kernel: d(input) laid out as `x`."""
         n, c, h, w = x.shape
         shape = self.spec.kernel_output_shape(x.shape, rois.shape[0])
         grad_rois = torch.empty(rois.shape, dtype=self.dtype)
         output, grad = (t.to(self.dtype).reshape(shape).contiguous() for t in (output, grad))
         lanes = self.lanes["backward"]
         itab, ftab = self._tables(rois, h, w)
-        # The kernel's own scratch, bounded: a slab per thread, and per (box, block) four sums
-        # per lane and each bin's two (deformable pooling's, the most).
+        # The kernel's own scratch, bounded: a slab per thread (two with the map's gradient),
+        # and per (box, block) four sums per lane and each bin's two (deformable pooling's, the most).
         sums = rois.shape[0] * math.ceil(c / lanes) * (4 * lanes + 2 * math.prod(shape[2:]) + 2 * lanes)
-        reserve((ftab.numel() + sums + h * w * lanes * pool_threads()) * self.dtype.itemsize,
+        slabs = h * w * lanes * pool_threads() * (2 if with_input else 1)
+        input_bytes = n * c * h * w if with_input else 0
+        reserve((ftab.numel() + sums + slabs + input_bytes) * self.dtype.itemsize,
                 "the box gradient's slabs and sums")
         slopes = torch.empty_like(ftab)  # read only by ops with a box_slopes kernel
         if self._box_slopes:
             _call(self._fn["box_slopes"], rois, slopes, h, w)
-        _call(self._fn["backward_boxes"], self._nchw_or_nhwc(x), rois, itab, ftab, slopes, aux.contiguous(), grad,
-              output, grad_rois)
-        return grad_rois
+        args = (self._nchw_or_nhwc(x), rois, itab, ftab, slopes, aux.contiguous(), grad, output, grad_rois)
+        if not with_input:
+            _call(self._fn["backward_boxes"], *args)
+            return grad_rois
+        grad_input = (_allocator()((n, h, w, c), self.dtype).permute(0, 3, 1, 2) if self.spec.layout == "NHWC"
+                      else _allocator()((n, c, h, w), self.dtype))
+        _call(self._fn["backward_with_boxes"], *args, self._nchw_or_nhwc(grad_input))
+        return grad_input, grad_rois
 
 
 class LlvmBackend(Backend):

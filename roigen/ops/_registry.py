@@ -187,10 +187,14 @@ def register(spec_cls: type[OpSpec]) -> None:
         if ctx.box_gradient:
             saved, (input, output) = saved[:-2], saved[-2:]
         grad_input = grad_rois = None
-        if ctx.needs_input_grad[0]:
+        boxes = ctx.box_gradient and ctx.needs_input_grad[1]
+        if ctx.needs_input_grad[0] and boxes:  # both from one pass over the samples
+            op = getattr(ops_namespace(), f"{name}_backward_with_boxes")
+            grad_input, grad_rois = op(grad_output, input, saved[0], output, saved[1], *ctx.values, *ctx.options)
+        elif ctx.needs_input_grad[0]:
             op = getattr(ops_namespace(), f"{name}_backward")
             grad_input = op(grad_output, *saved, *ctx.input_shape, ctx.channels_last, *ctx.values, *ctx.options)
-        if ctx.box_gradient and ctx.needs_input_grad[1]:
+        elif boxes:
             op = getattr(ops_namespace(), f"{name}_backward_boxes")
             grad_rois = op(grad_output, input, saved[0], output, saved[1], *ctx.values, ctx.options[0])
         return (grad_input, grad_rois) + (None,) * (ctx.grads_count - 2)
@@ -200,13 +204,16 @@ def register(spec_cls: type[OpSpec]) -> None:
 
 def _register_box_gradient(spec_cls: type[OpSpec], params: str) -> None:
     """`<op>_backward_boxes`: d(loss)/d(rois) from the output's gradient, the map, the output
-    and aux (the batch-index column gets 0)."""
+    and aux (the batch-index column gets 0); `<op>_backward_with_boxes`: (d(loss)/d(input),
+    d(loss)/d(rois)) from the same, in one kernel where the target's backend has one."""
     qualname = f"{NAMESPACE}::{spec_cls.name}_backward_boxes"
-    torch.library.define(qualname, f"(Tensor grad, Tensor input, Tensor rois, Tensor output, Tensor aux, "
-                         f"{params}, str target) -> Tensor", lib=_LIB)
+    both_qualname = f"{NAMESPACE}::{spec_cls.name}_backward_with_boxes"
+    args = f"(Tensor grad, Tensor input, Tensor rois, Tensor output, Tensor aux, {params}, str target"
+    torch.library.define(qualname, f"{args}) -> Tensor", lib=_LIB)
+    torch.library.define(both_qualname, f"{args}, bool deterministic) -> (Tensor, Tensor)", lib=_LIB)
 
-    def impl(grad, input, rois, output, aux, *rest):
-        *values, target_name = rest
+    def prepare(grad, input, rois, output, aux, values, target_name):
+        """(spec, kernels, map, rois, aux) in the kernels' dtype, or None where the output is empty."""
         # A public op: its arguments may be forged, so check all a kernel will read.
         check_input(input)
         check_rois_for(rois, input.shape[0], input.device, input.dtype, name="rois",
@@ -222,20 +229,49 @@ def _register_box_gradient(spec_cls: type[OpSpec], params: str) -> None:
                                  or aux.device != input.device or aux.numel() != math.prod(shape)):
             raise ValueError(f"aux must be the forward's int32 argmax of {math.prod(shape)} values on "
                              f"{input.device} (the forward ran with keep_aux=False?)")
-        if math.prod(shape) == 0:
-            return torch.zeros_like(rois)
+        if math.prod(shape) == 0 or input.numel() == 0:
+            return None
         kernels = _provider.kernels(spec, target)
         x = input.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
         aux = aux if spec.aux_outputs else torch.empty(0, dtype=torch.int32, device=input.device)
-        return kernels.backward_boxes(x, rois.to(kernels.dtype).contiguous(), output, aux, grad).to(rois.dtype)
+        return spec, kernels, x, rois.to(kernels.dtype).contiguous(), aux
+
+    def impl(grad, input, rois, output, aux, *rest):
+        *values, target_name = rest
+        prepared = prepare(grad, input, rois, output, aux, values, target_name)
+        if prepared is None:
+            return torch.zeros_like(rois)
+        _, kernels, x, boxes, aux = prepared
+        return kernels.backward_boxes(x, boxes, output, aux, grad).to(rois.dtype)
+
+    def both_impl(grad, input, rois, output, aux, *rest):
+        *values, target_name, deterministic = rest
+        prepared = prepare(grad, input, rois, output, aux, values, target_name)
+        fmt = torch.channels_last if channels_last(input) else torch.contiguous_format
+        if prepared is None:
+            return torch.zeros_like(input, memory_format=fmt), torch.zeros_like(rois)
+        spec, kernels, x, boxes, aux = prepared
+        if getattr(kernels, "fuses_gradients", False):
+            grad_input, grad_rois = kernels.backward_boxes(x, boxes, output, aux, grad, with_input=True)
+        else:
+            deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
+            grad_input = kernels.backward(grad.to(kernels.dtype).contiguous(), boxes, aux.contiguous(),
+                                          tuple(input.shape), deterministic)
+            grad_rois = kernels.backward_boxes(x, boxes, output, aux, grad)
+        return grad_input.to(input.dtype).contiguous(memory_format=fmt), grad_rois.to(rois.dtype)
 
     for key in ("CPU", "CUDA"):
         torch.library.impl(qualname, key, impl, lib=_LIB)
+        torch.library.impl(both_qualname, key, both_impl, lib=_LIB)
 
     @torch.library.register_fake(qualname, lib=_LIB)
     def fake(grad, input, rois, output, aux, *rest):
         return torch.empty_like(rois)
+
+    @torch.library.register_fake(both_qualname, lib=_LIB)
+    def both_fake(grad, input, rois, output, aux, *rest):
+        return torch.empty_like(input), torch.empty_like(rois)
 
 
 def call(spec_cls: type[OpSpec], input: torch.Tensor, boxes, *, target: str = "auto",

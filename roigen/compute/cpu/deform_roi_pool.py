@@ -30,7 +30,7 @@ from ._align import (
     sample_table_macro,
     table_size_of,
 )
-from ._align_box_gradient import blocked_box_gradient_kernel, slope_gradient
+from ._align_box_gradient import blocked_box_gradient_kernels, scatter_sample, slope_gradient
 from ._transpose import block_transpose, result_slot
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
@@ -166,13 +166,14 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                         axis, P - P % L + r, i]
 
     @T.macro
-    def add_sample(slab, gbin, p, acc, bins, ys, xs, mx, my, ax, ay):
+    def add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, mx, my, ax, ay):
         # The forward's y weights carry 1/count, so the x slope does too; my carries it for y.
         y0, y1, wy0, wy1 = T.meta_var(ys)
         x0, x1, wx0, wx1 = T.meta_var(xs)
         for lane in T.vectorized(L):
             gx, gy = T.meta_var(slope_gradient(gbin[p, lane], slab, y0, y1, x0, x1, lane,
                                                wy0 * mx, wy1 * mx, wx0 * my, wx1 * my))
+            scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
             acc[0, lane] = acc[0, lane] + gx * (one - ax)
             acc[1, lane] = acc[1, lane] + gx * ax
             acc[2, lane] = acc[2, lane] + gy * (one - ay)
@@ -181,7 +182,7 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             bins[1, p, lane] = bins[1, p, lane] + gy
 
     @T.macro
-    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, bins, H, W):
+    def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, bins, H, W):
         gh, gw = T.meta_var(grids(rois, k))
         for ph, pw in T.grid(PH, PW):
             p = T.meta_var(ph * PW + pw)
@@ -192,14 +193,14 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                 for iy, ix in T.grid(gh, gw):
                     s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
                     ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gbin, p, acc, bins, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
+                    add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
                                stab[k, s + 3])
             else:
                 for iy, ix in T.grid(gh, gw):
                     y = T.meta_var(box.bin_start(rois, k, 2, ph, pw) + ftab[k, 2 * (ph * gh + iy)])
                     x = T.meta_var(box.bin_start(rois, k, 1, ph, pw) + ftab[k, 2 * PH * gh + 2 * (pw * gw + ix)])
                     ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gbin, p, acc, bins, ys, xs, slope_flag(x, W, dt),
+                    add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, slope_flag(x, W, dt),
                                slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
                                sample_fraction(pw, ix, gw, PW, dt), sample_fraction(ph, iy, gh, PH, dt))
         bin_totals(bins, acc, tr)
@@ -225,8 +226,8 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         grad_rois[k, 4] = (total[3] + box.gamma * moved[1]) * scale
 
     return {"box_slopes": box_slopes,
-            "backward_boxes": blocked_box_gradient_kernel(spec, lanes, 4 + (2 * P + L - 1) // L,
-                                                          lambda rois, k: one, box_sums, finish, work=(2, P, L))}
+            **blocked_box_gradient_kernels(spec, lanes, 4 + (2 * P + L - 1) // L, lambda rois, k: one, box_sums,
+                                           finish, work=(2, P, L), scatters=True)}
 
 
 def kernels(spec, schedule) -> dict:

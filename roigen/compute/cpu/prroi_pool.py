@@ -1,7 +1,7 @@
 """Precise RoI Pooling on the CPU: the align family's kernels (`_align.py`) reading unit
 cells with their exact integrals (common/integral.py) where RoIAlign reads samples,
 and `backward_boxes`, the gradient with respect to the boxes, in the same (image, block)
-tasks on the same cell tables (`prroi_box_gradient_kernel`, _align_box_gradient.py).
+tasks on the same cell tables (`prroi_box_gradient_kernels`, _align_box_gradient.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..common.integral import has_area, point_corners
 from ..common.sampling import box_rule
 from . import by_direction
 from ._align import align_family_kernels, align_tables
-from ._align_box_gradient import blocked_box_gradient_kernel
+from ._align_box_gradient import blocked_box_gradient_kernels
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -23,7 +23,7 @@ def prroi_pool_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
     return align_family_kernels(spec, lanes, align_tables(spec, *box_rule(spec), cells=True), **options)
 
 
-def prroi_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
+def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     """`backward_boxes` in the forward's (image, block) tasks and on its cell tables
     (_align_box_gradient.py), common/integral.py's box gradient.
 
@@ -55,7 +55,7 @@ def prroi_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
         return low * W, high * W, w_low, w_high
 
     @T.macro
-    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, edges, H, W):
+    def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, edges, H, W):
         if has_area(spec, rois, k):
             gh, gw = T.meta_var(grids(rois, k))
             bw = T.meta_var(extent(rois, k, 1) / tirx.const(PW, dt))
@@ -118,10 +118,10 @@ def prroi_box_gradient_kernel(spec, lanes: int) -> tirx.PrimFunc:
             grad_rois[k, 2] = (total[2] / area + s[0] / extent(rois, k, 2)) * scale
             grad_rois[k, 4] = (total[3] / area - s[0] / extent(rois, k, 2)) * scale
 
-    return blocked_box_gradient_kernel(spec, lanes, 4, lambda rois, k: one, box_sums, finish, work=(4, L))
+    return blocked_box_gradient_kernels(spec, lanes, 4, lambda rois, k: one, box_sums, finish, work=(4, L))
 
 
 def kernels(spec, schedule) -> dict:
     lanes = schedule.compute_kwargs("backward")["lanes"]
     return {**by_direction(spec, schedule, prroi_pool_kernels),
-            "backward_boxes": prroi_box_gradient_kernel(spec, lanes)}
+            **prroi_box_gradient_kernels(spec, lanes)}

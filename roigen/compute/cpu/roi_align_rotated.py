@@ -33,7 +33,7 @@ from ._align import (
     sample_table_macro,
     table_size_of,
 )
-from ._align_box_gradient import blocked_box_gradient_kernel, slope_gradient
+from ._align_box_gradient import blocked_box_gradient_kernels, scatter_sample, slope_gradient
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -150,13 +150,14 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     stab[k, s + 3] = sample_fraction(ph, iy, gh, PH, dt) - half
 
     @T.macro
-    def add_sample(slab, gbin, p, acc, ys, xs, mx, my, ax, ay):
+    def add_sample(slab, gslab, gbin, p, acc, ys, xs, mx, my, ax, ay):
         # The forward's y weights carry 1/count, so the x slope does too; my carries it for y.
         y0, y1, wy0, wy1 = T.meta_var(ys)
         x0, x1, wx0, wx1 = T.meta_var(xs)
         for lane in T.vectorized(L):
             gx, gy = T.meta_var(slope_gradient(gbin[p, lane], slab, y0, y1, x0, x1, lane,
                                                wy0 * mx, wy1 * mx, wx0 * my, wx1 * my))
+            scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
             acc[0, lane] = acc[0, lane] + gx
             acc[1, lane] = acc[1, lane] + gy
             acc[2, lane] = acc[2, lane] + gx * ax
@@ -165,13 +166,13 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             acc[5, lane] = acc[5, lane] + gy * ay
 
     @T.macro
-    def box_sums(slab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work, H, W):
+    def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work, H, W):
         gh, gw = T.meta_var(grids(rois, k))
         if keeps_samples(spec, gh, gw):
             for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
                 s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
                 ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                add_sample(slab, gbin, ph * PW + pw, acc, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
+                add_sample(slab, gslab, gbin, ph * PW + pw, acc, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
                            stab[k, s + 3])
         else:
             for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
@@ -180,7 +181,7 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                 y = T.meta_var(ftab[k, r] - ftab[k, c] + box.centre(rois, k, 2))
                 x = T.meta_var(ftab[k, r + 1] + ftab[k, c + 1] + box.centre(rois, k, 1))
                 ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                add_sample(slab, gbin, ph * PW + pw, acc, ys, xs, slope_flag(x, W, dt),
+                add_sample(slab, gslab, gbin, ph * PW + pw, acc, ys, xs, slope_flag(x, W, dt),
                            slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
                            sample_fraction(pw, ix, gw, PW, dt) - half, sample_fraction(ph, iy, gh, PH, dt) - half)
 
@@ -202,7 +203,8 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                            - box.extent(rois, k, 1) * (sin * total[2] + cos * total[3])) * box.factor
 
     return {"box_slopes": box_slopes,
-            "backward_boxes": blocked_box_gradient_kernel(spec, lanes, 6, lambda rois, k: one, box_sums, finish)}
+            **blocked_box_gradient_kernels(spec, lanes, 6, lambda rois, k: one, box_sums, finish,
+                                           scatters=True)}
 
 
 def roi_align_rotated_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
