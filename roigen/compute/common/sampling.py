@@ -149,17 +149,18 @@ def axis_corners(pos, limit, dt, itype="int64"):
 def axis_table_macro(dt: str, cells: bool = False):
     """A TIR macro filling one axis' sample table of one box (row `row` of the tables).
 
-    `cells`: PrRoIPool's unit cells and their exact integrals (common/integral.py)
-    instead of point samples.  For sample s (bin s // grid, sub-sample s % grid) it writes, at columns
-    `base + 2*s` and `base + 2*s + 1`: the low and high corner indices times
-    `stride` (int32: a row*W + col offset), and their weights times `scale` (zeroed outside [-1, limit]).
+    `cells`: PrRoIPool's pixel pairs, weighted by the exact integrals of the unit cells
+    they belong to (common/integral.py), instead of point samples.  For sample s (bin
+    s // grid, sub-sample s % grid) it writes, at columns `base + 2*s` and `base + 2*s + 1`:
+    the low and high corner indices times `stride` (int32: a row*W + col offset), and their
+    weights times `scale` (zeroed outside [-1, limit]).
     """
 
-    from .integral import cell_corners
+    from .integral import pair_corners
 
     def corners(start, bin_size, grid, s, limit):
         if cells:
-            return cell_corners(start, bin_size, grid, s, limit, dt)
+            return pair_corners(start, bin_size, grid, s, limit, dt)
         return axis_corners(sample_pos(start, bin_size, grid, s, dt), limit, dt)
 
     @T.macro

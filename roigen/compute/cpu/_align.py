@@ -32,7 +32,7 @@ from ...limits import keeps_samples
 from ...specs import RoIAlignSpec, RoIWarpSpec
 from ..common.bilinear import corners_at, interpolate, scatter_macro
 from ..common.indexing import unravel
-from ..common.integral import cell_grid
+from ..common.integral import pair_grid
 from ..common.sampling import axis_table_macro, box_rule, sample_grid
 from ..common.signature import dims
 from ._layout import block_macros, task_map
@@ -120,7 +120,7 @@ def sample_table_macro(spec, sample):
 
 def align_tables(spec, start, extent, cells: bool = False) -> Geometry:
     """The separable per-box sample tables of RoIAlign, RoIWarp, PS-RoIAlign (common/sampling.py)
-    and, with `cells`, of PrRoIPool (its unit cells, common/integral.py).
+    and, with `cells`, of PrRoIPool (its pixel pairs, common/integral.py).
 
     `start(rois, k, col)` and `extent(rois, k, col)` give a box's first
     coordinate and size along x (col 1) or y (col 2) in feature-map units.
@@ -145,7 +145,7 @@ def align_tables(spec, start, extent, cells: bool = False) -> Geometry:
 
     def grids(rois, k):
         if cells:
-            return cell_grid(extent(rois, k, 2), PH, dt), cell_grid(extent(rois, k, 1), PW, dt)
+            return pair_grid(extent(rois, k, 2), PH, dt), pair_grid(extent(rois, k, 1), PW, dt)
         return (sample_grid(extent(rois, k, 2), PH, spec.sampling_ratio, dt),
                 sample_grid(extent(rois, k, 1), PW, spec.sampling_ratio, dt))
 
