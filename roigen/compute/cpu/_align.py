@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -36,6 +37,7 @@ from ..common.integral import pair_grid
 from ..common.sampling import axis_table_macro, box_rule, sample_grid
 from ..common.signature import dims
 from ._layout import block_macros, task_map
+from ._stream import HELPERS, IMPORT, stream_fence, streamed
 from ._transpose import MAX_TILE_BINS, bin_tile
 
 
@@ -204,6 +206,8 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     chunked = P > MAX_TILE_BINS
     rows = max(1, MAX_TILE_BINS // PW) if chunked else PH
     tile_shape, put_bin, move_bins, _ = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
+    move_out = streamed(move_bins, L, tvm.DataType(dt).bits // 8, shuffle, True)
+    move_arg_out = streamed(move_bins, L, 4, shuffle, True)
 
     @T.macro
     def add_samples(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W, corners_of):
@@ -239,6 +243,8 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
         tile = T.alloc_buffer(tile_shape, dt)
         atile = T.alloc_buffer(tile_shape, "int32")
         tr = T.alloc_buffer((2, L, L), dt)
+        stage = T.alloc_buffer((L * P,), dt)
+        astage = T.alloc_buffer((L * P,), "int32")
         atr = T.alloc_buffer((2, L, L), "int32")
         acc = T.alloc_buffer((L,), dt)
         arg = T.alloc_buffer((L,), "int32")
@@ -265,10 +271,10 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
                         if not avg:
                             put_bin(atile, ph * PW + pw, arg)
                     # The (box, block) run of the output is channel-major (_transpose.py).
-                    move_bins(tile, tr, flat_out, k * C * P, cb, C, P, 0)
+                    move_out(tile, tr, stage, flat_out, k * C * P, cb, C, P, 0)
                     if not avg:
                         if A > 0:
-                            move_bins(atile, atr, argmax, k * C * P, cb, C, P, 0)
+                            move_arg_out(atile, atr, astage, argmax, k * C * P, cb, C, P, 0)
 
     @T.macro
     def scatter_samples(grad, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, gvec, H, W, corners_of):
@@ -338,12 +344,14 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
         flat_out = T.decl_buffer((K * C * P,), dt, data=out.data)
         for task in T.parallel(N * blocks(Cb, C)):
             n, cb = unravel(task, (N, blocks(Cb, C)))
-            if fuse:
-                slab = T.alloc_buffer((1, 1, H, W, L), dt)
-                load(data, slab, n, cb, 0, 0, C, H, W)
-                sample_boxes(slab, 0, 0, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W)
-            else:
-                sample_boxes(data, n, cb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W)
+            with T.attr(0, IMPORT, HELPERS):
+                if fuse:
+                    slab = T.alloc_buffer((1, 1, H, W, L), dt)
+                    load(data, slab, n, cb, 0, 0, C, H, W)
+                    sample_boxes(slab, 0, 0, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W)
+                else:
+                    sample_boxes(data, n, cb, n, cb, rois, itab, ftab, flat_out, argmax, K, C, A, H, W)
+                stream_fence()
 
     N, Cb, H, W, K, C, A, S = dims("N Cb H W K C A S", "int64")  # Cb: unused when fused
     @T.prim_func

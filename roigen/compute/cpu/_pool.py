@@ -12,6 +12,7 @@ empty argmax (no gradient wanted) the forward tracks no winners: a bare max.
 
 from __future__ import annotations
 
+import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -20,6 +21,7 @@ from ..common.levels import LOWEST, pick
 from ..common.sampling import pool_edge
 from ..common.signature import dims
 from ._layout import block_macros, task_map
+from ._stream import HELPERS, IMPORT, stream_fence, streamed
 from ._transpose import bin_tile, max_tiles, tile_plan
 
 
@@ -56,6 +58,8 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
     chunked, tile_bins, chunk_rows = tile_plan(S, [gw for _, gw in grids])
     alloc_tile, alloc_bin, stash = max_tiles(dt, L, tile_bins)
     tile_shape, put_bin, move_bins, tiled = bin_tile(L, S, shuffle)
+    move_out = streamed(move_bins, L, tvm.DataType(dt).bits // 8, shuffle, NL == 1)
+    move_arg_out = streamed(move_bins, L, 4, shuffle, NL == 1)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
@@ -176,6 +180,8 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
             atile = T.alloc_buffer(tile_shape, "int32")
             tr = T.alloc_buffer((2, L, L), dt)
             atr = T.alloc_buffer((2, L, L), "int32")
+            stage = T.alloc_buffer((L * S,), dt)
+            astage = T.alloc_buffer((L * S,), "int32")
             acc, arg = alloc_bin()
             filled = T.alloc_buffer((S,), "int32")
             seen = T.alloc_buffer((1,), "int32")
@@ -188,9 +194,9 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
                     # Each level's (box, block) run of the output is channel-major (_transpose.py).
                     for lv in range(NL):
                         base = T.meta_var(k * D + C * OFF(lv))
-                        move_bins(tile, tr, flat_out, base, cb, C, GH(lv) * GW(lv), OFF(lv))
+                        move_out(tile, tr, stage, flat_out, base, cb, C, GH(lv) * GW(lv), OFF(lv))
                         if A > 0:
-                            move_bins(atile, atr, argmax, base, cb, C, GH(lv) * GW(lv), OFF(lv))
+                            move_arg_out(atile, atr, astage, argmax, base, cb, C, GH(lv) * GW(lv), OFF(lv))
 
     @T.macro
     def scatter_boxes(grad, dn, dcb, n, cb, grad_out, rois, argmax, K, C, D, H, W):
@@ -223,12 +229,14 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
         flat_out = T.decl_buffer((K * D,), dt, data=out.data)
         for task in T.parallel(N * blocks(Cb, C)):
             n, cb = unravel(task, (N, blocks(Cb, C)))
-            if fuse:
-                slab = T.alloc_buffer((1, 1, H, W, L), dt)
-                load(data, slab, n, cb, 0, 0, C, H, W)
-                pool_boxes(slab, 0, 0, n, cb, rois, flat_out, argmax, K, C, D, A, H, W)
-            else:
-                pool_boxes(data, n, cb, n, cb, rois, flat_out, argmax, K, C, D, A, H, W)
+            with T.attr(0, IMPORT, HELPERS):
+                if fuse:
+                    slab = T.alloc_buffer((1, 1, H, W, L), dt)
+                    load(data, slab, n, cb, 0, 0, C, H, W)
+                    pool_boxes(slab, 0, 0, n, cb, rois, flat_out, argmax, K, C, D, A, H, W)
+                else:
+                    pool_boxes(data, n, cb, n, cb, rois, flat_out, argmax, K, C, D, A, H, W)
+                stream_fence()
 
     N, Cb, H, W, K, C, D, A = dims("N Cb H W K C D A", "int64")  # Cb: unused when fused
     C = channels(C, D)
