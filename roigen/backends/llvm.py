@@ -218,7 +218,7 @@ class Kernels:
         input_bytes = n * c * h * w if with_input else 0
         reserve((ftab.numel() + sums + slabs + input_bytes) * self.dtype.itemsize,
                 "the box gradient's slabs and sums")
-        slopes = torch.empty_like(ftab)  # read only by ops with a box_slopes kernel
+        slopes = _allocator()(ftab.shape, self.dtype)  # read only by ops with a box_slopes kernel
         if self._box_slopes:
             _call(self._fn["box_slopes"], rois, slopes, h, w)
         args = (self._nchw_or_nhwc(x), rois, itab, ftab, slopes, aux.contiguous(), grad, output, grad_rois)
