@@ -1,7 +1,8 @@
-"""Precise RoI Pooling on the CPU: the align family's kernels (`_align.py`) reading unit
-cells with their exact integrals (common/integral.py) where RoIAlign reads samples,
-and `backward_boxes`, the gradient with respect to the boxes, in the same (image, block)
-tasks on the same cell tables (`prroi_box_gradient_kernels`, _align_box_gradient.py).
+"""Precise RoI Pooling on the CPU: the align family's kernels (`_align.py`) reading each
+bin's pixels, two to a table entry, weighted by their exact integrals (common/integral.py)
+where RoIAlign reads samples, and `backward_boxes`, the gradient with respect to the boxes,
+in the same (image, block) tasks on the same tables (`prroi_box_gradient_kernels`,
+_align_box_gradient.py).
 """
 
 from __future__ import annotations
@@ -56,41 +57,49 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
     @T.macro
     def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, edges, H, W):
+        # Neighbouring bins share an edge (bin pw's right is bin pw + 1's left), so each row
+        # of bins integrates its PW + 1 edges once, and each column its PH + 1: 112 edge
+        # integrals for a 7 x 7 grid, against 196 per bin.
         if has_area(spec, rois, k):
             gh, gw = T.meta_var(grids(rois, k))
             bw = T.meta_var(extent(rois, k, 1) / tirx.const(PW, dt))
             bh = T.meta_var(extent(rois, k, 2) / tirx.const(PH, dt))
-            for ph, pw in T.grid(PH, PW):
-                bx1 = T.meta_var(start(rois, k, 1) + T.Cast(dt, pw) * bw)
-                by1 = T.meta_var(start(rois, k, 2) + T.Cast(dt, ph) * bh)
-                for j in range(4):
+            # Vertical edges: edge e of bin row ph, at x = x1 + e * bw, over the row's cells.
+            for ph in range(PH):
+                for e in range(PW + 1):
                     for lane in T.vectorized(L):
-                        edges[j, lane] = zero
-                # The left and right edges: the bin's row cells at x = bx1 and bx1 + bw.
-                for iy in range(gh):
-                    ys = T.meta_var(corners_at(itab, ftab, k, 2 * (ph * gh + iy)))
+                        edges[e, lane] = zero
+                    for iy in range(gh):
+                        ys = T.meta_var(corners_at(itab, ftab, k, 2 * (ph * gh + iy)))
+                        xs = T.meta_var(point_corners(start(rois, k, 1) + T.Cast(dt, e) * bw, W, dt))
+                        for lane in T.vectorized(L):
+                            edges[e, lane] = edges[e, lane] + interpolate(read(slab, lane), ys, xs)
+                for pw in range(PW):
+                    a0 = T.meta_var(T.Cast(dt, pw) / tirx.const(PW, dt))
+                    a1 = T.meta_var(T.Cast(dt, pw + 1) / tirx.const(PW, dt))
                     for lane in T.vectorized(L):
-                        edges[0, lane] = edges[0, lane] + interpolate(read(slab, lane), ys, point_corners(bx1, W, dt))
-                        edges[1, lane] = edges[1, lane] + interpolate(read(slab, lane), ys,
-                                                                      point_corners(bx1 + bw, W, dt))
-                # The top and bottom edges: the bin's column cells at y = by1 and by1 + bh.
-                for ix in range(gw):
-                    xs = T.meta_var(corners_at(itab, ftab, k, 2 * PH * gh + 2 * (pw * gw + ix)))
+                        g = T.meta_var(gbin[ph * PW + pw, lane])
+                        acc[0, lane] = acc[0, lane] + g * (edges[pw + 1, lane] * (one - a1)
+                                                           - edges[pw, lane] * (one - a0))
+                        acc[1, lane] = acc[1, lane] + g * (edges[pw + 1, lane] * a1 - edges[pw, lane] * a0)
+            # Horizontal edges: edge e of bin column pw, at y = y1 + e * bh, over its cells.
+            for pw in range(PW):
+                for e in range(PH + 1):
                     for lane in T.vectorized(L):
-                        edges[2, lane] = edges[2, lane] + interpolate(read(slab, lane),
-                                                                      rows(point_corners(by1, H, dt), W), xs)
-                        edges[3, lane] = edges[3, lane] + interpolate(read(slab, lane),
-                                                                      rows(point_corners(by1 + bh, H, dt), W), xs)
-                a0 = T.meta_var(T.Cast(dt, pw) / tirx.const(PW, dt))
-                a1 = T.meta_var(T.Cast(dt, pw + 1) / tirx.const(PW, dt))
-                b0 = T.meta_var(T.Cast(dt, ph) / tirx.const(PH, dt))
-                b1 = T.meta_var(T.Cast(dt, ph + 1) / tirx.const(PH, dt))
-                for lane in T.vectorized(L):
-                    g = T.meta_var(gbin[ph * PW + pw, lane])
-                    acc[0, lane] = acc[0, lane] + g * (edges[1, lane] * (one - a1) - edges[0, lane] * (one - a0))
-                    acc[1, lane] = acc[1, lane] + g * (edges[1, lane] * a1 - edges[0, lane] * a0)
-                    acc[2, lane] = acc[2, lane] + g * (edges[3, lane] * (one - b1) - edges[2, lane] * (one - b0))
-                    acc[3, lane] = acc[3, lane] + g * (edges[3, lane] * b1 - edges[2, lane] * b0)
+                        edges[e, lane] = zero
+                    for ix in range(gw):
+                        xs = T.meta_var(corners_at(itab, ftab, k, 2 * PH * gh + 2 * (pw * gw + ix)))
+                        ys = T.meta_var(rows(point_corners(start(rois, k, 2) + T.Cast(dt, e) * bh, H, dt), W))
+                        for lane in T.vectorized(L):
+                            edges[e, lane] = edges[e, lane] + interpolate(read(slab, lane), ys, xs)
+                for ph in range(PH):
+                    b0 = T.meta_var(T.Cast(dt, ph) / tirx.const(PH, dt))
+                    b1 = T.meta_var(T.Cast(dt, ph + 1) / tirx.const(PH, dt))
+                    for lane in T.vectorized(L):
+                        g = T.meta_var(gbin[ph * PW + pw, lane])
+                        acc[2, lane] = acc[2, lane] + g * (edges[ph + 1, lane] * (one - b1)
+                                                           - edges[ph, lane] * (one - b0))
+                        acc[3, lane] = acc[3, lane] + g * (edges[ph + 1, lane] * b1 - edges[ph, lane] * b0)
 
     @T.macro
     def finish(rois, k, total, slots, grad_out, out, grad_rois):
@@ -118,7 +127,8 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             grad_rois[k, 2] = (total[2] / area + s[0] / extent(rois, k, 2)) * scale
             grad_rois[k, 4] = (total[3] / area - s[0] / extent(rois, k, 2)) * scale
 
-    return blocked_box_gradient_kernels(spec, lanes, 4, lambda rois, k: one, box_sums, finish, work=(4, L))
+    return blocked_box_gradient_kernels(spec, lanes, 4, lambda rois, k: one, box_sums, finish,
+                                        work=(max(PH, PW) + 1, L))
 
 
 def kernels(spec, schedule) -> dict:
