@@ -208,6 +208,9 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     tile_shape, put_bin, move_bins, _ = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
     move_out = streamed(move_bins, L, tvm.DataType(dt).bits // 8, shuffle, True)
     move_arg_out = streamed(move_bins, L, 4, shuffle, True)
+    # The transposed run on its way to the streaming stores (_stream.streamed): only
+    # whole-grid tiles with transposes use one (chunked grids keep their bounded scratch).
+    stage_values = L * P if shuffle and not chunked else 1
 
     @T.macro
     def add_samples(data, dn, dcb, rois, k, ph, pw, gh, gw, itab, ftab, acc, arg, H, W, corners_of):
@@ -243,8 +246,8 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
         tile = T.alloc_buffer(tile_shape, dt)
         atile = T.alloc_buffer(tile_shape, "int32")
         tr = T.alloc_buffer((2, L, L), dt)
-        stage = T.alloc_buffer((L * P,), dt)
-        astage = T.alloc_buffer((L * P,), "int32")
+        stage = T.alloc_buffer((stage_values,), dt)
+        astage = T.alloc_buffer((stage_values if not avg else 1,), "int32")
         atr = T.alloc_buffer((2, L, L), "int32")
         acc = T.alloc_buffer((L,), dt)
         arg = T.alloc_buffer((L,), "int32")

@@ -60,6 +60,7 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
     tile_shape, put_bin, move_bins, tiled = bin_tile(L, S, shuffle)
     move_out = streamed(move_bins, L, tvm.DataType(dt).bits // 8, shuffle, NL == 1)
     move_arg_out = streamed(move_bins, L, 4, shuffle, NL == 1)
+    stage_values = L * S if shuffle else 1  # the transposed run on its way out (_stream.streamed)
 
     def ROWS(lv):
         return pick(lv, chunk_rows)
@@ -180,8 +181,8 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
             atile = T.alloc_buffer(tile_shape, "int32")
             tr = T.alloc_buffer((2, L, L), dt)
             atr = T.alloc_buffer((2, L, L), "int32")
-            stage = T.alloc_buffer((L * S,), dt)
-            astage = T.alloc_buffer((L * S,), "int32")
+            stage = T.alloc_buffer((stage_values,), dt)
+            astage = T.alloc_buffer((stage_values,), "int32")
             acc, arg = alloc_bin()
             filled = T.alloc_buffer((S,), "int32")
             seen = T.alloc_buffer((1,), "int32")
