@@ -25,7 +25,7 @@ def prroi_pool_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
 
 
 def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
-    """`backward_boxes` in the forward's (image, block) tasks and on its cell tables
+    """`backward_boxes` in the forward's (image, block) tasks and on its pixel-pair tables
     (_align_box_gradient.py), common/integral.py's box gradient.
 
     A bin's gradient along x1' is (bh * s0 - sums0) / A for its left edge, where sums0 is
@@ -33,8 +33,8 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     bin's rows at x = bx1), s0 the sum of g * out over the bin's channels and A = bw * bh;
     the right edge, and y, alike (the existing per-box form's formula).  Per lane a task
     keeps four sums: g times the edge integrals weighted by the bin's shares of x1', x2',
-    y1', y2'.  The y cells' weights in the forward's tables carry 1/A already, the x cells'
-    do not (finish divides).  The s0 terms of all bins add up to S / extent along each
+    y1', y2'.  The y entries' weights in the forward's tables carry 1/A already, the x
+    entries' do not (finish divides).  The s0 terms of all bins add up to S / extent along each
     axis (S = sum of g * out over the box), which `finish` adds once.
     """
     dt = spec.compute_dtype
