@@ -45,13 +45,13 @@ def check_table(spec, entries: int, height: int, width: int) -> None:
     if height * width > MAX_PIXELS:
         raise ValueError(f"input: a {height}x{width} map has more pixels than the sample tables' int32 "
                          f"offsets address ({MAX_PIXELS}); split the map")
-    if not hasattr(spec, "sampling_ratio"):  # PrRoIPool: (ceil(bin side) + 3) // 2 pixel pairs per bin and axis
+    if not hasattr(spec, "sampling_ratio"):  # PrRoIPool: entries per bin grow with its cells
         if entries > MAX_TABLE_ENTRIES:
             raise ValueError(
-                f"boxes: each bin integrates over the pixels of the ceil(box side / output side) + 1 unit cells "
-                f"it overlaps per axis, two pixels to a table entry, and a box here needs {entries // 2} entries "
-                f"over its bins' rows and columns (PH*gh + PW*gw), more than the limit of "
-                f"{MAX_TABLE_ENTRIES // 2}; clip the boxes to the map or use a coarser map")
+                f"boxes: each bin integrates over the ceil(box side / output side) + 1 unit cells it overlaps "
+                f"per axis, and a box here needs {entries // 2} table entries over its bins' rows and columns "
+                f"(PH*gh + PW*gw), more than the limit of {MAX_TABLE_ENTRIES // 2}; clip the boxes to the map "
+                "or use a coarser map")
     elif spec.sampling_ratio <= 0 and entries > MAX_TABLE_ENTRIES:
         raise ValueError(
             f"boxes: with sampling_ratio <= 0 each bin takes ceil(box side / output side) samples per axis, "

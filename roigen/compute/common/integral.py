@@ -6,13 +6,21 @@ separable: along each axis, the bin [a, a + size] overlaps unit cells
 [i, i + 1], i from floor(a), at most ceil(size) + 1 of them, and over its
 overlap [u, v] a cell gives its low pixel i the weight
 integral_u^v (1 - (t - i)) dt and its high pixel i + 1 integral_u^v (t - i) dt.
-Neighbouring cells share a pixel, so the bin's c cells weigh c + 1 pixels, each
-with the sum of its two cells' weights; the kernels read them two pixels to an
-entry, (c + 2) // 2 entries per axis, each exactly like a bilinear sample
-(common/bilinear.py): two corners and two weights.  Reading cells instead (c
-entries, four corners each per pair of axes) read 2.5 times the corners on fpn_box's
-boxes.  Pixels outside the map get weight 0 (the surface is 0 there; no clamping,
-no edge rule), with an index inside it.
+An entry of either form below is read exactly like a bilinear sample
+(common/bilinear.py): two corners and two weights per axis.
+
+- Cells (`cell_grid`, `cell_corners`; the GPU kernels): one cell per entry, c entries
+  per axis for a bin's c cells.
+- Pixel pairs (`pair_grid`, `pair_corners`; the CPU's tables): neighbouring cells share a
+  pixel, so the c cells weigh c + 1 pixels, each with the sum of its two cells' weights,
+  two pixels to an entry, (c + 2) // 2 entries per axis.  Cells read 2.5 times the
+  corners on fpn_box's boxes, and the CPU's channel blocks read each entry 16 times.  A
+  GPU thread reads its own entries once; there the pair form only grew the kernels (GPU
+  code inlines every use of an expression: PrRoIPool's CUDA source went from 2.5 to
+  4.4 MB, and its compile from 24 to 49 s).
+
+Pixels outside the map get weight 0 (the surface is 0 there; no clamping, no edge
+rule), with an index inside it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,13 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .sampling import MAX_GRID, clamp
+
+
+def cell_grid(extent, pooled: int, dt, itype="int64"):
+    """Cells a bin of `extent / pooled` may overlap: ceil(bin) + 1, never < 1, NaN and inf
+    to MAX_GRID (a grid the runtime refuses), as sample_grid."""
+    per_bin = T.min(extent / tirx.const(pooled, dt), tirx.const(MAX_GRID - 1, dt))
+    return T.Cast(itype, T.ceil(T.max(per_bin, tirx.const(0.0, dt)))) + tirx.const(1, itype)
 
 
 def pair_grid(extent, pooled: int, dt, itype="int64"):
@@ -32,38 +47,53 @@ def pair_grid(extent, pooled: int, dt, itype="int64"):
     return (cells + tirx.const(2, itype)) // tirx.const(2, itype)
 
 
-def pair_corners(start, bin_size, grid, s, limit, dt, itype="int64"):
-    """(low, high, w_low, w_high) of pixel pair s % grid of bin s // grid along an axis of
-    `limit` pixels: pixels p and p + 1, p = the bin's first cell + 2 * (s % grid), each
-    weighted by the two cells it belongs to."""
-    zero = tirx.const(0.0, dt)
-    one = tirx.const(1.0, dt)
-    half = tirx.const(0.5, dt)
+def _bin(start, bin_size, grid, s, limit, dt):
+    """Bin s // grid's ends (a, b) and its first cell, clamped before it becomes an index:
+    a bin far off the map still overlaps only cells whose pixels are off the map (zero
+    weight), whatever its start."""
     a = start + T.Cast(dt, s // grid) * bin_size
-    b = a + bin_size
-    # The first cell, clamped before it becomes an index: a bin far off the map still
-    # overlaps only cells whose pixels are off the map (zero weight), whatever its start.
-    first = T.floor(clamp(a, -2, T.Cast(dt, limit + 1), dt))
-    p = first + T.Cast(dt, 2 * (s % grid))
+    return a, a + bin_size, T.floor(clamp(a, -2, T.Cast(dt, limit + 1), dt))
 
-    def cell(i):
-        """Cell [i, i + 1]'s weights of its (low, high) pixels over [a, b]."""
-        u = T.max(a, i) - i
-        v = T.min(b, i + one) - i
-        overlap = v > u
-        high = T.if_then_else(overlap, half * (v * v - u * u), zero)
-        return T.if_then_else(overlap, (v - u) - high, zero), high
 
-    before, at, after = cell(p - one), cell(p), cell(p + one)
+def _cell(a, b, i, dt):
+    """Cell [i, i + 1]'s weights of its (low, high) pixels over the bin [a, b]."""
+    zero = tirx.const(0.0, dt)
+    u = T.max(a, i) - i
+    v = T.min(b, i + tirx.const(1.0, dt)) - i
+    overlap = v > u
+    high = T.if_then_else(overlap, tirx.const(0.5, dt) * (v * v - u * u), zero)
+    return T.if_then_else(overlap, (v - u) - high, zero), high
+
+
+def _pixels(low, w_low, w_high, limit, dt, itype):
+    """(low, high, w_low, w_high) of pixels low and low + 1, a weight of 0 off the map."""
+    zero = tirx.const(0.0, dt)
     last = T.Cast(dt, limit - 1)
 
     def pixel(q, weight):
         inside = tirx.all(q >= zero, q <= last)
         return T.Cast(itype, clamp(q, zero, last, dt)), T.if_then_else(inside, weight, zero)
 
-    low, w_low = pixel(p, at[0] + before[1])
-    high, w_high = pixel(p + one, after[0] + at[1])
-    return low, high, w_low, w_high
+    (i0, w0), (i1, w1) = pixel(low, w_low), pixel(low + tirx.const(1.0, dt), w_high)
+    return i0, i1, w0, w1
+
+
+def cell_corners(start, bin_size, grid, s, limit, dt, itype="int64"):
+    """(low, high, w_low, w_high) of cell s % grid of bin s // grid along an axis of `limit` pixels."""
+    a, b, first = _bin(start, bin_size, grid, s, limit, dt)
+    i = first + T.Cast(dt, s % grid)
+    return _pixels(i, *_cell(a, b, i, dt), limit, dt, itype)
+
+
+def pair_corners(start, bin_size, grid, s, limit, dt, itype="int64"):
+    """(low, high, w_low, w_high) of pixel pair s % grid of bin s // grid along an axis of
+    `limit` pixels: pixels p and p + 1, p = the bin's first cell + 2 * (s % grid), each
+    weighted by the two cells it belongs to."""
+    one = tirx.const(1.0, dt)
+    a, b, first = _bin(start, bin_size, grid, s, limit, dt)
+    p = first + T.Cast(dt, 2 * (s % grid))
+    before, at, after = _cell(a, b, p - one, dt), _cell(a, b, p, dt), _cell(a, b, p + one, dt)
+    return _pixels(p, at[0] + before[1], after[0] + at[1], limit, dt, itype)
 
 
 def point_corners(pos, limit, dt, itype="int64"):
@@ -122,14 +152,14 @@ def box_gradient_macro(spec, itype="int64"):
         for c in range(c0, c1):
             sums[0] = sums[0] + grad(c) * value(c)
         for iy in range(gh):
-            ys = T.meta_var(pair_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt, itype))
+            ys = T.meta_var(cell_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt, itype))
             left = T.meta_var(point_corners(bx1, W, dt, itype))
             right = T.meta_var(point_corners(bx1 + bw, W, dt, itype))
             for c in range(c0, c1):
                 sums[1] = sums[1] + grad(c) * at(lambda y, x: read(c, y, x), ys, left)
                 sums[2] = sums[2] + grad(c) * at(lambda y, x: read(c, y, x), ys, right)
         for ix in range(gw):
-            xs = T.meta_var(pair_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt, itype))
+            xs = T.meta_var(cell_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt, itype))
             top = T.meta_var(point_corners(by1, H, dt, itype))
             bottom = T.meta_var(point_corners(by1 + bh, H, dt, itype))
             for c in range(c0, c1):
