@@ -103,15 +103,7 @@ def point_corners(pos, limit, dt, itype="int64"):
     one = tirx.const(1.0, dt)
     i = T.floor(clamp(pos, -2, T.Cast(dt, limit + 1), dt))
     frac = T.if_then_else(tirx.all(pos >= i, pos <= i + one), pos - i, zero)
-    last = T.Cast(dt, limit - 1)
-
-    def pixel(p, weight):
-        inside = tirx.all(p >= zero, p <= last)
-        return T.Cast(itype, clamp(p, zero, last, dt)), T.if_then_else(inside, weight, zero)
-
-    low, w_low = pixel(i, one - frac)
-    high, w_high = pixel(i + one, frac)
-    return low, high, w_low, w_high
+    return _pixels(i, one - frac, frac, limit, dt, itype)
 
 
 def box_gradient_macro(spec, itype="int64"):
