@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -206,8 +205,8 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     chunked = P > MAX_TILE_BINS
     rows = max(1, MAX_TILE_BINS // PW) if chunked else PH
     tile_shape, put_bin, move_bins, _ = bin_tile(L, rows * PW if chunked else P, shuffle and not chunked)
-    move_out = streamed(move_bins, L, tvm.DataType(dt).bits // 8, shuffle, True)
-    move_arg_out = streamed(move_bins, L, 4, shuffle, True)
+    move_out = streamed(move_bins, L, dt, shuffle, True)
+    move_arg_out = streamed(move_bins, L, "int32", shuffle, True)
     # The transposed run on its way to the streaming stores (_stream.streamed): only
     # whole-grid tiles with transposes use one (chunked grids keep their bounded scratch).
     stage_values = L * P if shuffle and not chunked else 1

@@ -12,7 +12,6 @@ empty argmax (no gradient wanted) the forward tracks no winners: a bare max.
 
 from __future__ import annotations
 
-import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -58,8 +57,8 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
     chunked, tile_bins, chunk_rows = tile_plan(S, [gw for _, gw in grids])
     alloc_tile, alloc_bin, stash = max_tiles(dt, L, tile_bins)
     tile_shape, put_bin, move_bins, tiled = bin_tile(L, S, shuffle)
-    move_out = streamed(move_bins, L, tvm.DataType(dt).bits // 8, shuffle, NL == 1)
-    move_arg_out = streamed(move_bins, L, 4, shuffle, NL == 1)
+    move_out = streamed(move_bins, L, dt, shuffle, NL == 1)
+    move_arg_out = streamed(move_bins, L, "int32", shuffle, NL == 1)
     stage_values = L * S if shuffle else 1  # the transposed run on its way out (_stream.streamed)
 
     def ROWS(lv):

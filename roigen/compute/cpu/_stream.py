@@ -20,6 +20,7 @@ stores are weakly ordered, and the caller reads the output on another thread).
 
 from __future__ import annotations
 
+import tvm
 from tvm.script import tirx as T
 
 LINE = 64  # bytes a streaming store writes, aligned
@@ -52,10 +53,11 @@ def stream_fence():
     T.evaluate(T.call_extern("void", "roigen_stream_fence"))
 
 
-def stream_copy(itemsize: int):
+def stream_copy(dtype: str):
     """`copy(dst, d0, src, s0, n)`: n values src[s0:] -> dst[d0:] (flat buffers of
-    `itemsize`-byte values), whole 64-byte lines of dst by streaming stores and the
-    ragged ends by ordinary ones."""
+    `dtype`), whole 64-byte lines of dst by streaming stores and the ragged ends by
+    ordinary ones."""
+    itemsize = tvm.DataType(dtype).bits // 8
     per_line = LINE // itemsize
 
     @T.macro
@@ -75,17 +77,17 @@ def stream_copy(itemsize: int):
     return copy
 
 
-def streamed(move, lanes: int, itemsize: int, shuffle: bool, whole: bool):
+def streamed(move, lanes: int, dtype: str, shuffle: bool, whole: bool):
     """`move_out(tile, tr, stage, dst, base, cb, C, P, first)`: `move` (_transpose.bin_tile)
     with a full channel block's run leaving by streaming stores, the partial last block
     moving as before.  A bin-major tile (`shuffle`) is transposed into `stage` (a flat
-    scratch of lanes x the tile's bins, the tile's dtype) and streamed from there; a
+    scratch of lanes x the tile's bins, of `dtype`, the tile's) and streamed from there; a
     channel-major one that holds just this run (`whole`: P bins from 0) is the run already
     and streams as it is.  A channel-major tile of several runs (a pyramid's levels) moves
     as before: copying its rows into `stage` one value at a time cost more than streaming saved.
     """
     L = lanes
-    copy = stream_copy(itemsize)
+    copy = stream_copy(dtype)
 
     @T.macro
     def move_out(tile, tr, stage, dst, base, cb, C, P, first):
