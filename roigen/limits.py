@@ -16,10 +16,13 @@ from __future__ import annotations
 MAX_TABLE_ENTRIES = 1 << 12
 # Ops whose samples are not a row sample times a column sample (rotated and
 # deformable boxes; the spec's `per_sample_tables`) keep every sample's corners in
-# a box's tables, four entries a sample, where they fit in this many: then a
+# a box's tables, SAMPLE_ENTRIES a sample, where they fit in this many: then a
 # sample's corners are found once per box, not once per channel block as it is
 # read.  Boxes with more samples keep row and column terms (2 * (PH*gh + PW*gw)).
 SAMPLE_TABLE_ENTRIES = 1 << 12
+# A kept sample's entries: its first corner's offset (itab) and three weights (ftab);
+# compute/cpu/_align.sample_table_macro.
+SAMPLE_ENTRIES = 3
 # Sample tables hold row * W + column offsets as int32.
 MAX_PIXELS = 2**31 - 1
 # Below this, a request is not worth a look at the free memory (reading it costs
@@ -30,13 +33,18 @@ _SMALL = 1 << 28
 def keeps_samples(spec, gh, gw):
     """Whether a box of gh x gw samples per bin keeps every sample's corners in its tables
     (ints, or TIR expressions of the box)."""
-    return spec.per_sample_tables and 4 * spec.pooled_height * spec.pooled_width * gh * gw <= SAMPLE_TABLE_ENTRIES
+    return spec.per_sample_tables and kept_entries(spec, gh, gw) <= SAMPLE_TABLE_ENTRIES
+
+
+def kept_entries(spec, gh, gw):
+    """Entries of the tables of a box that keeps its samples' corners."""
+    return SAMPLE_ENTRIES * spec.pooled_height * spec.pooled_width * gh * gw
 
 
 def table_entries(spec, gh: int, gw: int) -> int:
     """Entries of the sample tables of a box of gh x gw samples per bin."""
     if keeps_samples(spec, gh, gw):
-        return 4 * spec.pooled_height * spec.pooled_width * gh * gw
+        return kept_entries(spec, gh, gw)
     return 2 * (spec.pooled_height * gh + spec.pooled_width * gw)
 
 

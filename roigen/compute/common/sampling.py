@@ -127,6 +127,17 @@ def sample_pos(start, bin_size, grid, s, dt):
             + (T.Cast(dt, s % grid) + tirx.const(0.5, dt)) * bin_size / T.Cast(dt, grid))
 
 
+def is_inside(pos, limit, dt):
+    """Whether a sample at `pos` on an axis of `limit` pixels is read (torchvision skips it
+    outside [-1, limit])."""
+    return tirx.all(pos >= -tirx.const(1.0, dt), pos <= T.Cast(dt, limit))
+
+
+def inside_flag(pos, limit, dt):
+    """`is_inside` as a number: 1 or 0."""
+    return T.if_then_else(is_inside(pos, limit, dt), tirx.const(1.0, dt), tirx.const(0.0, dt))
+
+
 def axis_corners(pos, limit, dt, itype="int64"):
     """(low, high, low weight, high weight) of one sample coordinate on an axis of `limit` pixels.
 
@@ -137,13 +148,13 @@ def axis_corners(pos, limit, dt, itype="int64"):
     """
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
-    inside = tirx.all(pos >= -one, pos <= T.Cast(dt, limit))
+    inside = is_inside(pos, limit, dt)
     clamped = clamp(pos, zero, T.Cast(dt, limit - 1), dt)
     # The integer min too: limit - 1 may round up in float32 past 2**24.
     low = T.min(T.Cast(itype, clamped), limit - 1)
-    frac = T.if_then_else(low >= limit - 1, zero, clamped - T.Cast(dt, low))
+    frac = T.Select(low >= limit - 1, zero, clamped - T.Cast(dt, low))
     high = T.min(low + 1, limit - 1)
-    return (low, high, T.if_then_else(inside, one - frac, zero), T.if_then_else(inside, frac, zero))
+    return (low, high, T.Select(inside, one - frac, zero), T.Select(inside, frac, zero))
 
 
 def axis_table_macro(dt: str, cells: bool = False):

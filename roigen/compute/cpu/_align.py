@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ...limits import keeps_samples
+from ...limits import SAMPLE_ENTRIES, SAMPLE_TABLE_ENTRIES, keeps_samples, kept_entries
 from ...specs import RoIAlignSpec, RoIWarpSpec
 from ..common.bilinear import corners_at, interpolate, scatter_macro
 from ..common.indexing import unravel
 from ..common.integral import pair_grid
-from ..common.sampling import axis_table_macro, box_rule, sample_grid
+from ..common.sampling import axis_corners, axis_table_macro, box_rule, inverse_count, sample_grid
 from ..common.signature import dims
 from ._layout import block_macros, task_map
 from ._stream import HELPERS, IMPORT, stream_fence, streamed
@@ -60,31 +60,43 @@ class Geometry:
     and x (columns), each `(low, high, w_low, w_high)` (see common/bilinear.py),
     with 1/count folded into the y weights in avg mode.  With `per_sample` (specs whose
     `per_sample_tables` is set), a box that `limits.keeps_samples` reads every sample's
-    corners from its tables instead (`sample_table_corners`), and `corners` serves the others.
+    corners from its tables instead (`sample_table_corners`), and `corners` serves the others,
+    whose `position(rois, ftab, k, ph, pw, iy, ix, gh, gw)` -> (y, x) places a sample.
     """
 
     grids: Callable
     kernels: dict
     corners: Callable
     per_sample: bool = False
+    position: Callable | None = None
 
 
-def sample_entry(PW, ph, pw, iy, ix, gh, gw):
-    """The first of a sample's four entries in a box's per-sample tables."""
-    return 4 * (((ph * PW + pw) * gh + iy) * gw + ix)
+def sample_index(PW, ph, pw, iy, ix, gh, gw):
+    """Sample (iy, ix) of bin (ph, pw) in a box's per-sample tables: its offset at itab[k, n],
+    its weights at ftab[k, 3n : 3n + 3] (`sample_table_macro`)."""
+    return ((ph * PW + pw) * gh + iy) * gw + ix
 
 
 def sample_table_corners(spec):
-    """`corners` of a box that keeps every sample's corners: (y0*W, y1*W, x0, x1) in itab,
-    their weights in ftab, at `sample_entry`."""
+    """`corners` of a box that keeps every sample's corners (`sample_table_macro`)."""
+    dt = spec.compute_dtype
     PW = spec.pooled_width
+    one = tirx.const(1.0, dt)
 
     def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
-        s = sample_entry(PW, ph, pw, iy, ix, gh, gw)
-        return ((itab[k, s], itab[k, s + 1], ftab[k, s], ftab[k, s + 1]),
-                (itab[k, s + 2], itab[k, s + 3], ftab[k, s + 2], ftab[k, s + 3]))
+        n = sample_index(PW, ph, pw, iy, ix, gh, gw)
+        first = T.Cast("int64", itab[k, n])
+        lx = ftab[k, SAMPLE_ENTRIES * n + 2]
+        return ((first, first + row_step(H, W), ftab[k, SAMPLE_ENTRIES * n], ftab[k, SAMPLE_ENTRIES * n + 1]),
+                (T.int64(0), row_step(W, T.int64(1)), one - lx, lx))
 
     return corners
+
+
+def row_step(size, stride):
+    """The step from a sample's low corner to its high one along an axis of `size` pixels:
+    `stride`, or 0 on a one-pixel axis (both corners are its pixel)."""
+    return T.if_then_else(size > 1, stride, T.int64(0))
 
 
 def table_size_of(spec, gh, gw):
@@ -93,28 +105,140 @@ def table_size_of(spec, gh, gw):
     separable = 2 * (PH * gh + PW * gw)
     if not spec.per_sample_tables:
         return separable
-    return T.Select(keeps_samples(spec, gh, gw), 4 * PH * PW * gh * gw, separable)
+    return T.Select(keeps_samples(spec, gh, gw), kept_entries(spec, gh, gw), separable)
 
 
-def sample_table_macro(spec, sample):
-    """A macro filling box k's tables with every sample's corners, for a box that
-    `limits.keeps_samples`; `sample(rois, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs) as
-    `Geometry.corners` gives them."""
+def per_sample_geometry(spec, grids, terms, place) -> Geometry:
+    """The Geometry of an op whose sample is not a row sample times a column sample (rotated
+    and deformable boxes), but whose position is still found from one pair of terms per axis.
+
+    `grids(rois, k)` -> (gh, gw); `terms(rois, k, col, s, grid)` -> the two terms of sample s
+    along x (col 1) or y (col 2), bin s // grid; `place(rois, k, ph, pw, row, column)` ->
+    (y, x), the position of the sample of bin (ph, pw) whose row terms are `row` and column
+    terms `column` (pairs of values).
+
+    A box that `limits.keeps_samples` keeps every sample's corners in its tables
+    (`sample_table_macro`): they are found once per box, not once per channel block as the
+    sample is read.  The others keep the terms, roi_align's table size, 2 * (PH*gh + PW*gw),
+    y terms first (itab unused, filled with 0: pixel offsets that are in the map, as every
+    table's), and `corners` places the sample as it reads it.
+    """
+    dt = spec.compute_dtype
     PH, PW = spec.pooled_size
+    ROW = spec.row_columns
+    fill_samples = sample_table_macro(spec, terms, place)
+
+    (K,) = dims("K", "int64")
+    @T.prim_func
+    def table_size(rois: T.Buffer((K, ROW), dt), size: T.Buffer((1,), "int64")):
+        size[0] = T.int64(1)
+        for k in range(K):
+            size[0] = T.max(size[0], table_size_of(spec, grids(rois, k)[0], grids(rois, k)[1]))
+
+    K, S = dims("K S", "int64")
+    @T.prim_func
+    def tables(rois: T.Buffer((K, ROW), dt), itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt),
+               H: T.int64, W: T.int64):
+        for k in T.parallel(K):
+            gh = T.meta_var(grids(rois, k)[0])
+            gw = T.meta_var(grids(rois, k)[1])
+            if keeps_samples(spec, gh, gw):
+                fill_samples(rois, itab, ftab, k, gh, gw, H, W)
+            else:
+                for s in range(PH * gh):
+                    ftab[k, 2 * s] = terms(rois, k, 2, s, gh)[0]
+                    ftab[k, 2 * s + 1] = terms(rois, k, 2, s, gh)[1]
+                    itab[k, 2 * s] = 0
+                    itab[k, 2 * s + 1] = 0
+                for s in range(PW * gw):
+                    ftab[k, 2 * PH * gh + 2 * s] = terms(rois, k, 1, s, gw)[0]
+                    ftab[k, 2 * PH * gh + 2 * s + 1] = terms(rois, k, 1, s, gw)[1]
+                    itab[k, 2 * PH * gh + 2 * s] = 0
+                    itab[k, 2 * PH * gh + 2 * s + 1] = 0
+
+    def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
+        y, x = separable_position(rois, ftab, k, ph, pw, iy, ix, gh, gw)
+        return point_corners(y, x, gh, gw, H, W, dt)
+
+    def separable_position(rois, ftab, k, ph, pw, iy, ix, gh, gw):
+        r = 2 * (ph * gh + iy)
+        c = 2 * PH * gh + 2 * (pw * gw + ix)
+        return place(rois, k, ph, pw, (ftab[k, r], ftab[k, r + 1]), (ftab[k, c], ftab[k, c + 1]))
+
+    return Geometry(grids, {"table_size": table_size, "tables": tables}, corners, per_sample=True,
+                    position=separable_position)
+
+
+def point_corners(y, x, gh, gw, H, W, dt):
+    """(ys, xs) of a sample at (y, x) as `Geometry.corners` gives them: rows times W, the y
+    weights carrying 1/count."""
+    inv = inverse_count(gh, gw, dt)
+    y0, y1, wy0, wy1 = axis_corners(y, H, dt)
+    return (y0 * W, y1 * W, wy0 * inv, wy1 * inv), axis_corners(x, W, dt)
+
+
+def sample_table_macro(spec, terms, place):
+    """A macro filling box k's tables with every sample's corners, for a box that
+    `limits.keeps_samples` (`per_sample_geometry` says what `terms` and `place` are).
+
+    A sample keeps SAMPLE_ENTRIES entries, so that the kernels, which read them once per
+    channel block, move as few bytes as they can: its low corner's offset (row*W + col,
+    itab), and (y low weight, y high weight, x high weight) (ftab), the x low weight being
+    1 - the high one.  Its high corners are a fixed step away (`row_step`): where an axis'
+    corners coincide (at or past its last pixel, which is read alone), they become the pixel
+    before it, weighted 0, and the last, weighted in full: the same sum.  A sample outside
+    the map along x gets y weights of 0.  The column terms are found once per box, the row
+    terms once per row of samples.
+    """
+    dt = spec.compute_dtype
+    PH, PW = spec.pooled_size
+    zero = tirx.const(0.0, dt)
+    one = tirx.const(1.0, dt)
+    # A kept box has at most this many columns of samples (it has at least one row per bin).
+    columns_kept = SAMPLE_TABLE_ENTRIES // (SAMPLE_ENTRIES * PH)
 
     @T.macro
     def fill(rois, itab, ftab, k, gh, gw, H, W):
-        for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
-            ys, xs = T.meta_var(sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
-            s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
-            itab[k, s] = T.Cast("int32", ys[0])
-            itab[k, s + 1] = T.Cast("int32", ys[1])
-            itab[k, s + 2] = T.Cast("int32", xs[0])
-            itab[k, s + 3] = T.Cast("int32", xs[1])
-            ftab[k, s] = ys[2]
-            ftab[k, s + 1] = ys[3]
-            ftab[k, s + 2] = xs[2]
-            ftab[k, s + 3] = xs[3]
+        columns = T.alloc_buffer((columns_kept, 2), dt)
+        row = T.alloc_buffer((2,), dt)
+        at = T.alloc_buffer((2,), dt)
+        low = T.alloc_buffer((2,), "int64")
+        high = T.alloc_buffer((2,), "int64")
+        w = T.alloc_buffer((4,), dt)
+        # itab's entries past the offsets are not read; they are set to pixel 0 all the same,
+        # as every table entry addresses the map.
+        for s in range(PH * PW * gh * gw, SAMPLE_ENTRIES * PH * PW * gh * gw):
+            itab[k, s] = 0
+        for s in range(PW * gw):
+            columns[s, 0] = terms(rois, k, 1, s, gw)[0]
+            columns[s, 1] = terms(rois, k, 1, s, gw)[1]
+        for ph, iy in T.grid(PH, gh):
+            row[0] = terms(rois, k, 2, ph * gh + iy, gh)[0]
+            row[1] = terms(rois, k, 2, ph * gh + iy, gh)[1]
+            for pw, ix in T.grid(PW, gw):
+                # Each value once (an expression passed on would be found at every use).
+                y, x = T.meta_var(place(rois, k, ph, pw, (row[0], row[1]),
+                                        (columns[pw * gw + ix, 0], columns[pw * gw + ix, 1])))
+                at[0] = y
+                at[1] = x
+                ys, xs = T.meta_var(point_corners(at[0], at[1], gh, gw, H, W, dt))
+                low[0] = ys[0]
+                high[0] = ys[1]
+                w[0] = ys[2]
+                w[1] = ys[3]
+                low[1] = xs[0]
+                high[1] = xs[1]
+                w[2] = xs[2]
+                w[3] = xs[3]
+                n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
+                last_row = T.meta_var(tirx.all(low[0] == high[0], H > 1))
+                last_col = T.meta_var(tirx.all(low[1] == high[1], W > 1))
+                inside_x = T.meta_var(w[2] > zero)  # the x low weight is 1 - a fraction below 1 inside
+                itab[k, n] = T.Cast("int32", low[0] - T.Select(last_row, W, T.int64(0))
+                                    + low[1] - T.Select(last_col, T.int64(1), T.int64(0)))
+                ftab[k, SAMPLE_ENTRIES * n] = T.Select(inside_x, T.Select(last_row, zero, w[0]), zero)
+                ftab[k, SAMPLE_ENTRIES * n + 1] = T.Select(inside_x, T.Select(last_row, w[0], w[1]), zero)
+                ftab[k, SAMPLE_ENTRIES * n + 2] = T.Select(last_col, one, w[3])
 
     return fill
 

@@ -1,12 +1,9 @@
 """Deformable RoI pooling on the CPU: the align family's kernels (`_align.py`) with each bin's
 samples shifted by the box's offsets (common/deform.py).
 
-A box with few enough samples (limits.keeps_samples) keeps every sample's corners in its
-tables (`_align.sample_table_macro`).  Beyond that, a shifted sample is still a sum of one
-term per axis and one per bin: its base position along y depends on (ph, iy) alone, so the
-box's tables keep roi_align's size, 2 * (PH*gh + PW*gw), holding base positions (itab unused,
-filled with 0); a kernel adds the bin's shift and finds the sample's corners as it reads it,
-as rotated boxes do.
+A shifted sample is not a row sample times a column sample, but it is a sum of one term per
+axis and one per bin: its base position along y depends on (ph, iy) alone, and the bin adds
+its shift (`_align.per_sample_geometry`).
 `box_slopes`/`backward_boxes` (corners and offsets) run in the same (image, block) tasks on the
 same tables (`deform_box_gradient_kernels`, _align_box_gradient.py).
 """
@@ -19,16 +16,15 @@ from tvm.script import tirx as T
 from ...limits import keeps_samples
 from ..common.deform import DeformBoxes
 from ..common.sample_gradient import slope_flag
-from ..common.sampling import axis_corners, inverse_count, sample_fraction
+from ..common.sampling import inside_flag, inverse_count, sample_fraction
 from ..common.signature import dims
 from . import by_direction
 from ._align import (
     Geometry,
     align_family_kernels,
-    sample_entry,
+    per_sample_geometry,
+    sample_index,
     sample_table_corners,
-    sample_table_macro,
-    table_size_of,
 )
 from ._align_box_gradient import blocked_box_gradient_kernels, scatter_sample, slope_gradient
 from ._transpose import block_transpose, result_slot
@@ -37,60 +33,21 @@ OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
 
 def deform_geometry(spec) -> Geometry:
-    dt = spec.compute_dtype
-    PH, PW = spec.pooled_size
-    ROW = spec.row_columns
+    # A shifted sample is a sum of one term per axis and one per bin: its base position along
+    # y depends on (ph, iy) alone (the second term of each pair is unused, 0).
     box = DeformBoxes(spec)
+    zero = tirx.const(0.0, spec.compute_dtype)
 
     def grids(rois, k):
         return box.grid(rois, k, 2), box.grid(rois, k, 1)
 
-    def at(y, x, gh, gw, H, W):
-        inv = tirx.const(1.0, dt) / T.Cast(dt, T.max(gh * gw, tirx.const(1, "int64")))
-        y0, y1, wy0, wy1 = axis_corners(y, H, dt)
-        return (y0 * W, y1 * W, wy0 * inv, wy1 * inv), axis_corners(x, W, dt)
+    def terms(rois, k, col, s, grid):
+        return box.base(rois, k, col, s, grid), zero
 
-    def sample(rois, k, ph, pw, iy, ix, gh, gw, H, W):
-        # A sample's corners from the box itself (the per-sample tables' entries).
-        return at(box.position(rois, k, 2, ph, pw, iy, gh), box.position(rois, k, 1, ph, pw, ix, gw), gh, gw, H, W)
+    def place(rois, k, ph, pw, row, column):
+        return box.bin_start(rois, k, 2, ph, pw) + row[0], box.bin_start(rois, k, 1, ph, pw) + column[0]
 
-    fill_samples = sample_table_macro(spec, sample)
-
-    (K,) = dims("K", "int64")
-    @T.prim_func
-    def table_size(rois: T.Buffer((K, ROW), dt), size: T.Buffer((1,), "int64")):
-        size[0] = T.int64(1)
-        for k in range(K):
-            size[0] = T.max(size[0], table_size_of(spec, grids(rois, k)[0], grids(rois, k)[1]))
-
-    K, S = dims("K S", "int64")
-    @T.prim_func
-    def tables(rois: T.Buffer((K, ROW), dt), itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt),
-               H: T.int64, W: T.int64):
-        for k in T.parallel(K):
-            gh = T.meta_var(grids(rois, k)[0])
-            gw = T.meta_var(grids(rois, k)[1])
-            if keeps_samples(spec, gh, gw):
-                fill_samples(rois, itab, ftab, k, gh, gw, H, W)
-            else:
-                for s in range(PH * gh):
-                    # The position less the bin's start (the box's, shifted), which the kernels add.
-                    ftab[k, 2 * s] = box.base(rois, k, 2, s, gh)
-                    ftab[k, 2 * s + 1] = tirx.const(0.0, dt)
-                    itab[k, 2 * s] = 0
-                    itab[k, 2 * s + 1] = 0
-                for s in range(PW * gw):
-                    ftab[k, 2 * PH * gh + 2 * s] = box.base(rois, k, 1, s, gw)
-                    ftab[k, 2 * PH * gh + 2 * s + 1] = tirx.const(0.0, dt)
-                    itab[k, 2 * PH * gh + 2 * s] = 0
-                    itab[k, 2 * PH * gh + 2 * s + 1] = 0
-
-    def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
-        y = box.bin_start(rois, k, 2, ph, pw) + ftab[k, 2 * (ph * gh + iy)]
-        x = box.bin_start(rois, k, 1, ph, pw) + ftab[k, 2 * PH * gh + 2 * (pw * gw + ix)]
-        return at(y, x, gh, gw, H, W)
-
-    return Geometry(grids, {"table_size": table_size, "tables": tables}, corners, per_sample=True)
+    return per_sample_geometry(spec, grids, terms, place)
 
 
 def deform_roi_pool_kernels(spec, lanes: int, **options) -> dict[str, tirx.PrimFunc]:
@@ -107,9 +64,10 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     O = sum over bins of o * (the bin's sum of gx), and the bin's offset gets
     gamma*w' * (its sum of gx); y alike.  A task keeps four sums per lane (gx*(1 - a),
     gx*a, and y's) and each bin's sums of gx and gy, added over the lanes at the box's end
-    (`bin_totals`), in the lanes of the rows after those four.  A box that keeps its samples' corners in the
-    forward's tables gets (x slope flag, y slope flag / count, a_x, a_y) at the same entries
-    of `box_slopes`' table; other boxes' tasks find them from the forward's separable entries.
+    (`bin_totals`), in the lanes of the rows after those four.  A box that keeps its samples'
+    corners in the forward's tables gets (x slope flag, y slope flag / count) at entries 2n
+    and 2n + 1 of `box_slopes`' table for its sample n (`sample_index`); other boxes' tasks
+    find them from the forward's separable entries.
     """
     dt = spec.compute_dtype
     L = lanes
@@ -136,12 +94,12 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             gh, gw = T.meta_var(grids(rois, k))
             if keeps_samples(spec, gh, gw):
                 for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
-                    s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
-                    stab[k, s] = slope_flag(box.position(rois, k, 1, ph, pw, ix, gw), W, dt)
-                    stab[k, s + 1] = (slope_flag(box.position(rois, k, 2, ph, pw, iy, gh), H, dt)
-                                      * inverse_count(gh, gw, dt))
-                    stab[k, s + 2] = sample_fraction(pw, ix, gw, PW, dt)
-                    stab[k, s + 3] = sample_fraction(ph, iy, gh, PH, dt)
+                    n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
+                    x = T.meta_var(box.position(rois, k, 1, ph, pw, ix, gw))
+                    stab[k, 2 * n] = slope_flag(x, W, dt)
+                    # The x weights of the forward's table are not zeroed outside the map: this is.
+                    stab[k, 2 * n + 1] = (slope_flag(box.position(rois, k, 2, ph, pw, iy, gh), H, dt)
+                                          * inside_flag(x, W, dt) * inverse_count(gh, gw, dt))
 
     transpose = block_transpose(L)
     turned = result_slot(L)
@@ -191,14 +149,13 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                 bins[1, p, lane] = zero
             if keeps_samples(spec, gh, gw):
                 for iy, ix in T.grid(gh, gw):
-                    s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
+                    n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
                     ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
-                               stab[k, s + 3])
+                    add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, stab[k, 2 * n], stab[k, 2 * n + 1],
+                               sample_fraction(pw, ix, gw, PW, dt), sample_fraction(ph, iy, gh, PH, dt))
             else:
                 for iy, ix in T.grid(gh, gw):
-                    y = T.meta_var(box.bin_start(rois, k, 2, ph, pw) + ftab[k, 2 * (ph * gh + iy)])
-                    x = T.meta_var(box.bin_start(rois, k, 1, ph, pw) + ftab[k, 2 * PH * gh + 2 * (pw * gw + ix)])
+                    y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))
                     ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
                     add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, slope_flag(x, W, dt),
                                slope_flag(y, H, dt) * inverse_count(gh, gw, dt),

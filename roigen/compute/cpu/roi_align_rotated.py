@@ -1,15 +1,10 @@
 """RoIAlign in rotated boxes on the CPU: the align family's kernels (`_align.py`) with a
-rotated sample geometry.
+rotated sample geometry (`_align.per_sample_geometry`).
 
-A box with few enough samples (limits.keeps_samples) keeps every sample's corners in its
-tables (`_align.sample_table_macro`): they are found once per box, not once per channel
-block.  Beyond that: a rotated sample is no longer a row sample times a column sample, but its
-position is still a sum of one term per axis: y = (yy*cos - xx*sin) + cy with
-yy from the bin row and xx from the bin column (common/rotated.py).  So a box's
-tables keep roi_align's size, 2 * (PH*gh + PW*gw): each row sample holds
-(yy*cos, yy*sin), each column sample (xx*sin, xx*cos), and a kernel adds the
-two and finds the sample's corners as it reads it (itab is unused, filled with 0:
-pixel offsets that are in the map, as every table's).  `box_slopes`/`backward_boxes`,
+A rotated sample is no longer a row sample times a column sample, but its position is still
+a sum of one term per axis: y = (yy*cos - xx*sin) + cy with yy from the bin row and xx
+from the bin column (common/rotated.py): each row sample's terms are (yy*cos, yy*sin),
+each column sample's (xx*sin, xx*cos).  `box_slopes`/`backward_boxes`,
 the gradient with respect to the boxes, run in the same (image, block) tasks on the
 same tables (`rotated_box_gradient_kernels`, _align_box_gradient.py).
 """
@@ -22,16 +17,15 @@ from tvm.script import tirx as T
 from ...limits import keeps_samples
 from ..common.rotated import RotatedBoxes
 from ..common.sample_gradient import slope_flag
-from ..common.sampling import axis_corners, inverse_count, sample_fraction
+from ..common.sampling import inside_flag, inverse_count, sample_fraction
 from ..common.signature import dims
 from . import by_direction
 from ._align import (
     Geometry,
     align_family_kernels,
-    sample_entry,
+    per_sample_geometry,
+    sample_index,
     sample_table_corners,
-    sample_table_macro,
-    table_size_of,
 )
 from ._align_box_gradient import blocked_box_gradient_kernels, scatter_sample, slope_gradient
 
@@ -39,69 +33,26 @@ OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
 
 def rotated_geometry(spec) -> Geometry:
-    dt = spec.compute_dtype
-
-    def _corners(y, x, gh, gw, H, W):
-        inv = tirx.const(1.0, dt) / T.Cast(dt, T.max(gh * gw, tirx.const(1, "int64")))
-        y0, y1, wy0, wy1 = axis_corners(y, H, dt)
-        return (y0 * W, y1 * W, wy0 * inv, wy1 * inv), axis_corners(x, W, dt)
-
+    # A sample's position is a sum of one term per axis: y = (yy*cos - xx*sin) + cy with yy
+    # from the bin row and xx from the bin column (common/rotated.py).
     PH, PW = spec.pooled_size
     box = RotatedBoxes(spec)
 
     def grids(rois, k):
         return box.grid(rois, k, 2, PH), box.grid(rois, k, 1, PW)
 
-    def sample(rois, k, ph, pw, iy, ix, gh, gw, H, W):
-        # A sample's corners from the box itself (the per-sample tables' entries).
-        yy = box.offset_in_box(rois, k, 2, PH, gh, ph * gh + iy)
-        xx = box.offset_in_box(rois, k, 1, PW, gw, pw * gw + ix)
+    def terms(rois, k, col, s, grid):
         t = box.angle(rois, k)
-        y, x = box.onto_map(yy, xx, T.cos(t), T.sin(t), box.centre(rois, k, 2), box.centre(rois, k, 1))
-        return _corners(y, x, gh, gw, H, W)
+        if col == 2:  # (yy*cos, yy*sin) of a row sample
+            yy = box.offset_in_box(rois, k, 2, PH, grid, s)
+            return yy * T.cos(t), yy * T.sin(t)
+        xx = box.offset_in_box(rois, k, 1, PW, grid, s)  # (xx*sin, xx*cos) of a column sample
+        return xx * T.sin(t), xx * T.cos(t)
 
-    fill_samples = sample_table_macro(spec, sample)
+    def place(rois, k, ph, pw, row, column):
+        return row[0] - column[0] + box.centre(rois, k, 2), row[1] + column[1] + box.centre(rois, k, 1)
 
-    (K,) = dims("K", "int64")
-    @T.prim_func
-    def table_size(rois: T.Buffer((K, 6), dt), size: T.Buffer((1,), "int64")):
-        size[0] = T.int64(1)
-        for k in range(K):
-            size[0] = T.max(size[0], table_size_of(spec, grids(rois, k)[0], grids(rois, k)[1]))
-
-    K, S = dims("K S", "int64")
-    @T.prim_func
-    def tables(rois: T.Buffer((K, 6), dt), itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt),
-               H: T.int64, W: T.int64):
-        for k in T.parallel(K):
-            gh = T.meta_var(grids(rois, k)[0])
-            gw = T.meta_var(grids(rois, k)[1])
-            cos = T.meta_var(T.cos(box.angle(rois, k)))
-            sin = T.meta_var(T.sin(box.angle(rois, k)))
-            if keeps_samples(spec, gh, gw):
-                fill_samples(rois, itab, ftab, k, gh, gw, H, W)
-            else:
-                for s in range(PH * gh):
-                    yy = T.meta_var(box.offset_in_box(rois, k, 2, PH, gh, s))
-                    ftab[k, 2 * s] = yy * cos
-                    ftab[k, 2 * s + 1] = yy * sin
-                    itab[k, 2 * s] = 0
-                    itab[k, 2 * s + 1] = 0
-                for s in range(PW * gw):
-                    xx = T.meta_var(box.offset_in_box(rois, k, 1, PW, gw, s))
-                    ftab[k, 2 * PH * gh + 2 * s] = xx * sin
-                    ftab[k, 2 * PH * gh + 2 * s + 1] = xx * cos
-                    itab[k, 2 * PH * gh + 2 * s] = 0
-                    itab[k, 2 * PH * gh + 2 * s + 1] = 0
-
-    def corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W):
-        r = 2 * (ph * gh + iy)
-        c = 2 * PH * gh + 2 * (pw * gw + ix)
-        y = ftab[k, r] - ftab[k, c] + box.centre(rois, k, 2)
-        x = ftab[k, r + 1] + ftab[k, c + 1] + box.centre(rois, k, 1)
-        return _corners(y, x, gh, gw, H, W)
-
-    return Geometry(grids, {"table_size": table_size, "tables": tables}, corners, per_sample=True)
+    return per_sample_geometry(spec, grids, terms, place)
 
 
 def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
@@ -115,9 +66,10 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     d/dw' = cos*sum gx*ax - sin*sum gy*ax, d/dh' = sin*sum gx*ay + cos*sum gy*ay and
     d/dt = h'*(cos*sum gx*ay - sin*sum gy*ay) - w'*(sin*sum gx*ax + cos*sum gy*ax):
     six sums per lane, the box's own terms applied once at the end.  A box that keeps its
-    samples' corners in the forward's tables gets, at the same entries of `box_slopes`'
-    table, (x slope flag, y slope flag / count, ax, ay): its tasks find no geometry.  Other
-    boxes' tasks find the flags from the forward's separable entries, as its tasks do.
+    samples' corners in the forward's tables gets, at entries 2n and 2n + 1 of `box_slopes`'
+    table for its sample n (`sample_index`), (x slope flag, y slope flag / count): its
+    tasks find no geometry but ax and ay, two divisions.  Other boxes' tasks find the flags
+    from the forward's separable entries, as its tasks do.
     """
     dt = spec.compute_dtype
     L = lanes
@@ -143,11 +95,10 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     yy = T.meta_var(box.offset_in_box(rois, k, 2, PH, gh, ph * gh + iy))
                     xx = T.meta_var(box.offset_in_box(rois, k, 1, PW, gw, pw * gw + ix))
                     y, x = T.meta_var(box.onto_map(yy, xx, cos, sin, box.centre(rois, k, 2), box.centre(rois, k, 1)))
-                    s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
-                    stab[k, s] = slope_flag(x, W, dt)
-                    stab[k, s + 1] = slope_flag(y, H, dt) * inverse_count(gh, gw, dt)
-                    stab[k, s + 2] = sample_fraction(pw, ix, gw, PW, dt) - half
-                    stab[k, s + 3] = sample_fraction(ph, iy, gh, PH, dt) - half
+                    n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
+                    stab[k, 2 * n] = slope_flag(x, W, dt)
+                    # The x weights of the forward's table are not zeroed outside the map: this is.
+                    stab[k, 2 * n + 1] = slope_flag(y, H, dt) * inside_flag(x, W, dt) * inverse_count(gh, gw, dt)
 
     @T.macro
     def add_sample(slab, gslab, gbin, p, acc, ys, xs, mx, my, ax, ay):
@@ -170,16 +121,13 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         gh, gw = T.meta_var(grids(rois, k))
         if keeps_samples(spec, gh, gw):
             for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
-                s = T.meta_var(sample_entry(PW, ph, pw, iy, ix, gh, gw))
+                n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
                 ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                add_sample(slab, gslab, gbin, ph * PW + pw, acc, ys, xs, stab[k, s], stab[k, s + 1], stab[k, s + 2],
-                           stab[k, s + 3])
+                add_sample(slab, gslab, gbin, ph * PW + pw, acc, ys, xs, stab[k, 2 * n], stab[k, 2 * n + 1],
+                           sample_fraction(pw, ix, gw, PW, dt) - half, sample_fraction(ph, iy, gh, PH, dt) - half)
         else:
             for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
-                r = T.meta_var(2 * (ph * gh + iy))
-                c = T.meta_var(2 * PH * gh + 2 * (pw * gw + ix))
-                y = T.meta_var(ftab[k, r] - ftab[k, c] + box.centre(rois, k, 2))
-                x = T.meta_var(ftab[k, r + 1] + ftab[k, c + 1] + box.centre(rois, k, 1))
+                y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))
                 ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
                 add_sample(slab, gslab, gbin, ph * PW + pw, acc, ys, xs, slope_flag(x, W, dt),
                            slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
