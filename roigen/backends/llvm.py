@@ -244,11 +244,9 @@ class LlvmBackend(Backend):
         return runnable_here(target)
 
     def compile(self, funcs: dict, target, sched) -> Compiled:
-        import tvm
+        from ..lower import compile_cpu
 
-        from ..lower import as_module
-
-        return Compiled(tvm.compile(as_module(funcs), target=target.tvm_target))
+        return Compiled(compile_cpu(funcs, target))
 
     def sources(self, compiled: Compiled) -> dict:
         return {"kernels.s": compiled.executable.mod.inspect_source("asm")}
