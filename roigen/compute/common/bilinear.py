@@ -21,6 +21,25 @@ def corners_at(ibuf, fbuf, *index):
     return ibuf[(*lead, last)], ibuf[(*lead, last + 1)], fbuf[(*lead, last)], fbuf[(*lead, last + 1)]
 
 
+def hold_macro():
+    """A macro storing one axis' corners `(low, high, w_low, w_high)` at `ibuf[i], ibuf[i + 1]`
+    and `fbuf[i], fbuf[i + 1]` (thread registers), to be read back with `corners_at`.
+
+    GPU code generation writes an expression out in full at every use, and TVM's
+    common-subexpression pass leaves expressions that read memory alone: a sample's corners,
+    used in two reads each and found from the box's row, made the sampled kernels' CUDA
+    source megabytes long (nvcc's time grows with it).  Held once, each is a register."""
+
+    @T.macro
+    def hold(ibuf, fbuf, i, corners):
+        ibuf[i] = corners[0]
+        ibuf[i + 1] = corners[1]
+        fbuf[i] = corners[2]
+        fbuf[i + 1] = corners[3]
+
+    return hold
+
+
 def interpolate(read, ys, xs, onto=None):
     """The sample's value; `read(y, x)` loads the pixel at corner indices y, x.  With
     `onto` (a running sum), the sum plus the value, adding one row of corners at a time."""

@@ -117,6 +117,7 @@ def box_gradient_macro(spec, itype="int64"):
     bx1 = x1' + pw*w/PW, bx2 = x1' + (pw+1)*w/PW.  The signature is gpu/_box_gradient.py's
     (channels [c0, c1) of the bin; `argmax` unused).  The caller skips bins of no area.
     """
+    from .bilinear import corners_at, hold_macro
     from .sampling import box_rule
 
     dt = spec.compute_dtype
@@ -124,6 +125,7 @@ def box_gradient_macro(spec, itype="int64"):
     start, extent = box_rule(spec)
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
+    hold = hold_macro()
 
     def at(read, ys, xs):
         y0, y1, wy0, wy1 = ys
@@ -143,17 +145,24 @@ def box_gradient_macro(spec, itype="int64"):
             sums[j] = zero
         for c in range(c0, c1):
             sums[0] = sums[0] + grad(c) * value(c)
+        # The edges' corners, and each cell's, in registers (bilinear.hold_macro).
+        held = T.alloc_buffer((6,), itype, scope="local")
+        weight = T.alloc_buffer((6,), dt, scope="local")
+        hold(held, weight, 2, point_corners(bx1, W, dt, itype))
+        hold(held, weight, 4, point_corners(bx1 + bw, W, dt, itype))
+        left, right = T.meta_var((corners_at(held, weight, 2), corners_at(held, weight, 4)))
         for iy in range(gh):
-            ys = T.meta_var(cell_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt, itype))
-            left = T.meta_var(point_corners(bx1, W, dt, itype))
-            right = T.meta_var(point_corners(bx1 + bw, W, dt, itype))
+            hold(held, weight, 0, cell_corners(start(rois, k, 2), bh, gh, ph * gh + iy, H, dt, itype))
+            ys = T.meta_var(corners_at(held, weight, 0))
             for c in range(c0, c1):
                 sums[1] = sums[1] + grad(c) * at(lambda y, x: read(c, y, x), ys, left)
                 sums[2] = sums[2] + grad(c) * at(lambda y, x: read(c, y, x), ys, right)
+        hold(held, weight, 2, point_corners(by1, H, dt, itype))
+        hold(held, weight, 4, point_corners(by1 + bh, H, dt, itype))
+        top, bottom = T.meta_var((corners_at(held, weight, 2), corners_at(held, weight, 4)))
         for ix in range(gw):
-            xs = T.meta_var(cell_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt, itype))
-            top = T.meta_var(point_corners(by1, H, dt, itype))
-            bottom = T.meta_var(point_corners(by1 + bh, H, dt, itype))
+            hold(held, weight, 0, cell_corners(start(rois, k, 1), bw, gw, pw * gw + ix, W, dt, itype))
+            xs = T.meta_var(corners_at(held, weight, 0))
             for c in range(c0, c1):
                 sums[3] = sums[3] + grad(c) * at(lambda y, x: read(c, y, x), top, xs)
                 sums[4] = sums[4] + grad(c) * at(lambda y, x: read(c, y, x), bottom, xs)

@@ -105,17 +105,26 @@ def rotated_box_gradient_macro(spec, itype="int64"):
     """A macro adding one bin's share of d(loss)/d(cx', cy', w', h', t) to `acc` (5 values),
     over channels [c0, c1) (gpu/_box_gradient.py's signature; `value` and `argmax` unused),
     as `rotated_sample_gradient` says."""
-    from .bilinear import interpolate
+    from .bilinear import corners_at, hold_macro, interpolate
 
     dt = spec.compute_dtype
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     sample = rotated_sample_gradient(spec, itype)
+    hold = hold_macro()
 
     @T.macro
     def accumulate(read, rois, k, ph, pw, gh, gw, H, W, c0, c1, value, argmax, grad, sums, acc):
+        # Each sample's corners, weights and slopes in registers (bilinear.hold_macro).
+        at = T.alloc_buffer((8,), itype, scope="local")
+        weight = T.alloc_buffer((8,), dt, scope="local")
         for iy, ix in T.grid(gh, gw):
-            ys, xs, sy, sx, u, v = T.meta_var(sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
+            ys_, xs_, sy_, sx_, u, v = T.meta_var(sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
+            hold(at, weight, 0, ys_)
+            hold(at, weight, 2, xs_)
+            hold(at, weight, 4, sy_)
+            hold(at, weight, 6, sx_)
+            ys, xs, sy, sx = T.meta_var([corners_at(at, weight, i) for i in (0, 2, 4, 6)])
             sums[0] = zero
             sums[1] = zero
             for c in range(c0, c1):

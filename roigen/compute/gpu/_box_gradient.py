@@ -49,9 +49,12 @@ def box_gradient_kernel(spec, sched, grids, accumulate, active=None) -> tirx.Pri
         sums = T.alloc_buffer((8,), dt, scope="local")
         for j in range(BOX - 1):
             acc[j] = zero
+        grid = T.alloc_buffer((2,), I32, scope="local")  # held, not written out at every use (bilinear.hold_macro)
         n = T.Cast(I32, rois[k, 0])
         if active is None or active(rois, k):
-            gh, gw = T.meta_var(grids(rois, k))
+            grid[0] = grids(rois, k)[0]
+            grid[1] = grids(rois, k)[1]
+            gh, gw = T.meta_var((grid[0], grid[1]))
             for i in range((C * P + TPB - 1) // TPB):
                 if i * TPB + t < C * P:
                     c, b = T.meta_var(unravel(i * TPB + t, (C, P)))

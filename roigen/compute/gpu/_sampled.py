@@ -24,7 +24,9 @@ I32 = "int32"
 def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
     """Kernels from `grids(rois, k)` -> (gh, gw), box k's samples per bin along y and x (int32),
     and `sample(rois, k, b, gh, gw, iy, ix, H, W)` -> (ys, xs), the corners of sample (iy, ix)
-    of bin b, each (low, high, w_low, w_high), the bin's normaliser folded into the y weights."""
+    of bin b, each (low, high, w_low, w_high), the bin's normaliser folded into the y weights.
+
+    A thread holds its box's grid and each sample's corners in registers (`Registers`)."""
     dt = spec.compute_dtype
     PH, PW = spec.pooled_size
     P = PH * PW
@@ -37,19 +39,23 @@ def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
         k, b, chunk = unravel(blk, (K, P, (CO + TPB - 1) // TPB))
         return k, b, chunk * TPB + t
 
+    bound = Registers(dt, grids, sample)
+
     N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
     @T.prim_func
     def forward(x: T.Buffer((N, H, W, CI), dt), rois: T.Buffer((K, BOX), dt), out: T.Buffer((K, CO, P), dt),
                 aux: T.Buffer((A,), I32)):
         blk, t = launch(K * P * ((CO + TPB - 1) // TPB), TPB)
         acc = T.alloc_buffer((1,), dt, scope="local")
+        grid, at, weight = bound.alloc()
         k, b, c = block_of(blk, t, K, CO)
         if c < CO:
             n = T.Cast(I32, rois[k, 0])
-            gh, gw = T.meta_var(grids(rois, k))
+            bound.fill_grid(grid, rois, k)
             acc[0] = zero
-            for iy, ix in T.grid(gh, gw):
-                ys, xs = T.meta_var(sample(rois, k, b, gh, gw, iy, ix, H, W))
+            for iy, ix in T.grid(grid[0], grid[1]):
+                bound.fill_sample(at, weight, grid, rois, k, b, iy, ix, H, W)
+                ys, xs = T.meta_var(bound.corners(at, weight))
                 acc[0] = interpolate(lambda y, xx: x[n, y, xx, c], ys, xs, onto=acc[0])
             out[k, c, b] = acc[0]
 
@@ -58,14 +64,16 @@ def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
     def backward(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, BOX), dt), aux: T.Buffer((A,), I32),
                  grad_input: T.Buffer((N, H, W, CI), dt)):
         blk, t = launch((N * CI + TPB - 1) // TPB, TPB)
+        grid, at, weight = bound.alloc()
         if blk * TPB + t < N * CI:
             n, c = unravel(blk * TPB + t, (N, CI))
             for k in range(K):
                 if T.Cast(I32, rois[k, 0]) == n:
-                    gh, gw = T.meta_var(grids(rois, k))
+                    bound.fill_grid(grid, rois, k)
                     for b in range(P):
-                        for iy, ix in T.grid(gh, gw):
-                            ys, xs = T.meta_var(sample(rois, k, b, gh, gw, iy, ix, H, W))
+                        for iy, ix in T.grid(grid[0], grid[1]):
+                            bound.fill_sample(at, weight, grid, rois, k, b, iy, ix, H, W)
+                            ys, xs = T.meta_var(bound.corners(at, weight))
                             scatter(grad_input, lambda y, xx: (n, y, xx, c), ys, xs, grad[k, c, b])
 
     N, H, W, CI, K, CO, A = dims("N H W CI K CO A", I32)
@@ -73,12 +81,14 @@ def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
     def backward_atomic(grad: T.Buffer((K, CO, P), dt), rois: T.Buffer((K, BOX), dt), aux: T.Buffer((A,), I32),
                         grad_input: T.Buffer((N, H, W, CI), dt)):
         blk, t = launch(K * P * ((CO + TPB - 1) // TPB), TPB)
+        grid, at, weight = bound.alloc()
         k, b, c = block_of(blk, t, K, CO)
         if c < CO:
             n = T.Cast(I32, rois[k, 0])
-            gh, gw = T.meta_var(grids(rois, k))
-            for iy, ix in T.grid(gh, gw):
-                ys, xs = T.meta_var(sample(rois, k, b, gh, gw, iy, ix, H, W))
+            bound.fill_grid(grid, rois, k)
+            for iy, ix in T.grid(grid[0], grid[1]):
+                bound.fill_sample(at, weight, grid, rois, k, b, iy, ix, H, W)
+                ys, xs = T.meta_var(bound.corners(at, weight))
                 scatter_atomic(grad_input, lambda y, xx: (n, y, xx, c), ys, xs, grad[k, c, b])
 
     (K,) = dims("K", I32)
@@ -94,3 +104,49 @@ def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
     if getattr(spec, "sampling_ratio", 0) <= 0:  # grids that depend on the box
         funcs["grid_size"] = grid_size
     return funcs
+
+
+class Registers:
+    """A thread's registers for its box's grid and for one sample's corners, filled from
+    `grids` and `sample` (as `sampled_kernels` takes them).
+
+    TVM's common-subexpression pass leaves expressions that read memory alone, so a value
+    the kernels use twice (a grid in every sample's position, a corner in two reads) was
+    written out in full each time in the generated source, with every expression it is made
+    of: the rotated op's CUDA source was 1.5 MB, and nvcc's time grows with it.
+    """
+
+    def __init__(self, dt, grids, sample):
+        self.dt = dt
+        grids_of, sample_of = grids, sample
+
+        @T.macro
+        def fill_grid(grid, rois, k):
+            grid[0] = grids_of(rois, k)[0]
+            grid[1] = grids_of(rois, k)[1]
+
+        @T.macro
+        def fill_sample(at, weight, grid, rois, k, b, iy, ix, H, W):
+            ys, xs = T.meta_var(sample_of(rois, k, b, grid[0], grid[1], iy, ix, H, W))
+            at[0] = ys[0]
+            at[1] = ys[1]
+            at[2] = xs[0]
+            at[3] = xs[1]
+            weight[0] = ys[2]
+            weight[1] = ys[3]
+            weight[2] = xs[2]
+            weight[3] = xs[3]
+
+        self.fill_grid = fill_grid
+        self.fill_sample = fill_sample
+
+    def alloc(self) -> tuple:
+        """(grid, at, weight): (gh, gw), a sample's corner indices (y low, y high, x low,
+        x high) and their weights."""
+        return (T.alloc_buffer((2,), I32, scope="local"), T.alloc_buffer((4,), I32, scope="local"),
+                T.alloc_buffer((4,), self.dt, scope="local"))
+
+    @staticmethod
+    def corners(at, weight) -> tuple:
+        """(ys, xs) of the sample in the registers."""
+        return (at[0], at[1], weight[0], weight[1]), (at[2], at[3], weight[2], weight[3])

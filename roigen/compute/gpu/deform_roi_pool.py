@@ -13,7 +13,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..common.bilinear import interpolate
+from ..common.bilinear import corners_at, hold_macro, interpolate
 from ..common.deform import DeformBoxes, deform_sample_gradient
 from ..common.sampling import axis_corners
 from ..common.signature import dims
@@ -49,6 +49,7 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     sample, bin_scales = deform_sample_gradient(spec, I32)
+    hold = hold_macro()
 
     N, H, W, C, K, A = dims("N H W C K A", I32)
     @T.prim_func
@@ -60,14 +61,25 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
         sums = T.alloc_buffer((2,), dt, scope="local")  # this thread's sums of gx, gy over a bin
         for j in range(BOX - 1):
             acc[j] = zero
+        # The grid, and each sample's corners, weights and slopes, in registers (bilinear.hold_macro).
+        grid = T.alloc_buffer((2,), I32, scope="local")
+        at = T.alloc_buffer((8,), I32, scope="local")
+        weight = T.alloc_buffer((8,), dt, scope="local")
         n = T.Cast(I32, rois[k, 0])
-        gh, gw = T.meta_var(grids(rois, k))
+        grid[0] = grids(rois, k)[0]
+        grid[1] = grids(rois, k)[1]
+        gh, gw = T.meta_var((grid[0], grid[1]))
         inv = T.meta_var(one / T.Cast(dt, T.max(gh * gw, 1)))
         for b in range(P):
             sums[0] = zero
             sums[1] = zero
             for iy, ix in T.grid(gh, gw):
-                ys, xs, sy, sx, u, v = T.meta_var(sample(rois, k, b // PW, b % PW, iy, ix, gh, gw, H, W))
+                ys_, xs_, sy_, sx_, u, v = T.meta_var(sample(rois, k, b // PW, b % PW, iy, ix, gh, gw, H, W))
+                hold(at, weight, 0, ys_)
+                hold(at, weight, 2, xs_)
+                hold(at, weight, 4, sy_)
+                hold(at, weight, 6, sx_)
+                ys, xs, sy, sx = T.meta_var([corners_at(at, weight, i) for i in (0, 2, 4, 6)])
                 for i in range((C + TPB - 1) // TPB):
                     if i * TPB + t < C:
                         c = T.meta_var(i * TPB + t)
