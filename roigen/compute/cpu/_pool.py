@@ -91,14 +91,27 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
     def edge(rois, k, col, pooled, index, rounding, limit):
         return pool_edge(rois, k, col, scale, True, pooled, index, rounding, limit, dt)
 
+    # A level's bin edges of one box, found once per box and level (each is two roundings, a
+    # division and a clamp) rather than at every bin: rows' starts and ends, then columns'.
+    EDGES = max(max(gh, gw) for gh, gw in grids)
+
     @T.macro
-    def scan_bin(data, dn, dcb, rois, k, lv, ph, pw, acc, arg, H, W, track, filled, slot):
-        # Bin (ph, pw) of level lv of box k: its maximum per channel (and with `track`,
-        # the first pixel holding it); filled[slot]: whether the bin has any pixel.
-        hstart = edge(rois, k, 2, GH(lv), ph, T.floor, H)
-        hend = edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
-        wstart = edge(rois, k, 1, GW(lv), pw, T.floor, W)
-        wend = edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
+    def box_edges(rois, k, lv, edges, H, W):
+        for ph in range(GH(lv)):
+            edges[0, ph] = edge(rois, k, 2, GH(lv), ph, T.floor, H)
+            edges[1, ph] = edge(rois, k, 2, GH(lv), ph + 1, T.ceil, H)
+        for pw in range(GW(lv)):
+            edges[2, pw] = edge(rois, k, 1, GW(lv), pw, T.floor, W)
+            edges[3, pw] = edge(rois, k, 1, GW(lv), pw + 1, T.ceil, W)
+
+    @T.macro
+    def scan_bin(data, dn, dcb, edges, ph, pw, acc, arg, W, track, filled, slot):
+        # Bin (ph, pw) of the level whose `edges` are given: its maximum per channel (and
+        # with `track`, the first pixel holding it); filled[slot]: whether it has any pixel.
+        hstart = edges[0, ph]
+        hend = edges[1, ph]
+        wstart = edges[2, pw]
+        wend = edges[3, pw]
         filled[slot] = T.Cast("int32", hstart < hend and wstart < wend)
         for ci in T.vectorized(L):
             acc[ci] = T.if_then_else(filled[slot] == 0, zero, lowest)
@@ -140,15 +153,17 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
                 acc[ci] = zero
 
     @T.macro
-    def pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, track, filled, seen):
+    def pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, track, filled, seen, edges):
         # Every bin of box k into the tile (and, with `track`, their winners into atile).
         for lv in range(NL):
+            if DERIVED(lv) == 0:
+                box_edges(rois, k, lv, edges, H, W)
             for ph, pw in T.grid(GH(lv), GW(lv)):
                 slot = T.meta_var(OFF(lv) + ph * GW(lv) + pw)
                 if DERIVED(lv) == 1:
                     derive_bin(tile, atile, lv, ph, pw, acc, arg, track, filled, seen)
                 else:
-                    scan_bin(data, dn, dcb, rois, k, lv, ph, pw, acc, arg, H, W, track, filled, slot)
+                    scan_bin(data, dn, dcb, edges, ph, pw, acc, arg, W, track, filled, slot)
                 put_bin(tile, slot, acc)
                 if track:
                     put_bin(atile, slot, arg)
@@ -159,14 +174,15 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
         if chunked:
             ctile, catile = alloc_tile()
             filled = T.alloc_buffer((1,), "int32")
+            edges = T.alloc_buffer((4, EDGES), "int64")
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     for lv in range(NL):
+                        box_edges(rois, k, lv, edges, H, W)
                         for r0 in range((GH(lv) + ROWS(lv) - 1) // ROWS(lv)):
                             for r, pw in T.grid(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)), GW(lv)):
                                 acc, arg = alloc_bin()
-                                scan_bin(data, dn, dcb, rois, k, lv, r0 * ROWS(lv) + r, pw, acc, arg, H, W, True,
-                                         filled, 0)
+                                scan_bin(data, dn, dcb, edges, r0 * ROWS(lv) + r, pw, acc, arg, W, True, filled, 0)
                                 stash(ctile, catile, r * GW(lv) + pw, acc, arg)
                             rows = T.meta_var(T.min(ROWS(lv), GH(lv) - r0 * ROWS(lv)))
                             for ci, j in T.grid(T.min(L, C - cb * L), rows * GW(lv)):
@@ -185,12 +201,13 @@ def pool_family_kernels(spec, lanes: int, grids, fuse: bool = False, shuffle: bo
             acc, arg = alloc_bin()
             filled = T.alloc_buffer((S,), "int32")
             seen = T.alloc_buffer((1,), "int32")
+            edges = T.alloc_buffer((4, EDGES), "int64")
             for k in range(K):
                 if T.Cast("int64", rois[k, 0]) == n:
                     if A > 0:
-                        pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, True, filled, seen)
+                        pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, True, filled, seen, edges)
                     else:  # no gradient wanted: no winners to track
-                        pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, False, filled, seen)
+                        pool_box(data, dn, dcb, rois, k, tile, atile, acc, arg, H, W, False, filled, seen, edges)
                     # Each level's (box, block) run of the output is channel-major (_transpose.py).
                     for lv in range(NL):
                         base = T.meta_var(k * D + C * OFF(lv))
