@@ -30,7 +30,7 @@ from tvm.script import tirx as T
 
 from ...limits import SAMPLE_ENTRIES, SAMPLE_TABLE_ENTRIES, keeps_samples, kept_entries
 from ...specs import RoIAlignSpec, RoIWarpSpec
-from ..common.bilinear import corners_at, interpolate, scatter_macro
+from ..common.bilinear import corners_at, hold_macro, interpolate, scatter_macro
 from ..common.indexing import unravel
 from ..common.integral import pair_grid
 from ..common.sampling import axis_corners, axis_table_macro, box_rule, inverse_count, sample_grid
@@ -196,15 +196,15 @@ def sample_table_macro(spec, terms, place):
     one = tirx.const(1.0, dt)
     # A kept box has at most this many columns of samples (it has at least one row per bin).
     columns_kept = SAMPLE_TABLE_ENTRIES // (SAMPLE_ENTRIES * PH)
+    hold = hold_macro()
 
     @T.macro
     def fill(rois, itab, ftab, k, gh, gw, H, W):
         columns = T.alloc_buffer((columns_kept, 2), dt)
         row = T.alloc_buffer((2,), dt)
         at = T.alloc_buffer((2,), dt)
-        low = T.alloc_buffer((2,), "int64")
-        high = T.alloc_buffer((2,), "int64")
-        w = T.alloc_buffer((4,), dt)
+        held = T.alloc_buffer((4,), "int64")
+        weight = T.alloc_buffer((4,), dt)
         # itab's entries past the offsets are not read; they are set to pixel 0 all the same,
         # as every table entry addresses the map.
         for s in range(PH * PW * gh * gw, SAMPLE_ENTRIES * PH * PW * gh * gw):
@@ -216,29 +216,26 @@ def sample_table_macro(spec, terms, place):
             row[0] = terms(rois, k, 2, ph * gh + iy, gh)[0]
             row[1] = terms(rois, k, 2, ph * gh + iy, gh)[1]
             for pw, ix in T.grid(PW, gw):
-                # Each value once (an expression passed on would be found at every use).
+                # Each value held once (bilinear.hold_macro: passed on, an expression would
+                # be found again at every use).
                 y, x = T.meta_var(place(rois, k, ph, pw, (row[0], row[1]),
                                         (columns[pw * gw + ix, 0], columns[pw * gw + ix, 1])))
                 at[0] = y
                 at[1] = x
                 ys, xs = T.meta_var(point_corners(at[0], at[1], gh, gw, H, W, dt))
-                low[0] = ys[0]
-                high[0] = ys[1]
-                w[0] = ys[2]
-                w[1] = ys[3]
-                low[1] = xs[0]
-                high[1] = xs[1]
-                w[2] = xs[2]
-                w[3] = xs[3]
+                hold(held, weight, 0, ys)
+                hold(held, weight, 2, xs)
+                y0, y1, wy0, wy1 = T.meta_var(corners_at(held, weight, 0))
+                x0, x1, _, wx1 = T.meta_var(corners_at(held, weight, 2))
                 n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
-                last_row = T.meta_var(tirx.all(low[0] == high[0], H > 1))
-                last_col = T.meta_var(tirx.all(low[1] == high[1], W > 1))
-                inside_x = T.meta_var(w[2] > zero)  # the x low weight is 1 - a fraction below 1 inside
-                itab[k, n] = T.Cast("int32", low[0] - T.Select(last_row, W, T.int64(0))
-                                    + low[1] - T.Select(last_col, T.int64(1), T.int64(0)))
-                ftab[k, SAMPLE_ENTRIES * n] = T.Select(inside_x, T.Select(last_row, zero, w[0]), zero)
-                ftab[k, SAMPLE_ENTRIES * n + 1] = T.Select(inside_x, T.Select(last_row, w[0], w[1]), zero)
-                ftab[k, SAMPLE_ENTRIES * n + 2] = T.Select(last_col, one, w[3])
+                last_row = T.meta_var(tirx.all(y0 == y1, H > 1))
+                last_col = T.meta_var(tirx.all(x0 == x1, W > 1))
+                inside_x = T.meta_var(weight[2] > zero)  # the x low weight is 1 - a fraction below 1 inside
+                itab[k, n] = T.Cast("int32", y0 - T.Select(last_row, W, T.int64(0))
+                                    + x0 - T.Select(last_col, T.int64(1), T.int64(0)))
+                ftab[k, SAMPLE_ENTRIES * n] = T.Select(inside_x, T.Select(last_row, zero, wy0), zero)
+                ftab[k, SAMPLE_ENTRIES * n + 1] = T.Select(inside_x, T.Select(last_row, wy0, wy1), zero)
+                ftab[k, SAMPLE_ENTRIES * n + 2] = T.Select(last_col, one, wx1)
 
     return fill
 

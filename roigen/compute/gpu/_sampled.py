@@ -13,7 +13,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..common.bilinear import interpolate, scatter_macro
+from ..common.bilinear import corners_at, hold_macro, interpolate, scatter_macro
 from ..common.indexing import unravel
 from ..common.signature import dims
 from ._threads import kernel_set, launch
@@ -110,10 +110,8 @@ class Registers:
     """A thread's registers for its box's grid and for one sample's corners, filled from
     `grids` and `sample` (as `sampled_kernels` takes them).
 
-    TVM's common-subexpression pass leaves expressions that read memory alone, so a value
-    the kernels use twice (a grid in every sample's position, a corner in two reads) was
-    written out in full each time in the generated source, with every expression it is made
-    of: the rotated op's CUDA source was 1.5 MB, and nvcc's time grows with it.
+    A value the kernels use twice (a grid in every sample's position, a corner in two
+    reads) would otherwise be written out in full at each use (`bilinear.hold_macro`).
     """
 
     def __init__(self, dt, grids, sample):
@@ -125,17 +123,13 @@ class Registers:
             grid[0] = grids_of(rois, k)[0]
             grid[1] = grids_of(rois, k)[1]
 
+        hold = hold_macro()
+
         @T.macro
         def fill_sample(at, weight, grid, rois, k, b, iy, ix, H, W):
             ys, xs = T.meta_var(sample_of(rois, k, b, grid[0], grid[1], iy, ix, H, W))
-            at[0] = ys[0]
-            at[1] = ys[1]
-            at[2] = xs[0]
-            at[3] = xs[1]
-            weight[0] = ys[2]
-            weight[1] = ys[3]
-            weight[2] = xs[2]
-            weight[3] = xs[3]
+            hold(at, weight, 0, ys)
+            hold(at, weight, 2, xs)
 
         self.fill_grid = fill_grid
         self.fill_sample = fill_sample
@@ -149,4 +143,4 @@ class Registers:
     @staticmethod
     def corners(at, weight) -> tuple:
         """(ys, xs) of the sample in the registers."""
-        return (at[0], at[1], weight[0], weight[1]), (at[2], at[3], weight[2], weight[3])
+        return corners_at(at, weight, 0), corners_at(at, weight, 2)
