@@ -87,13 +87,13 @@ def sample_table_corners(spec):
         n = sample_index(PW, ph, pw, iy, ix, gh, gw)
         first = T.Cast("int64", itab[k, n])
         lx = ftab[k, SAMPLE_ENTRIES * n + 2]
-        return ((first, first + row_step(H, W), ftab[k, SAMPLE_ENTRIES * n], ftab[k, SAMPLE_ENTRIES * n + 1]),
-                (T.int64(0), row_step(W, T.int64(1)), one - lx, lx))
+        return ((first, first + corner_step(H, W), ftab[k, SAMPLE_ENTRIES * n], ftab[k, SAMPLE_ENTRIES * n + 1]),
+                (T.int64(0), corner_step(W, T.int64(1)), one - lx, lx))
 
     return corners
 
 
-def row_step(size, stride):
+def corner_step(size, stride):
     """The step from a sample's low corner to its high one along an axis of `size` pixels:
     `stride`, or 0 on a one-pixel axis (both corners are its pixel)."""
     return T.if_then_else(size > 1, stride, T.int64(0))
@@ -184,7 +184,7 @@ def sample_table_macro(spec, terms, place):
     A sample keeps SAMPLE_ENTRIES entries, so that the kernels, which read them once per
     channel block, move as few bytes as they can: its low corner's offset (row*W + col,
     itab), and (y low weight, y high weight, x high weight) (ftab), the x low weight being
-    1 - the high one.  Its high corners are a fixed step away (`row_step`): where an axis'
+    1 - the high one.  Its high corners are a fixed step away (`corner_step`): where an axis'
     corners coincide (at or past its last pixel, which is read alone), they become the pixel
     before it, weighted 0, and the last, weighted in full: the same sum.  A sample outside
     the map along x gets y weights of 0.  The column terms are found once per box, the row
@@ -195,7 +195,7 @@ def sample_table_macro(spec, terms, place):
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     # A kept box has at most this many columns of samples (it has at least one row per bin).
-    columns_kept = SAMPLE_TABLE_ENTRIES // (SAMPLE_ENTRIES * PH)
+    columns_kept = max(1, SAMPLE_TABLE_ENTRIES // (SAMPLE_ENTRIES * PH))
     hold = hold_macro()
 
     @T.macro
