@@ -187,6 +187,19 @@ def test_box_gradient_matches_reference_and_gradcheck(case, gen):
                                     eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 7), (6, 1), (1, 1)], ids=["one-row", "one-column", "one-pixel"])
+@pytest.mark.parametrize("case", BOX_GRADIENT, ids=str)
+def test_maps_with_a_one_pixel_axis(case, shape, gen):
+    # A one-pixel axis reads its pixel as both corners; the CPU's per-sample tables keep the
+    # second corner as a step from the first, 0 on such an axis (_align.corner_step).
+    x, rois = problem(case, gen, torch.float64, shape=(1, *shape), count=12)
+    out, gx, gb = forward_backward_boxes(case.roigen, x, rois)
+    ref, gxr, gbr = forward_backward_boxes(case.reference, x, rois)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gx, gxr, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gb, gbr, rtol=1e-8, atol=1e-8)
+
+
 @pytest.mark.parametrize("case", BOX_GRADIENT[:1], ids=str)
 def test_box_gradient_runs_only_for_boxes_that_require_it(case, gen):
     x, rois = problem(case, gen, torch.float32)
