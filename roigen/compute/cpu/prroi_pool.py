@@ -55,6 +55,45 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         low, high, w_low, w_high = point
         return low * W, high * W, w_low, w_high
 
+    def edge_integrals(col):
+        """A macro adding to `acc` (sums 0 and 1 along x, col 1; 2 and 3 along y, col 2) the
+        g-weighted integrals of every bin edge across `col`: for each row of bins (x) or
+        column of bins (y), its PW + 1 (PH + 1) edges, each over the cells of that row
+        (column), at x = x1 + e * bw (y = y1 + e * bh)."""
+        pooled, across = (PW, PH) if col == 1 else (PH, PW)
+        first = 2 * (col - 1)
+
+        def bin_of(o, i):
+            return o * PW + i if col == 1 else i * PW + o
+
+        @T.macro
+        def add(slab, rois, itab, ftab, gbin, k, acc, edges, gh, gw, size, H, W):
+            for o in range(across):
+                for e in range(pooled + 1):
+                    for lane in T.vectorized(L):
+                        edges[e, lane] = zero
+                    for c in range(gh if col == 1 else gw):
+                        point = T.meta_var(point_corners(start(rois, k, col) + T.Cast(dt, e) * size,
+                                                         W if col == 1 else H, dt))
+                        ys, xs = T.meta_var(
+                            (corners_at(itab, ftab, k, 2 * (o * gh + c)), point) if col == 1 else
+                            (rows(point, W), corners_at(itab, ftab, k, 2 * PH * gh + 2 * (o * gw + c))))
+                        for lane in T.vectorized(L):
+                            edges[e, lane] = edges[e, lane] + interpolate(read(slab, lane), ys, xs)
+                for i in range(pooled):
+                    a0 = T.meta_var(T.Cast(dt, i) / tirx.const(pooled, dt))
+                    a1 = T.meta_var(T.Cast(dt, i + 1) / tirx.const(pooled, dt))
+                    for lane in T.vectorized(L):
+                        g = T.meta_var(gbin[bin_of(o, i), lane])
+                        acc[first, lane] = acc[first, lane] + g * (edges[i + 1, lane] * (one - a1)
+                                                                   - edges[i, lane] * (one - a0))
+                        acc[first + 1, lane] = acc[first + 1, lane] + g * (edges[i + 1, lane] * a1
+                                                                           - edges[i, lane] * a0)
+
+        return add
+
+    vertical, horizontal = edge_integrals(1), edge_integrals(2)
+
     @T.macro
     def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, edges, H, W):
         # Neighbouring bins share an edge (bin pw's right is bin pw + 1's left), so each row
@@ -62,44 +101,10 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         # integrals for a 7 x 7 grid, against 196 per bin.
         if has_area(spec, rois, k):
             gh, gw = T.meta_var(grids(rois, k))
-            bw = T.meta_var(extent(rois, k, 1) / tirx.const(PW, dt))
-            bh = T.meta_var(extent(rois, k, 2) / tirx.const(PH, dt))
-            # Vertical edges: edge e of bin row ph, at x = x1 + e * bw, over the row's cells.
-            for ph in range(PH):
-                for e in range(PW + 1):
-                    for lane in T.vectorized(L):
-                        edges[e, lane] = zero
-                    for iy in range(gh):
-                        ys = T.meta_var(corners_at(itab, ftab, k, 2 * (ph * gh + iy)))
-                        xs = T.meta_var(point_corners(start(rois, k, 1) + T.Cast(dt, e) * bw, W, dt))
-                        for lane in T.vectorized(L):
-                            edges[e, lane] = edges[e, lane] + interpolate(read(slab, lane), ys, xs)
-                for pw in range(PW):
-                    a0 = T.meta_var(T.Cast(dt, pw) / tirx.const(PW, dt))
-                    a1 = T.meta_var(T.Cast(dt, pw + 1) / tirx.const(PW, dt))
-                    for lane in T.vectorized(L):
-                        g = T.meta_var(gbin[ph * PW + pw, lane])
-                        acc[0, lane] = acc[0, lane] + g * (edges[pw + 1, lane] * (one - a1)
-                                                           - edges[pw, lane] * (one - a0))
-                        acc[1, lane] = acc[1, lane] + g * (edges[pw + 1, lane] * a1 - edges[pw, lane] * a0)
-            # Horizontal edges: edge e of bin column pw, at y = y1 + e * bh, over its cells.
-            for pw in range(PW):
-                for e in range(PH + 1):
-                    for lane in T.vectorized(L):
-                        edges[e, lane] = zero
-                    for ix in range(gw):
-                        xs = T.meta_var(corners_at(itab, ftab, k, 2 * PH * gh + 2 * (pw * gw + ix)))
-                        ys = T.meta_var(rows(point_corners(start(rois, k, 2) + T.Cast(dt, e) * bh, H, dt), W))
-                        for lane in T.vectorized(L):
-                            edges[e, lane] = edges[e, lane] + interpolate(read(slab, lane), ys, xs)
-                for ph in range(PH):
-                    b0 = T.meta_var(T.Cast(dt, ph) / tirx.const(PH, dt))
-                    b1 = T.meta_var(T.Cast(dt, ph + 1) / tirx.const(PH, dt))
-                    for lane in T.vectorized(L):
-                        g = T.meta_var(gbin[ph * PW + pw, lane])
-                        acc[2, lane] = acc[2, lane] + g * (edges[ph + 1, lane] * (one - b1)
-                                                           - edges[ph, lane] * (one - b0))
-                        acc[3, lane] = acc[3, lane] + g * (edges[ph + 1, lane] * b1 - edges[ph, lane] * b0)
+            vertical(slab, rois, itab, ftab, gbin, k, acc, edges, gh, gw,
+                     extent(rois, k, 1) / tirx.const(PW, dt), H, W)
+            horizontal(slab, rois, itab, ftab, gbin, k, acc, edges, gh, gw,
+                       extent(rois, k, 2) / tirx.const(PH, dt), H, W)
 
     @T.macro
     def finish(rois, k, total, slots, grad_out, out, grad_rois):
