@@ -23,6 +23,7 @@ from tvm.script import tirx as T
 from ..common.indexing import unravel
 from ..common.rotated import box_gradient_scales
 from ..common.signature import dims
+from ._sampled import grid_macro
 from ._threads import launch
 
 I32 = "int32"
@@ -37,6 +38,7 @@ def box_gradient_kernel(spec, sched, grids, accumulate, active=None) -> tirx.Pri
     TPB = sched.threads
     BOX = spec.box_columns
     scale_of = box_gradient_scales(spec)
+    fill_grid = grid_macro(grids)
     zero = tirx.const(0.0, dt)
 
     N, H, W, C, K, A = dims("N H W C K A", I32)
@@ -52,8 +54,7 @@ def box_gradient_kernel(spec, sched, grids, accumulate, active=None) -> tirx.Pri
         grid = T.alloc_buffer((2,), I32, scope="local")  # held, not written out at every use (bilinear.hold_macro)
         n = T.Cast(I32, rois[k, 0])
         if active is None or active(rois, k):
-            grid[0] = grids(rois, k)[0]
-            grid[1] = grids(rois, k)[1]
+            fill_grid(grid, rois, k)
             gh, gw = T.meta_var((grid[0], grid[1]))
             for i in range((C * P + TPB - 1) // TPB):
                 if i * TPB + t < C * P:

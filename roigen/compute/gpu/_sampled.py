@@ -106,6 +106,19 @@ def sampled_kernels(spec, sched, grids, sample) -> dict[str, tirx.PrimFunc]:
     return funcs
 
 
+def grid_macro(grids):
+    """A macro `fill(grid, rois, k)` storing box k's (gh, gw) (`grids`) in `grid`, two int32
+    thread registers read back as grid[0], grid[1]: held, not written out at every use
+    (bilinear.hold_macro)."""
+
+    @T.macro
+    def fill(grid, rois, k):
+        grid[0] = grids(rois, k)[0]
+        grid[1] = grids(rois, k)[1]
+
+    return fill
+
+
 class Registers:
     """A thread's registers for its box's grid and for one sample's corners, filled from
     `grids` and `sample` (as `sampled_kernels` takes them).
@@ -116,22 +129,15 @@ class Registers:
 
     def __init__(self, dt, grids, sample):
         self.dt = dt
-        grids_of, sample_of = grids, sample
-
-        @T.macro
-        def fill_grid(grid, rois, k):
-            grid[0] = grids_of(rois, k)[0]
-            grid[1] = grids_of(rois, k)[1]
-
         hold = hold_macro()
 
         @T.macro
         def fill_sample(at, weight, grid, rois, k, b, iy, ix, H, W):
-            ys, xs = T.meta_var(sample_of(rois, k, b, grid[0], grid[1], iy, ix, H, W))
+            ys, xs = T.meta_var(sample(rois, k, b, grid[0], grid[1], iy, ix, H, W))
             hold(at, weight, 0, ys)
             hold(at, weight, 2, xs)
 
-        self.fill_grid = fill_grid
+        self.fill_grid = grid_macro(grids)
         self.fill_sample = fill_sample
 
     def alloc(self) -> tuple:

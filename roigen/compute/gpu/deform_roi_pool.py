@@ -17,7 +17,7 @@ from ..common.bilinear import corners_at, hold_macro, interpolate
 from ..common.deform import DeformBoxes, deform_sample_gradient
 from ..common.sampling import axis_corners
 from ..common.signature import dims
-from ._sampled import I32, sampled_kernels
+from ._sampled import I32, grid_macro, sampled_kernels
 from ._threads import launch
 
 
@@ -50,6 +50,7 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
     one = tirx.const(1.0, dt)
     sample, bin_scales = deform_sample_gradient(spec, I32)
     hold = hold_macro()
+    fill_grid = grid_macro(grids)
 
     N, H, W, C, K, A = dims("N H W C K A", I32)
     @T.prim_func
@@ -66,8 +67,7 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
         at = T.alloc_buffer((8,), I32, scope="local")
         weight = T.alloc_buffer((8,), dt, scope="local")
         n = T.Cast(I32, rois[k, 0])
-        grid[0] = grids(rois, k)[0]
-        grid[1] = grids(rois, k)[1]
+        fill_grid(grid, rois, k)
         gh, gw = T.meta_var((grid[0], grid[1]))
         inv = T.meta_var(one / T.Cast(dt, T.max(gh * gw, 1)))
         for b in range(P):
