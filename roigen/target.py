@@ -144,7 +144,13 @@ def load_file(path: Path) -> Target:
 
 def resolve(name: str = "host") -> Target:
     """The target called `name` ("host": this machine's CPU)."""
-    return _resolve(name, os.environ.get("ROIGEN_TARGETS_PATH", ""), os.environ.get("ROIGEN_HOST_TARGET", ""))
+    return _resolve(name, *target_environment())
+
+
+def target_environment() -> tuple[str, str]:
+    """What target names resolve to depends on: where target files are looked for, and
+    which of them the host is."""
+    return os.environ.get("ROIGEN_TARGETS_PATH", ""), os.environ.get("ROIGEN_HOST_TARGET", "")
 
 
 @functools.cache

@@ -45,3 +45,25 @@ def test_roi_pool_matches_reference(shape, boxes, spec, seed):
     x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
     rois = random_rois(n, h, w, boxes, scale, gen, dtype=torch.float64)
     torch.testing.assert_close(R.roi_pool(x, rois, output, scale), reference.roi_pool(x, rois, output, scale))
+
+
+# Values a box row may hold, the ones each check is about among them.
+ROW_VALUES = st.sampled_from([0.0, 1.0, 2.0, 2.5, -1.0, -0.5, 1e30, float("nan"), float("inf"), float("-inf")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(ROW_VALUES, min_size=6, max_size=6), min_size=1, max_size=4),
+       batch=st.integers(1, 3), dtype=st.sampled_from([torch.float32, torch.float64]),
+       nonnegative=st.sampled_from([(), (3, 4)]))
+def test_native_row_checks_agree_with_the_torch_checks(rows, batch, dtype, nonnegative):
+    """roigen.native's one-pass check of box rows passes exactly the rows the ops' torch checks
+    pass (it stands in for them on CPU float rows)."""
+    from roigen import native
+
+    rois = torch.tensor(rows, dtype=dtype)
+    index = rois[:, 0]
+    valid = bool(torch.isfinite(rois).all() and (index == index.trunc()).all() and (index >= 0).all()
+                 and (index < batch).all() and all(bool((rois[:, c] >= 0).all()) for c in nonnegative))
+    assert native.rows_ok(rois, batch, nonnegative) == valid
+    strided = torch.stack([rois, rois], 2).flatten(1)[:, ::2]
+    assert not native.rows_ok(strided, batch, nonnegative)  # not contiguous: left to torch

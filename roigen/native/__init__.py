@@ -4,7 +4,7 @@ needs anyway, to link kernels) and kept in roigen's cache.
     torch_ops.cpp        the op library of a kernel package (roigen/torch_library.py)
     parallel_launch.h    TVM's parallel launch on torch's thread pool (both libraries use it)
     output_pool.h        memory of large outputs, kept for reuse once the caller frees them
-    runtime.cpp          both for roigen's Python runtime: run_on_torch_threads, empty
+    runtime.cpp          both for roigen's Python runtime: run_on_torch_threads, empty, rows_ok
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def _runtime() -> ctypes.CDLL:
     library.roigen_pool_tensor.argtypes = [ctypes.c_int32, ctypes.POINTER(ctypes.c_int64), ctypes.c_uint8,
                                            ctypes.c_uint8]
     library.roigen_pool_set_limit.argtypes = [ctypes.c_uint64]
+    library.roigen_rows_ok.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+                                       ctypes.c_int64, ctypes.c_uint64]
     library.roigen_pool_idle_bytes.restype = ctypes.c_uint64
     library.roigen_pool_size_class.restype = ctypes.c_uint64
     library.roigen_pool_size_class.argtypes = [ctypes.c_uint64]
@@ -114,6 +116,21 @@ def empty(shape, dtype):
     if not pointer:
         raise MemoryError(f"roigen: cannot allocate {math.prod(shape) * dtype.itemsize} bytes for an output")
     return torch.from_dlpack(_capsule(pointer, b"dltensor", None))
+
+
+def rows_ok(rois, batch: int, nonnegative: tuple[int, ...] = ()) -> bool:
+    """Whether a contiguous CPU float32/float64 (K, columns) box tensor holds finite values, an
+    integer batch index in [0, batch) in column 0 and values >= 0 in the columns `nonnegative`:
+    one native pass (runtime.cpp), no torch op.  False for any other tensor: the caller's
+    torch checks then decide, and name what is wrong."""
+    import torch
+
+    if (rois.device.type != "cpu" or rois.dtype not in (torch.float32, torch.float64) or not rois.is_contiguous()
+            or any(col >= 64 for col in nonnegative)):
+        return False
+    mask = sum(1 << col for col in nonnegative)
+    return bool(_runtime().roigen_rows_ok(rois.data_ptr(), rois.shape[0], rois.shape[1],
+                                          rois.dtype == torch.float64, batch, mask))
 
 
 def set_pool_limit(nbytes: int) -> None:
