@@ -30,7 +30,7 @@ from ..specs import RoIAlignSpec, output_size_pair
 from . import _provider
 from ._autocast import autocast_kernel
 from ._checks import as_float, boxes_to_rois, check_backward_args, check_input, check_rois
-from ._registry import _LIB, _spec, ops_namespace
+from ._registry import _LIB, _plan, ops_namespace
 from ._tracing import fx_leaf
 
 
@@ -62,7 +62,7 @@ def _multi_scale(features: list[Tensor], rois: Tensor, levels: Tensor, output_si
     args = (output_size, scales, sampling_ratio, aligned)
     target_of = _provider.select_target(target, features[0].device)
     if _one_pass(target_of, rois.shape[0], [f.shape for f in features]):
-        return _forward_one_pass(features, rois, levels, args, target_of)
+        return _forward_one_pass(features, rois, levels, args, target)
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *output_size))
     for level, (feature, scale) in enumerate(zip(features, scales)):
         index = torch.nonzero(levels == level).flatten()
@@ -99,10 +99,12 @@ def _one_pass(target, rows: int, shapes) -> bool:
     return backend_for(target).skips_rows_without_image and rows > 0 and all(math.prod(s) for s in shapes)
 
 
-def _level_spec(args, level: int, dtype, nhwc: bool, target):
-    """The RoIAlign spec of one level (`args`: output_size, scales, sampling_ratio, aligned)."""
+def _level_plan(args, level: int, dtype, nhwc: bool, target: str, device):
+    """The RoIAlign plan (spec and kernels) of one level (`args`: output_size, scales,
+    sampling_ratio, aligned)."""
     output_size, scales, sampling_ratio, aligned = args
-    return _spec(RoIAlignSpec, _align_args(output_size, scales[level], sampling_ratio, aligned), dtype, nhwc, target)
+    return _plan(RoIAlignSpec, _align_args(output_size, scales[level], sampling_ratio, aligned), dtype, nhwc,
+                 target, device)
 
 
 def _blanked(rois: Tensor, levels: Tensor, level: int) -> Tensor:
@@ -112,14 +114,14 @@ def _blanked(rois: Tensor, levels: Tensor, level: int) -> Tensor:
     return torch.where((levels == level)[:, None], rois, blank).contiguous()
 
 
-def _forward_one_pass(features, rois, levels, args, target) -> Tensor:
+def _forward_one_pass(features, rois, levels, args, target: str) -> Tensor:
     counts = torch.bincount(levels, minlength=len(features)).tolist()
     out = None
     for level, feature in enumerate(features):
         if not counts[level]:
             continue
-        spec = _level_spec(args, level, feature.dtype, channels_last(feature), target)
-        kernels = _provider.kernels(spec, target)
+        plan = _level_plan(args, level, feature.dtype, channels_last(feature), target, feature.device)
+        spec, kernels = plan.spec, plan.kernels()
         x = feature.to(kernels.dtype)
         x = x if spec.layout == "NHWC" else x.contiguous()
         rows = _blanked(rois.to(kernels.dtype), levels, level)
@@ -153,7 +155,7 @@ def _multi_scale_backward(grad: Tensor, rois: Tensor, levels: Tensor, sizes: lis
     target_of = _provider.select_target(target, grad.device)
     if _one_pass(target_of, rois.shape[0], shapes):
         return _backward_one_pass(grad, rois, levels, shapes, nhwc, (output_size, scales, sampling_ratio, aligned),
-                                  target_of, deterministic)
+                                  target, deterministic)
     no_aux = torch.empty(0, dtype=torch.int32, device=grad.device)
     grads = []
     for level, (shape, scale) in enumerate(zip(shapes, scales)):
@@ -172,7 +174,7 @@ def _(grad, rois, levels, sizes, nhwc, output_size, scales, sampling_ratio, alig
             for i, last in enumerate(nhwc)]
 
 
-def _backward_one_pass(grad, rois, levels, shapes, nhwc, args, target, deterministic) -> list[Tensor]:
+def _backward_one_pass(grad, rois, levels, shapes, nhwc, args, target: str, deterministic) -> list[Tensor]:
     counts = torch.bincount(levels, minlength=len(shapes)).tolist()
     deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
     no_aux = torch.empty(0, dtype=torch.int32, device=grad.device)
@@ -182,8 +184,7 @@ def _backward_one_pass(grad, rois, levels, shapes, nhwc, args, target, determini
         if not counts[level]:
             grads.append(torch.zeros(shape, dtype=grad.dtype, device=grad.device).contiguous(memory_format=fmt))
             continue
-        spec = _level_spec(args, level, grad.dtype, last, target)
-        kernels = _provider.kernels(spec, target)
+        kernels = _level_plan(args, level, grad.dtype, last, target, grad.device).kernels()
         rows = _blanked(rois.to(kernels.dtype), levels, level)
         part = kernels.backward(grad.to(kernels.dtype).contiguous(), rows, no_aux, shape, deterministic)
         grads.append(part.to(grad.dtype).contiguous(memory_format=fmt))
