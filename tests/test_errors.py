@@ -90,6 +90,18 @@ def test_bad_input(case, rois, make_input, error, words):
         _call(case, make_input(), rois)
 
 
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"aligned": 1}, TypeError, "aligned"),
+    ({"output_size": 2.0}, TypeError, "output_size"),
+])
+def test_bad_parameters_equal_to_valid_ones_are_refused_after_them(x, rois, kwargs, error, words):
+    """Each valid combination of parameters is validated once; 1 == True and 2.0 == 2 must
+    not pass as the valid combination they equal."""
+    R.roi_align(x, rois, 2, aligned=True)
+    with pytest.raises(error, match=words):
+        R.roi_align(x, rois, **{"output_size": 2, "aligned": True, **kwargs})
+
+
 def test_boxes_on_another_device(x, rois):
     with pytest.raises(ValueError, match="boxes are on meta"):
         R.roi_align(x, rois.to("meta"), 2)

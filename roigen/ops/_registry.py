@@ -96,7 +96,8 @@ _VALID_PARAMS: set[tuple] = set()
 def _validate(spec_cls, params: dict) -> None:
     """Raise as building the spec does if `params` are not the op's valid parameters; each
     combination is checked once."""
-    key = (spec_cls, tuple(params), _hashable(params.values()))
+    # With the types: 7.0 == 7 and 1 == True, but the spec refuses a float size or an int flag.
+    key = (spec_cls, tuple(params), _hashable(params.values()), tuple(type(v) for v in params.values()))
     try:
         if key in _VALID_PARAMS:
             return
