@@ -15,7 +15,7 @@ from ..common.integral import has_area, point_corners
 from ..common.sampling import box_rule
 from . import by_direction
 from ._align import align_family_kernels, align_tables
-from ._align_box_gradient import blocked_box_gradient_kernels
+from ._align_box_gradient import blocked_box_gradient_kernels, scatter_sample
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -44,7 +44,8 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     scale = tirx.const(spec.spatial_scale, dt)
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
-    grids = align_tables(spec, start, extent, cells=True).grids
+    geometry = align_tables(spec, start, extent, cells=True)
+    grids = geometry.grids
 
     def read(slab, lane):
         # slab[0, 0, 0, row*W + col] addresses pixel (row, col); table offsets are int32.
@@ -96,11 +97,18 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
     @T.macro
     def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, edges, H, W):
+        gh, gw = T.meta_var(grids(rois, k))
+        if gslab is not None:
+            # The map's gradient, as the input gradient's kernel scatters it: each bin's g
+            # times each of its pixel pairs' weights, in the same order.
+            for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
+                ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                for lane in T.vectorized(L):
+                    scatter_sample(gslab, gbin[ph * PW + pw, lane], ys, xs, lane)
         # Neighbouring bins share an edge (bin pw's right is bin pw + 1's left), so each row
         # of bins integrates its PW + 1 edges once, and each column its PH + 1: 112 edge
         # integrals for a 7 x 7 grid, against 196 per bin.
         if has_area(spec, rois, k):
-            gh, gw = T.meta_var(grids(rois, k))
             vertical(slab, rois, itab, ftab, gbin, k, acc, edges, gh, gw,
                      extent(rois, k, 1) / tirx.const(PW, dt), H, W)
             horizontal(slab, rois, itab, ftab, gbin, k, acc, edges, gh, gw,
@@ -133,7 +141,7 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             grad_rois[k, 4] = (total[3] / area - s[0] / extent(rois, k, 2)) * scale
 
     return blocked_box_gradient_kernels(spec, lanes, 4, lambda rois, k: one, box_sums, finish,
-                                        work=(max(PH, PW) + 1, L))
+                                        work=(max(PH, PW) + 1, L), scatters=True)
 
 
 def kernels(spec, schedule) -> dict:
