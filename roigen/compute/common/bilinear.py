@@ -40,6 +40,27 @@ def hold_macro():
     return hold
 
 
+def hold_with_slopes_macro():
+    """A macro `hold(ibuf, fbuf, ys, xs, sy, sx)` holding a sample's corners along y and x
+    and its slope corners (common/sample_gradient.py) in 8-entry registers (`hold_macro`),
+    read back with `held_with_slopes`."""
+    hold_axis = hold_macro()
+
+    @T.macro
+    def hold(ibuf, fbuf, ys, xs, sy, sx):
+        hold_axis(ibuf, fbuf, 0, ys)
+        hold_axis(ibuf, fbuf, 2, xs)
+        hold_axis(ibuf, fbuf, 4, sy)
+        hold_axis(ibuf, fbuf, 6, sx)
+
+    return hold
+
+
+def held_with_slopes(ibuf, fbuf) -> list:
+    """(ys, xs, sy, sx) as `hold_with_slopes_macro` holds them."""
+    return [corners_at(ibuf, fbuf, i) for i in (0, 2, 4, 6)]
+
+
 def interpolate(read, ys, xs, onto=None):
     """The sample's value; `read(y, x)` loads the pixel at corner indices y, x.  With
     `onto` (a running sum), the sum plus the value, adding one row of corners at a time."""

@@ -105,13 +105,13 @@ def rotated_box_gradient_macro(spec, itype="int64"):
     """A macro adding one bin's share of d(loss)/d(cx', cy', w', h', t) to `acc` (5 values),
     over channels [c0, c1) (gpu/_box_gradient.py's signature; `value` and `argmax` unused),
     as `rotated_sample_gradient` says."""
-    from .bilinear import corners_at, hold_macro, interpolate
+    from .bilinear import held_with_slopes, hold_with_slopes_macro, interpolate
 
     dt = spec.compute_dtype
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     sample = rotated_sample_gradient(spec, itype)
-    hold = hold_macro()
+    hold = hold_with_slopes_macro()
 
     @T.macro
     def accumulate(read, rois, k, ph, pw, gh, gw, H, W, c0, c1, value, argmax, grad, sums, acc):
@@ -120,11 +120,8 @@ def rotated_box_gradient_macro(spec, itype="int64"):
         weight = T.alloc_buffer((8,), dt, scope="local")
         for iy, ix in T.grid(gh, gw):
             ys_, xs_, sy_, sx_, u, v = T.meta_var(sample(rois, k, ph, pw, iy, ix, gh, gw, H, W))
-            hold(at, weight, 0, ys_)
-            hold(at, weight, 2, xs_)
-            hold(at, weight, 4, sy_)
-            hold(at, weight, 6, sx_)
-            ys, xs, sy, sx = T.meta_var([corners_at(at, weight, i) for i in (0, 2, 4, 6)])
+            hold(at, weight, ys_, xs_, sy_, sx_)
+            ys, xs, sy, sx = T.meta_var(held_with_slopes(at, weight))
             sums[0] = zero
             sums[1] = zero
             for c in range(c0, c1):

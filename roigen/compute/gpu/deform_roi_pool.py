@@ -13,7 +13,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..common.bilinear import corners_at, hold_macro, interpolate
+from ..common.bilinear import held_with_slopes, hold_with_slopes_macro, interpolate
 from ..common.deform import DeformBoxes, deform_sample_gradient
 from ..common.sampling import axis_corners
 from ..common.signature import dims
@@ -49,7 +49,7 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
     zero = tirx.const(0.0, dt)
     one = tirx.const(1.0, dt)
     sample, bin_scales = deform_sample_gradient(spec, I32)
-    hold = hold_macro()
+    hold = hold_with_slopes_macro()
     fill_grid = grid_macro(grids)
 
     N, H, W, C, K, A = dims("N H W C K A", I32)
@@ -75,11 +75,8 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
             sums[1] = zero
             for iy, ix in T.grid(gh, gw):
                 ys_, xs_, sy_, sx_, u, v = T.meta_var(sample(rois, k, b // PW, b % PW, iy, ix, gh, gw, H, W))
-                hold(at, weight, 0, ys_)
-                hold(at, weight, 2, xs_)
-                hold(at, weight, 4, sy_)
-                hold(at, weight, 6, sx_)
-                ys, xs, sy, sx = T.meta_var([corners_at(at, weight, i) for i in (0, 2, 4, 6)])
+                hold(at, weight, ys_, xs_, sy_, sx_)
+                ys, xs, sy, sx = T.meta_var(held_with_slopes(at, weight))
                 for i in range((C + TPB - 1) // TPB):
                     if i * TPB + t < C:
                         c = T.meta_var(i * TPB + t)
