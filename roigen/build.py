@@ -21,18 +21,30 @@ from .backends import backend_for
 from .target import Target, resolve
 
 
-@functools.cache
-def _source_digest() -> str:
-    """Hash of the code that generates kernels, so an edit invalidates old entries."""
+def generator_files() -> list[Path]:
+    """The code that generates kernels: the specs, lowering, computes, backends and schedules,
+    and the modules of roigen they import that shape the code (tests/test_cache.py checks
+    that none is missing).  limits.py's sample-table sizes are compiled into the kernels and
+    also size the tables the runtime allocates: a kernel cached before they changed wrote
+    past tables allocated after."""
     import roigen.schedules
 
     here = Path(__file__).parent
-    roots = [here / "specs.py", here / "lower.py", here / "compute", here / "backends",
-             Path(roigen.schedules.__file__).parent]
+    roots = [here / "specs.py", here / "lower.py", here / "limits.py", here / "target.py", here / "compute",
+             here / "backends", Path(roigen.schedules.__file__).parent]
+    return [path for root in roots for path in sorted([root] if root.is_file() else root.rglob("*.py"))]
+
+
+# Imported by the backends to call kernels, not to generate them: an edit need not rebuild.
+RUNTIME_ONLY = ("_threads.py", "cache.py", "runtime.py", "native/__init__.py")
+
+
+@functools.cache
+def _source_digest() -> str:
+    """Hash of the code that generates kernels, so an edit invalidates old entries."""
     digest = hashlib.sha256()
-    for root in roots:
-        for path in sorted([root] if root.is_file() else root.rglob("*.py")):
-            digest.update(path.read_bytes())
+    for path in generator_files():
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

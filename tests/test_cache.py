@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -228,3 +229,51 @@ def test_a_read_only_cache_falls_back_with_one_warning(tmp_path, zygote):
     stderr = []
     _run(zygote, tmp_path, cache, "build", stderr)
     assert stderr[0].count("cannot write the kernel cache") == 1
+
+
+def _roigen_imports(path: Path, package_root: Path) -> set[Path]:
+    """The files of roigen (and its top-level `schedules`) that `path` imports, relative
+    imports resolved: a module, or a package's __init__.py."""
+    module = list(path.relative_to(package_root).with_suffix("").parts)
+    package = module[:-1] if path.name != "__init__.py" else module[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - (node.level - 1)] if node.level else []
+            names = [base + (node.module.split(".") if node.module else [])]
+            names += [names[0] + [alias.name] for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name[:1] not in (["roigen"], ["schedules"]):
+                continue
+            stem = package_root.joinpath(*name)
+            for candidate in (stem / "__init__.py", stem.with_suffix(".py")):
+                if candidate.is_file():
+                    found.add(candidate.resolve())
+    return found
+
+
+def test_the_cache_key_covers_every_module_that_generates_kernels():
+    """A cached kernel is rebuilt when anything it was generated from changes: every roigen
+    module the generator's code imports, at any depth, is hashed into the key, unless it
+    only calls kernels (build.RUNTIME_ONLY)."""
+    import roigen
+    from roigen.build import RUNTIME_ONLY, generator_files
+
+    package_root = Path(roigen.__file__).parent.parent
+    hashed = {path.resolve() for path in generator_files()}
+    runtime = {(Path(roigen.__file__).parent / name).resolve() for name in RUNTIME_ONLY}
+    assert (Path(roigen.__file__).parent / "limits.py").resolve() in hashed  # sizes the kernels' tables
+    missing, todo, seen = set(), list(hashed), set(hashed)
+    while todo:
+        for imported in _roigen_imports(todo.pop(), package_root):
+            if imported in seen or imported in runtime:
+                continue
+            seen.add(imported)
+            todo.append(imported)
+            if imported not in hashed:
+                missing.add(str(imported.relative_to(package_root)))
+    assert not missing, f"imported by the kernel generator but not in its cache key: {sorted(missing)}"
