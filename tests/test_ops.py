@@ -153,6 +153,23 @@ def test_backward_is_deterministic(case, gen):
     assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
+@pytest.mark.parametrize("case", ONE_PER_OP + BOX_GRADIENT, ids=str)
+def test_small_calls_run_serially_with_the_same_result(case, gen, monkeypatch):
+    """Kernels on tensors under llvm.SERIAL_BYTES run as one task on the calling thread; the
+    same call split over the thread pool gives the same bits: output, input gradient and,
+    for the ops that have it, box gradient."""
+    from roigen.backends import llvm
+
+    x, rois = problem(case, gen, torch.float32, count=40)
+    run = forward_backward_boxes if case in BOX_GRADIENT else forward_backward
+    results = {}
+    for name, limit in (("parallel", 0), ("serial", 1 << 40)):
+        monkeypatch.setattr(llvm, "SERIAL_BYTES", limit)
+        results[name] = run(case.roigen, x, rois, 3)
+    for parallel, serial in zip(results["parallel"], results["serial"]):
+        assert torch.equal(parallel, serial)
+
+
 @pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
 def test_wide_nchw_maps_convert_through_block_transposes(op, gen):
     """Float32 maps at 16 lanes convert L pixels at a time through block transposes: rows of

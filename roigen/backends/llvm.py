@@ -19,9 +19,31 @@ from ..limits import check_table, reserve, table_entries
 from ..runtime import TORCH_DTYPES, to_tvm
 from .base import Backend, Compiled
 
+# A kernel whose tensors hold less than this runs its parallel loops on the calling thread
+# (native.serially): the work costs less than handing half of it to a worker thread, which
+# a sleeping worker takes 50-100 us to start.
+SERIAL_BYTES = 1 << 16
+
 
 def _call(fn, *args) -> None:
-    run_in_kernel_thread(fn, *(to_tvm(a) if isinstance(a, torch.Tensor) else a for a in args))
+    size = sum(a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor))
+    tvm_args = [to_tvm(a) if isinstance(a, torch.Tensor) else a for a in args]
+    serially = _serially() if size < SERIAL_BYTES else None
+    if serially is None:
+        run_in_kernel_thread(fn, *tvm_args)
+    else:
+        run_in_kernel_thread(serially, fn, *tvm_args)
+
+
+@functools.cache
+def _serially():
+    """native.serially, or None where this runtime has no native code (a kernel package's
+    copy, whose kernels run on TVM's pool)."""
+    try:
+        from ..native import serially
+    except ImportError:
+        return None
+    return serially
 
 
 @functools.cache

@@ -4,7 +4,8 @@ needs anyway, to link kernels) and kept in roigen's cache.
     torch_ops.cpp        the op library of a kernel package (roigen/torch_library.py)
     parallel_launch.h    TVM's parallel launch on torch's thread pool (both libraries use it)
     output_pool.h        memory of large outputs, kept for reuse once the caller frees them
-    runtime.cpp          both for roigen's Python runtime: run_on_torch_threads, empty, rows_ok
+    runtime.cpp          both for roigen's Python runtime: run_on_torch_threads, serially, empty,
+                         rows_ok
 """
 
 from __future__ import annotations
@@ -157,6 +158,18 @@ def trim_pool() -> int:
     idle = pool_idle_bytes()
     _runtime().roigen_pool_trim()
     return idle
+
+
+def serially(fn, *args):
+    """`fn(*args)`, its kernel's parallel loops run as one task on this thread (a library that
+    `run_on_torch_threads` pointed here): for kernels whose work costs less than waking a
+    worker thread."""
+    runtime = _runtime()
+    runtime.roigen_set_serial(1)
+    try:
+        return fn(*args)
+    finally:
+        runtime.roigen_set_serial(0)
 
 
 def run_on_torch_threads(path: str) -> bool:

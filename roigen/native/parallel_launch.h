@@ -28,6 +28,7 @@ using FTVMParallelLambda = int (*)(int task_id, TVMParallelGroupEnv* penv, void*
 inline int parallel_launch(FTVMParallelLambda flambda, void* cdata, int num_task) {
   int tasks = num_task > 0 ? num_task : at::get_num_threads();
   TVMParallelGroupEnv env{nullptr, tasks};
+  if (tasks == 1) return flambda(0, &env, cdata) != 0 ? -1 : 0;  // no OpenMP region for one task
   std::atomic<int> status{0};
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {

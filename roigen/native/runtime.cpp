@@ -1,5 +1,6 @@
 // What roigen's Python runtime calls natively (roigen/native/__init__.py, through ctypes):
 //   roigen_parallel_launch   TVM's parallel launch on torch's threads (parallel_launch.h)
+//   roigen_set_serial        run this thread's next launches as one task, on this thread
 //   roigen_pool_tensor       a tensor in reused memory (output_pool.h), as DLPack
 //   roigen_rows_ok           whether box rows pass the ops' value checks
 #include <dlpack/dlpack.h>
@@ -37,13 +38,20 @@ int rows_ok(const T* rows, int64_t count, int64_t columns, int64_t batch, uint64
   return 1;
 }
 
+// Set by the thread that calls a kernel too small to share (roigen_set_serial): handing
+// its tasks to a worker costs more than running them, 50-100 us for a sleeping worker.
+thread_local bool serial = false;
+
 }  // namespace
 
 extern "C" {
 
 int roigen_parallel_launch(roigen::FTVMParallelLambda flambda, void* cdata, int num_task) {
-  return roigen::parallel_launch(flambda, cdata, num_task);
+  // One task is the whole loop: a kernel splits its loop by the task count it is given.
+  return roigen::parallel_launch(flambda, cdata, serial ? 1 : num_task);
 }
+
+void roigen_set_serial(int on) { serial = on != 0; }
 
 // A contiguous CPU tensor of `shape` and (code, bits), uninitialised; torch calls its
 // deleter when the tensor's storage dies, which hands the memory back to the pool.
