@@ -4,9 +4,11 @@
 
 Two measurements, in one process:
 
-- A one-box call on a small map, warm (median of many back-to-back calls): nearly all of
-  it is overhead (argument checks, target and kernel lookup, torch's dispatcher and two
-  kernel launches).  torchvision's op alongside, for scale.
+- A one-box call on a small map (median of many calls): nearly all of it is overhead
+  (argument checks, target and kernel lookup, torch's dispatcher and two kernel
+  launches).  Warm, back to back; and spaced, each after a 3 ms pause, as calls come in a
+  model, where torch's OpenMP workers have gone to sleep meanwhile (at once under
+  OMP_WAIT_POLICY=PASSIVE, which the output names).  torchvision's op alongside, for scale.
 - On the workloads, the op against its own kernels alone (`Kernels.forward`, the runtime
   call that allocates the output and launches them), timed in turn, forward without
   gradients.  Between two large kernels the caches hold the kernels' data, not Python's
@@ -17,6 +19,7 @@ Two measurements, in one process:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -28,11 +31,14 @@ from roigen import bench, workloads
 from roigen.build import build
 
 
-def warm_us(fn, repeats: int) -> float:
+def call_us(fn, repeats: int, pause: float = 0.0) -> float:
+    """Median time of `fn` after a warm-up, each call `pause` seconds after the last."""
     for _ in range(100):
         fn()
     times = []
     for _ in range(repeats):
+        if pause:
+            time.sleep(pause)
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -62,10 +68,12 @@ def main(argv=None) -> int:
         "roigen roi_pool": lambda: R.roi_pool(x, box, 7, 1.0),
         "torchvision roi_pool": lambda: torchvision.ops.roi_pool(x, box, 7, 1.0),
     }
-    print("One box on a 1 x 16 x 8 x 8 map, 7 x 7 output, warm, median of 3,000 calls:\n")
-    print("| call | us |\n|---|---:|")
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"One box on a 1 x 16 x 8 x 8 map, 7 x 7 output, us (OMP_WAIT_POLICY {policy}): warm, median of "
+          "3,000 calls; spaced, median of 300 calls 3 ms apart:\n")
+    print("| call | warm | spaced |\n|---|---:|---:|")
     for name, fn in calls.items():
-        print(f"| {name} | {warm_us(fn, 3000):.1f} |")
+        print(f"| {name} | {call_us(fn, 3000):.1f} | {call_us(fn, 300, 0.003):.1f} |")
     print(f"\nOn the workloads, forward, ms, median of {args.repeats}, each timed in turn:\n")
     print("| workload | op | its kernels alone | op minus kernels |\n|---|---:|---:|---:|")
     for name in args.workloads.split(","):
