@@ -39,6 +39,7 @@ def box_gradient_kernel(spec, sched, grids, accumulate, active=None) -> tirx.Pri
     BOX = spec.box_columns
     scale_of = box_gradient_scales(spec)
     fill_grid = grid_macro(grids)
+    block_total = block_total_macro(dt, TPB, BOX - 1)
     zero = tirx.const(0.0, dt)
 
     N, H, W, C, K, A = dims("N H W C K A", I32)
@@ -65,17 +66,31 @@ def box_gradient_kernel(spec, sched, grids, accumulate, active=None) -> tirx.Pri
                     accumulate(lambda _, y, xx: x[n, y, xx, c], rois, k, b // PW, b % PW, gh, gw, H, W, c, c + 1,
                                lambda _: out[k, c, b], lambda _: T.if_then_else(at < A, aux[T.min(at, A - 1)], -1),
                                lambda _: grad_out[k, c, b], sums, acc)
-        for j in range(BOX - 1):
-            partial[t * (BOX - 1) + j] = acc[j]
-        T.tvm_storage_sync("shared")
-        if t == 0:
-            for j in range(BOX - 1):
-                acc[j] = zero
-            for s in range(TPB):
-                for j in range(BOX - 1):
-                    acc[j] = acc[j] + partial[s * (BOX - 1) + j]
-            grad_rois[k, 0] = zero
-            for j in range(BOX - 1):
-                grad_rois[k, j + 1] = acc[j] * scale_of(j)
+        block_total(partial, acc, t, grad_rois, k, scale_of)
 
     return backward_boxes
+
+
+def block_total_macro(dt: str, threads: int, count: int):
+    """A macro `total(partial, acc, t, grad_rois, k, scale_of)`: thread t's `count` sums (acc)
+    through `partial` (shared, threads * count), added by the block's first thread in thread
+    order, into row k of grad_rois: column j + 1 gets sum j times `scale_of(j)`, column 0 (the
+    batch index) 0.  No atomics, and the same bits on every run."""
+    zero = tirx.const(0.0, dt)
+
+    @T.macro
+    def total(partial, acc, t, grad_rois, k, scale_of):
+        for j in range(count):
+            partial[t * count + j] = acc[j]
+        T.tvm_storage_sync("shared")
+        if t == 0:
+            for j in range(count):
+                acc[j] = zero
+            for s in range(threads):
+                for j in range(count):
+                    acc[j] = acc[j] + partial[s * count + j]
+            grad_rois[k, 0] = zero
+            for j in range(count):
+                grad_rois[k, j + 1] = acc[j] * scale_of(j)
+
+    return total

@@ -17,6 +17,7 @@ from ..common.bilinear import held_with_slopes, hold_with_slopes_macro, interpol
 from ..common.deform import DeformBoxes, deform_sample_gradient
 from ..common.sampling import axis_corners
 from ..common.signature import dims
+from ._box_gradient import block_total_macro
 from ._sampled import I32, grid_macro, sampled_kernels
 from ._threads import launch
 
@@ -51,6 +52,7 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
     sample, bin_scales = deform_sample_gradient(spec, I32)
     hold = hold_with_slopes_macro()
     fill_grid = grid_macro(grids)
+    block_total = block_total_macro(dt, TPB, BOX - 1)
 
     N, H, W, C, K, A = dims("N H W C K A", I32)
     @T.prim_func
@@ -102,17 +104,6 @@ def box_gradient_kernel(spec, sched, grids) -> tirx.PrimFunc:
                 grad_rois[k, BOX + b] = sums[0] * ox
                 grad_rois[k, BOX + P + b] = sums[1] * oy
             T.tvm_storage_sync("shared")
-        for j in range(BOX - 1):
-            partial[t * (BOX - 1) + j] = acc[j]
-        T.tvm_storage_sync("shared")
-        if t == 0:
-            for j in range(BOX - 1):
-                acc[j] = zero
-            for s in range(TPB):
-                for j in range(BOX - 1):
-                    acc[j] = acc[j] + partial[s * (BOX - 1) + j]
-            grad_rois[k, 0] = zero
-            for j in range(BOX - 1):
-                grad_rois[k, j + 1] = acc[j] * scale
+        block_total(partial, acc, t, grad_rois, k, lambda j: scale)
 
     return backward_boxes
