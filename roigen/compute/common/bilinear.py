@@ -6,7 +6,8 @@ or local buffers) and how a corner pair becomes an address differ by kernel,
 so both helpers take the corners as values and an address function.  The
 order of floating-point operations is ROI_OPS.md's (and torchvision's):
 wy0 * (wx0 * v00 + wx1 * v01) + wy1 * (wx0 * v10 + wx1 * v11) forward, and
-wy * wx * g per corner backward.
+wy * wx * g per corner backward, except the CPU's backward, (g * wy) * wx
+(`scatter_macro`'s rows_first).
 """
 
 from __future__ import annotations
@@ -71,21 +72,29 @@ def interpolate(read, ys, xs, onto=None):
     return top + bottom if onto is None else onto + top + bottom
 
 
-def scatter_macro(atomic: bool = False):
+def scatter_macro(atomic: bool = False, rows_first: bool = False):
     """A macro adding `g` times each corner's weight into `buf` at `address(y, x)`
-    (an index tuple): plain adds, or CUDA atomic adds where blocks share pixels."""
+    (an index tuple): plain adds, or CUDA atomic adds where blocks share pixels.
+
+    `rows_first` (the CPU's channel vectors, g a vector): g times each row's weight first,
+    then times the column's, (g * wy) * wx, not (wy * wx) * g.  A product of two weights is
+    a scalar that each corner broadcasts to a vector (a vector instruction of its own on
+    AVX-512); a weight read from a table broadcasts as it is loaded."""
+
+    def weight(wy, wx, g):
+        return g * wy * wx if rows_first else wy * wx * g
 
     @T.macro
     def scatter(buf, address, ys, xs, g):
         if atomic:
-            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[0], xs[0])]), ys[2] * xs[2] * g))
-            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[0], xs[1])]), ys[2] * xs[3] * g))
-            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[1], xs[0])]), ys[3] * xs[2] * g))
-            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[1], xs[1])]), ys[3] * xs[3] * g))
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[0], xs[0])]), weight(ys[2], xs[2], g)))
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[0], xs[1])]), weight(ys[2], xs[3], g)))
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[1], xs[0])]), weight(ys[3], xs[2], g)))
+            T.evaluate(T.cuda.atomic_add(T.address_of(buf[*address(ys[1], xs[1])]), weight(ys[3], xs[3], g)))
         else:
-            buf[*address(ys[0], xs[0])] += ys[2] * xs[2] * g
-            buf[*address(ys[0], xs[1])] += ys[2] * xs[3] * g
-            buf[*address(ys[1], xs[0])] += ys[3] * xs[2] * g
-            buf[*address(ys[1], xs[1])] += ys[3] * xs[3] * g
+            buf[*address(ys[0], xs[0])] += weight(ys[2], xs[2], g)
+            buf[*address(ys[0], xs[1])] += weight(ys[2], xs[3], g)
+            buf[*address(ys[1], xs[0])] += weight(ys[3], xs[2], g)
+            buf[*address(ys[1], xs[1])] += weight(ys[3], xs[3], g)
 
     return scatter

@@ -320,7 +320,7 @@ def align_family_kernels(spec, lanes: int, geometry: Geometry, fuse: bool = Fals
     table_corners = sample_table_corners(spec) if geometry.per_sample else None
     assert avg or table_corners is None, "per-sample tables serve averaging ops (max mode reads one sample)"
     load, store = block_macros(spec.layout, dt, L)
-    scatter = scatter_macro()
+    scatter = scatter_macro(rows_first=True)
     # A grid of more bins than a tile holds goes out in runs of whole rows of bins
     # (scratch per task stays at most MAX_TILE_BINS or one row, whatever output_size).
     chunked = P > MAX_TILE_BINS

@@ -191,7 +191,7 @@ def slope_gradient(g, slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1):
     return g * (wy0 * (v01 - v00) + wy1 * (v11 - v10)), g * (wx0 * (v10 - v00) + wx1 * (v11 - v01))
 
 
-_scatter = scatter_macro()
+_scatter = scatter_macro(rows_first=True)
 
 
 @T.macro
