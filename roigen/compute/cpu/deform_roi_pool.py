@@ -62,9 +62,9 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     x offset (common/deform.deform_sample_gradient), so with gx the sample's g-weighted x
     slope, d/dx1' = sum gx*(1 - a) - gamma*O, d/dx2' = sum gx*a + gamma*O with
     O = sum over bins of o * (the bin's sum of gx), and the bin's offset gets
-    gamma*w' * (its sum of gx); y alike.  A task keeps four sums per lane (gx*(1 - a),
-    gx*a, and y's) and each bin's sums of gx and gy, added over the lanes at the box's end
-    (`bin_totals`), in the lanes of the rows after those four.  A box that keeps its samples'
+    gamma*w' * (its sum of gx); y alike.  A task keeps four sums per lane (gx, gx*a, and
+    y's: sum gx*(1 - a) is their difference) and each bin's sums of gx and gy, added over
+    the lanes at the box's end (`bin_totals`), in the lanes of the rows after those four.  A box that keeps its samples'
     corners in the forward's tables gets (x slope flag, y slope flag / count) at entries 2n
     and 2n + 1 of `box_slopes`' table for its sample n (`sample_index`); other boxes' tasks
     find them from the forward's separable entries.
@@ -134,9 +134,7 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             sx, sy = T.meta_var(slope_gradient(one, slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1))
             gx, gy = T.meta_var((gbin[p, lane] * mx * sx, gbin[p, lane] * my * sy))
             scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
-            acc[0, lane] = acc[0, lane] + gx * (one - ax)
             acc[1, lane] = acc[1, lane] + gx * ax
-            acc[2, lane] = acc[2, lane] + gy * (one - ay)
             acc[3, lane] = acc[3, lane] + gy * ay
             bins[0, p, lane] = bins[0, p, lane] + gx
             bins[1, p, lane] = bins[1, p, lane] + gy
@@ -162,6 +160,12 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, slope_flag(x, W, dt),
                                slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
                                sample_fraction(pw, ix, gw, PW, dt), sample_fraction(ph, iy, gh, PH, dt))
+        # The sums of gx and gy, from the bins' (gx*(1 - a) = gx - gx*a: a weight of
+        # 1 - a at every sample was a vector broadcast of its own).
+        for q in range(P):
+            for lane in T.vectorized(L):
+                acc[0, lane] = acc[0, lane] + bins[0, q, lane]
+                acc[2, lane] = acc[2, lane] + bins[1, q, lane]
         bin_totals(bins, acc, tr)
 
     @T.macro
@@ -179,9 +183,9 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
         moved = T.alloc_buffer((2,), dt)
         offsets(rois, k, slots, grad_rois, moved, 0)
         offsets(rois, k, slots, grad_rois, moved, 1)
-        grad_rois[k, 1] = (total[0] - box.gamma * moved[0]) * scale
+        grad_rois[k, 1] = (total[0] - total[1] - box.gamma * moved[0]) * scale
         grad_rois[k, 3] = (total[1] + box.gamma * moved[0]) * scale
-        grad_rois[k, 2] = (total[2] - box.gamma * moved[1]) * scale
+        grad_rois[k, 2] = (total[2] - total[3] - box.gamma * moved[1]) * scale
         grad_rois[k, 4] = (total[3] + box.gamma * moved[1]) * scale
 
     return {"box_slopes": box_slopes,
