@@ -10,7 +10,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.script import tirx as T
 
-from ..common.bilinear import corners_at, interpolate
+from ..common.bilinear import corners_at, hold_macro, interpolate
 from ..common.integral import has_area, point_corners
 from ..common.sampling import box_rule
 from . import by_direction
@@ -46,6 +46,7 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     one = tirx.const(1.0, dt)
     geometry = align_tables(spec, start, extent, cells=True)
     grids = geometry.grids
+    hold = hold_macro()
 
     def read(slab, lane):
         # slab[0, 0, 0, row*W + col] addresses pixel (row, col); table offsets are int32.
@@ -69,13 +70,18 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
         @T.macro
         def add(slab, rois, itab, ftab, gbin, k, acc, edges, gh, gw, size, H, W):
+            held = T.alloc_buffer((2,), "int64")
+            weight = T.alloc_buffer((2,), dt)
             for o in range(across):
                 for e in range(pooled + 1):
                     for lane in T.vectorized(L):
                         edges[e, lane] = zero
+                    # The edge's corners, found once and held (bilinear.hold_macro): LLVM left
+                    # their clamps and compares as branches inside the loop over the cells.
+                    hold(held, weight, 0, point_corners(start(rois, k, col) + T.Cast(dt, e) * size,
+                                                        W if col == 1 else H, dt))
                     for c in range(gh if col == 1 else gw):
-                        point = T.meta_var(point_corners(start(rois, k, col) + T.Cast(dt, e) * size,
-                                                         W if col == 1 else H, dt))
+                        point = T.meta_var(corners_at(held, weight, 0))
                         ys, xs = T.meta_var(
                             (corners_at(itab, ftab, k, 2 * (o * gh + c)), point) if col == 1 else
                             (rows(point, W), corners_at(itab, ftab, k, 2 * PH * gh + 2 * (o * gw + c))))
