@@ -7,9 +7,10 @@
 torchvision's box_roi_pool / mask_roi_pool, and roigen's MultiScaleRoIAlign in their
 place.  First the check, both ways: detections in eval mode, then in training mode
 the losses and every parameter's gradient (the samplers seeded alike).  Then the
-times, median of --repeats: the pools inside the model (forward hooks), the RoI heads,
-and one training iteration (forward + backward).  Everything runs in one process, so
-the ratios are what counts (absolute times move 20-50 % between runs here).
+times, median of --repeats, the two models taking turns: the pools inside the model
+(forward hooks), the RoI heads, and one training iteration (forward + backward).
+Everything runs in one process, so the ratios are what counts (absolute times move
+20-50 % between runs here).
 """
 
 from __future__ import annotations
@@ -114,23 +115,30 @@ def check(theirs, ours, images, targets) -> list[str]:
     return lines
 
 
-def timings(model, images, targets, repeats: int) -> dict:
-    heads = model.roi_heads
-    clock = Clock({"box pool": heads.box_roi_pool, "mask pool": heads.mask_roi_pool, "RoI heads": heads})
-    model.train()
-    times = {"box pool": [], "mask pool": [], "RoI heads": [], "training iteration": []}
-    for i in range(repeats + 1):  # the first run warms up
-        clock.reset()
-        model.zero_grad()
-        torch.manual_seed(5)
-        start = time.perf_counter()
-        sum(model(images, targets).values()).backward()
-        total = time.perf_counter() - start
-        if i:
-            for k, v in clock.spent.items():
-                times[k].append(v)
-            times["training iteration"].append(total)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+def timings(models: dict, images, targets, repeats: int) -> dict:
+    """Each model's times (name -> {part: ms}), median of `repeats` after a warm-up, the models
+    taking turns one iteration each: a slow spell of the VM (iterations here moved from 7 to
+    18 s between runs) then slows both alike, and their ratio holds."""
+    clocks, times = {}, {}
+    for name, model in models.items():
+        heads = model.roi_heads
+        clocks[name] = Clock({"box pool": heads.box_roi_pool, "mask pool": heads.mask_roi_pool, "RoI heads": heads})
+        times[name] = {"box pool": [], "mask pool": [], "RoI heads": [], "training iteration": []}
+        model.train()
+    for i in range(repeats + 1):  # the first round warms up
+        for name, model in models.items():
+            clock = clocks[name]
+            clock.reset()
+            model.zero_grad()
+            torch.manual_seed(5)
+            start = time.perf_counter()
+            sum(model(images, targets).values()).backward()
+            total = time.perf_counter() - start
+            if i:
+                for k, v in clock.spent.items():
+                    times[name][k].append(v)
+                times[name]["training iteration"].append(total)
+    return {name: {k: statistics.median(v) * 1e3 for k, v in parts.items()} for name, parts in times.items()}
 
 
 def standalone_fpn_box(repeats: int) -> dict:
@@ -158,8 +166,8 @@ def main(argv=None) -> int:
              "Check (torchvision's pools vs roigen's):", ""]
     lines += [f"- {line}" for line in check(theirs, ours, images, targets)]
     print("checked", file=sys.stderr, flush=True)
-    want = timings(theirs, images, targets, args.repeats)
-    got = timings(ours, images, targets, args.repeats)
+    both = timings({"torchvision": theirs, "roigen": ours}, images, targets, args.repeats)
+    want, got = both["torchvision"], both["roigen"]
     lines += ["", "Training mode, forward (pools, heads) and forward + backward (iteration), ms, median of "
               f"{args.repeats}:", "", "| part | torchvision pools | roigen pools | speed-up | saved |",
               "|---|---|---|---|---|"]
