@@ -191,6 +191,19 @@ def slope_gradient(g, slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1):
     return g * (wy0 * (v01 - v00) + wy1 * (v11 - v10)), g * (wx0 * (v10 - v00) + wx1 * (v11 - v01))
 
 
+def flagged_slopes(g, slab, ys, xs, lane, mx, my):
+    """(gx, gy) of a sample that keeps slope flags (rotated and deformable boxes): g times its
+    slopes along x and y (`slope_gradient`) times its flags mx and my, 0 or 1 where the
+    sample moves its weights along that axis (my carries the y slope's 1/count: the forward's
+    y weights, which the x slope reads, carry it already).  The flags multiply g, not the
+    weights: the weights then broadcast straight from the tables, where each product of a
+    weight and a flag was a scalar to broadcast first (5-7 % of those ops' fused kernels)."""
+    y0, y1, wy0, wy1 = ys
+    x0, x1, wx0, wx1 = xs
+    sx, sy = slope_gradient(tirx.const(1.0, slab.dtype), slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1)
+    return g * mx * sx, g * my * sy
+
+
 _scatter = scatter_macro(rows_first=True)
 
 

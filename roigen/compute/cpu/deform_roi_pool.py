@@ -26,7 +26,7 @@ from ._align import (
     sample_index,
     sample_table_corners,
 )
-from ._align_box_gradient import blocked_box_gradient_kernels, scatter_sample, slope_gradient
+from ._align_box_gradient import blocked_box_gradient_kernels, flagged_slopes, scatter_sample
 from ._transpose import block_transpose, result_slot
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
@@ -64,10 +64,10 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     O = sum over bins of o * (the bin's sum of gx), and the bin's offset gets
     gamma*w' * (its sum of gx); y alike.  A task keeps four sums per lane (gx, gx*a, and
     y's: sum gx*(1 - a) is their difference) and each bin's sums of gx and gy, added over
-    the lanes at the box's end (`bin_totals`), in the lanes of the rows after those four.  A box that keeps its samples'
-    corners in the forward's tables gets (x slope flag, y slope flag / count) at entries 2n
-    and 2n + 1 of `box_slopes`' table for its sample n (`sample_index`); other boxes' tasks
-    find them from the forward's separable entries.
+    the lanes at the box's end (`bin_totals`), in the lanes of the rows after those four.
+    A box that keeps its samples' corners in the forward's tables gets (x slope flag, y
+    slope flag / count) at entries 2n and 2n + 1 of `box_slopes`' table for its sample n
+    (`sample_index`); other boxes' tasks find them from the forward's separable entries.
     """
     dt = spec.compute_dtype
     L = lanes
@@ -125,14 +125,8 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
     @T.macro
     def add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, mx, my, ax, ay):
-        # The forward's y weights carry 1/count, so the x slope does too; my carries it for y.
-        # The flags multiply g, not the weights: the weights then broadcast straight from the
-        # tables, where each product of two scalars had to be formed and broadcast first.
-        y0, y1, wy0, wy1 = T.meta_var(ys)
-        x0, x1, wx0, wx1 = T.meta_var(xs)
         for lane in T.vectorized(L):
-            sx, sy = T.meta_var(slope_gradient(one, slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1))
-            gx, gy = T.meta_var((gbin[p, lane] * mx * sx, gbin[p, lane] * my * sy))
+            gx, gy = T.meta_var(flagged_slopes(gbin[p, lane], slab, ys, xs, lane, mx, my))
             scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
             acc[1, lane] = acc[1, lane] + gx * ax
             acc[3, lane] = acc[3, lane] + gy * ay

@@ -27,7 +27,7 @@ from ._align import (
     sample_index,
     sample_table_corners,
 )
-from ._align_box_gradient import blocked_box_gradient_kernels, scatter_sample, slope_gradient
+from ._align_box_gradient import blocked_box_gradient_kernels, flagged_slopes, scatter_sample
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -102,14 +102,8 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
     @T.macro
     def add_sample(slab, gslab, gbin, p, acc, ys, xs, mx, my, ax, ay):
-        # The forward's y weights carry 1/count, so the x slope does too; my carries it for y.
-        # The flags multiply g, not the weights: the weights then broadcast straight from the
-        # tables, where each product of two scalars had to be formed and broadcast first.
-        y0, y1, wy0, wy1 = T.meta_var(ys)
-        x0, x1, wx0, wx1 = T.meta_var(xs)
         for lane in T.vectorized(L):
-            sx, sy = T.meta_var(slope_gradient(one, slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1))
-            gx, gy = T.meta_var((gbin[p, lane] * mx * sx, gbin[p, lane] * my * sy))
+            gx, gy = T.meta_var(flagged_slopes(gbin[p, lane], slab, ys, xs, lane, mx, my))
             scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
             acc[0, lane] = acc[0, lane] + gx
             acc[1, lane] = acc[1, lane] + gy
