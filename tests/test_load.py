@@ -16,6 +16,18 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def _settled_threads() -> int:
+    """The thread count once it has held still for 0.2 s (at most 5 s): a thread that Python has
+    joined can still be leaving the OS's task list, so a count taken at once can be one too many."""
+    deadline = time.monotonic() + 5
+    count, since = _threads(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < 0.2:
+        time.sleep(0.02)
+        now = _threads()
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
@@ -63,7 +75,7 @@ def test_many_mixed_calls_from_short_lived_threads_leak_nothing(monkeypatch):
     x = torch.randn(2, 24, 13, 17, requires_grad=True)
     rois = torch.tensor([[0, 1.0, 1.0, 20.0, 18.0]])
     torch.autograd.grad(R.roi_align(x, rois, 3, 0.5, 2, True).sum(), x)
-    start = (_threads(), _fds(), _rss_mb())
+    start = (_settled_threads(), _fds(), _rss_mb())
     done = 0
     for round_ in range(50):
         # 20 calls on this thread, forward and backward ...
@@ -88,7 +100,7 @@ def test_many_mixed_calls_from_short_lived_threads_leak_nothing(monkeypatch):
     print(f"{done} calls: OS threads {start[0]} -> {end[0]}, open fds {start[1]} -> {end[1]}, "
           f"RSS {start[2]:.0f} -> {end[2]:.0f} MB")
     assert done == 2000
-    assert end[0] == start[0]
+    assert end[0] <= start[0]
     assert end[1] == start[1]
     assert end[2] - start[2] < 64
 
