@@ -122,12 +122,14 @@ def generate(args) -> int:
 def tune_cmd(args) -> int:
     from pathlib import Path
 
+    from . import workloads
     from .tune import table, tune
 
     _split_ops(args.op)
-    print(f"roigen tune: {args.op} on {args.workload}, target {args.target}, up to {args.trials} trials",
+    label, workload = workloads.resolve(args.workload, op=args.op)
+    print(f"roigen tune: {args.op} on {label}, target {args.target}, up to {args.trials} trials",
           file=sys.stderr, flush=True)
-    result = tune(args.op, args.workload, args.target, args.trials, args.repeats,
+    result = tune(args.op, label if label == args.workload else workload, args.target, args.trials, args.repeats,
                   Path(args.db) if args.db else None, args.rpc, args.device_key)
     print(table(result))
     return 0
@@ -178,12 +180,6 @@ def _workload_list(text: str) -> str:
     return ",".join(names)
 
 
-def _workload(text: str) -> str:
-    if "," in text:
-        raise argparse.ArgumentTypeError(f"one workload, got {text!r}")
-    return _workload_list(text)
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -222,8 +218,11 @@ def main(argv=None) -> int:
                        description="Tune an op's forward and backward kernels on one workload; the best "
                                    "schedule is recorded for this device and used by every later build.")
     p.add_argument("--op", required=True)
-    p.add_argument("--workload", type=_workload, required=True,
-                   help="a workloads.json name (its shapes and parameters)")
+    p.add_argument("--workload", required=True,
+                   help="a workloads.json name (its shapes and parameters), or one's own workload in JSON, "
+                        "inline or a .json file: the op's parameters, input [N, C, H, W], boxes, and "
+                        "optionally seed and box_fraction (the largest box side drawn, as a fraction of "
+                        "the image's; default 0.5)")
     p.add_argument("--target", default="host", help="cpu/host, vulkan, cuda-sm80, cuda-sm90, ...")
     p.add_argument("--trials", type=_positive, default=64, help="points of the space to measure (at most)")
     p.add_argument("--repeats", type=_positive, default=5, help="timed runs per kernel and trial")

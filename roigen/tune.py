@@ -1,6 +1,7 @@
 """Autotuning: search a target's knob space for one op and workload; keep the best per device.
 
     roigen tune --op roi_align --workload fpn_box --target cpu --trials 64
+    roigen tune --op roi_align --workload '{"input": [2, 256, 200, 272], "boxes": 1000, ...}'  # one's own
     roigen tune ... --rpc HOST:PORT --device-key KEY      # measured on a device of the RPC tracker
 
 Each trial is one point of the family's space (`schedules/<family>.py`): the
@@ -20,6 +21,7 @@ TuningRecord (`roigen.records`) under <db>/<target>/<device>/.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import statistics
 import sys
@@ -98,15 +100,12 @@ def best_point(space: dict[str, dict[str, list]], results: list[Trial]) -> dict 
     return {**{n: fwd[n] for n in halves[0]}, **{n: bwd[n] for n in halves[1]}}
 
 
-def workload_spec(op: str, workload: str, target: Target):
-    """The spec the ops build for this workload's inputs on `target` (NCHW float32 input)."""
-    table = workloads.load()["workloads"]
-    if workload not in table:
-        raise ValueError(f"unknown workload {workload!r}; workloads: {', '.join(table)}")
-    if table[workload]["op"] != op:
-        raise ValueError(f"workload {workload!r} runs {table[workload]['op']}, not {op!r}")
-    spec = workloads.spec_of(table[workload])
-    return replace(spec, layout=backend_for(target).layout(type(spec), False)), table[workload]
+def workload_spec(op: str, workload: str | dict, target: Target):
+    """The spec the ops build for this workload's inputs on `target` (NCHW float32 input):
+    `workload` a workloads.json name, or a workload of one's own (workloads.resolve)."""
+    _, workload = workloads.resolve(workload, op) if isinstance(workload, str) else (None, workloads.own(workload, op))
+    spec = workloads.spec_of(workload)
+    return replace(spec, layout=backend_for(target).layout(type(spec), False)), workload
 
 
 def measure_local(spec, target: Target, knobs: dict, workload: dict, repeats: int) -> tuple[float, float]:
@@ -158,10 +157,11 @@ def _keep(space: dict[str, dict[str, list]], default: Trial, best: Trial) -> Tri
     return Trial(knobs, fwd.forward_ms, bwd.backward_ms)
 
 
-def tune(op: str, workload: str, target: str = "host", trials: int = 64, repeats: int = 5,
+def tune(op: str, workload: str | dict, target: str = "host", trials: int = 64, repeats: int = 5,
          db: Path | None = None, rpc: str | None = None, device: str | None = None,
          progress=sys.stderr) -> dict:
-    """Tune one op on one workload; commit the best point; return the trials and the table."""
+    """Tune one op on one workload (a workloads.json name, or a workload of one's own:
+    workloads.resolve); commit the best point; return the trials and the table."""
     from roigen.schedules import knob_groups
 
     tgt = resolve("host" if target == "cpu" else target)
@@ -208,7 +208,8 @@ def tune(op: str, workload: str, target: str = "host", trials: int = 64, repeats
         best = _keep(space, default, best)
     folder = (db or records.user_dir()) / key
     records.commit(folder, spec, tgt, best.knobs, best.total_ms / 1e3)
-    return {"op": op, "workload": workload, "target": tgt.name, "device_key": key, "database": str(folder),
+    label = workload if isinstance(workload, str) else json.dumps(wl)
+    return {"op": op, "workload": label, "target": tgt.name, "device_key": key, "database": str(folder),
             "space": space, "trials": results, "default": default, "best": best}
 
 

@@ -318,6 +318,13 @@ def test_a_new_target_is_one_file(tmp_path, gen):
     (["demo", "--workloads", "fpn_box,nosuch"], "unknown workload 'nosuch'"),
     (["demo", "--repeats", "0"], "--repeats"),
     (["tune", "--op", "roi_align", "--workload", "nosuch"], "unknown workload 'nosuch'"),
+    (["tune", "--op", "roi_align", "--workload", "fast_rcnn_pool"], "runs roi_pool, not 'roi_align'"),
+    (["tune", "--op", "roi_pool", "--workload", '{"input": [1, 8, 9, 9], "boxes": 4, "spatial_scale": 1,'
+      ' "output_size": 2, "sampling_ratio": 2}'], "workload key 'sampling_ratio'"),
+    (["tune", "--op", "roi_pool", "--workload", '{"input": [1, 8, 9], "boxes": 4}'], "workload input"),
+    (["tune", "--op", "roi_pool", "--workload", '{"input": [1, 8, 9, 9], "boxes": 4, "spatial_scale": 1,'
+      ' "output_size": 2, "box_fraction": 0}'], "workload box_fraction"),
+    (["tune", "--op", "roi_pool", "--workload", '{"input": [1, 8, 9, 9], "boxes": 4,'], "not JSON"),
     (["generate", "--target", "host"], "--out"),  # argparse's own errors are one line too
     (["frobnicate"], "invalid choice"),
     ([], "required: command"),

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from roigen import records
+from roigen import records, workloads
 from roigen.build import ensure_built
 from roigen.schedules import default_point, knob_groups, space_for
 from roigen.specs import RoIAlignSpec
@@ -80,6 +80,39 @@ def test_tiny_tuning_run_writes_a_record(tuning_dir):
     assert all(t.forward_ms > 0 and t.backward_ms > 0 for t in result["trials"])
     knobs, source = records.lookup(SPEC, resolve("host"))  # SPEC is fpn_box's spec
     assert knobs == result["best"].knobs and source["database"] == str(folder)
+
+
+def test_tuning_on_a_workload_of_ones_own(tuning_dir):
+    """A workload given in JSON (a model's own shapes and box sizes) tunes and records its
+    op's spec, as a workloads.json name does."""
+    own = {"input": [1, 32, 24, 30], "boxes": 12, "output_size": 7, "spatial_scale": 0.125,
+           "sampling_ratio": 2, "aligned": True, "box_fraction": 0.2}  # SPEC's parameters
+    result = tune("roi_align", own, "cpu", trials=2, repeats=1, progress=None)
+    assert json.loads(result["workload"]) == {"op": "roi_align", "seed": 0, **own}
+    assert all(t.forward_ms > 0 and t.backward_ms > 0 for t in result["trials"])
+    knobs, source = records.lookup(SPEC, resolve("host"))
+    assert knobs == result["best"].knobs and source["database"] == str(tuning_dir / device_key(resolve("host")))
+
+
+def test_own_workloads_draw_boxes_by_the_workloads_rule_at_their_size(tmp_path):
+    fpn_box = workloads.load()["workloads"]["fpn_box"]
+    assert workloads.resolve("fpn_box") == ("fpn_box", fpn_box)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({**fpn_box, "box_fraction": 0.1}))
+    label, small = workloads.resolve(str(path))
+    assert label == f"the workload in {path}" and small["box_fraction"] == 0.1
+    _, default = workloads.resolve(json.dumps(fpn_box))
+    torch.testing.assert_close(workloads.make_inputs(default), workloads.make_inputs(fpn_box), rtol=0, atol=0)
+    (_, wide), (_, narrow) = workloads.make_inputs(fpn_box), workloads.make_inputs(small)
+    n, c, h, w = fpn_box["input"]
+    image = torch.tensor([w, h]) / fpn_box["spatial_scale"]
+    # Same draws, sides scaled: x1 = U * 0.8 * Wi, side = U * fraction * Wi + 8 (clamped to the image).
+    torch.testing.assert_close(narrow[:, :3], wide[:, :3])
+    sides = narrow[:, 3:] - narrow[:, 1:3]
+    assert bool((sides <= 0.1 * image + 8 + 1e-3).all()) and bool((sides > 0).all())
+    assert bool(((wide[:, 3:] - wide[:, 1:3]) > 0.1 * image + 8).any())
+    with pytest.raises(ValueError, match="workload op"):
+        workloads.resolve(json.dumps({**fpn_box, "op": "roi_align_rotated"}))
 
 
 FRESH = textwrap.dedent("""
