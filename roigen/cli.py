@@ -126,10 +126,10 @@ def tune_cmd(args) -> int:
     from .tune import table, tune
 
     _split_ops(args.op)
-    label, workload = workloads.resolve(args.workload, op=args.op)
+    label, _ = workloads.resolve(args.workload, op=args.op)  # refused here, before any work
     print(f"roigen tune: {args.op} on {label}, target {args.target}, up to {args.trials} trials",
           file=sys.stderr, flush=True)
-    result = tune(args.op, label if label == args.workload else workload, args.target, args.trials, args.repeats,
+    result = tune(args.op, args.workload, args.target, args.trials, args.repeats,
                   Path(args.db) if args.db else None, args.rpc, args.device_key)
     print(table(result))
     return 0

@@ -101,8 +101,9 @@ def best_point(space: dict[str, dict[str, list]], results: list[Trial]) -> dict 
 
 
 def workload_spec(op: str, workload: str | dict, target: Target):
-    """The spec the ops build for this workload's inputs on `target` (NCHW float32 input):
-    `workload` a workloads.json name, or a workload of one's own (workloads.resolve)."""
+    """The spec the ops build for this workload's inputs on `target` (NCHW float32 input), and
+    the workload: a workloads.json name, JSON text or a .json file's path (workloads.resolve),
+    or a dict (workloads.own)."""
     _, workload = workloads.resolve(workload, op) if isinstance(workload, str) else (None, workloads.own(workload, op))
     spec = workloads.spec_of(workload)
     return replace(spec, layout=backend_for(target).layout(type(spec), False)), workload
@@ -160,8 +161,9 @@ def _keep(space: dict[str, dict[str, list]], default: Trial, best: Trial) -> Tri
 def tune(op: str, workload: str | dict, target: str = "host", trials: int = 64, repeats: int = 5,
          db: Path | None = None, rpc: str | None = None, device: str | None = None,
          progress=sys.stderr) -> dict:
-    """Tune one op on one workload (a workloads.json name, or a workload of one's own:
-    workloads.resolve); commit the best point; return the trials and the table."""
+    """Tune one op on one workload (a workloads.json name, or a workload of one's own: JSON
+    text, a .json file's path or a dict, workloads.resolve); commit the best point; return the
+    trials and the table."""
     from roigen.schedules import knob_groups
 
     tgt = resolve("host" if target == "cpu" else target)
@@ -208,7 +210,7 @@ def tune(op: str, workload: str | dict, target: str = "host", trials: int = 64, 
         best = _keep(space, default, best)
     folder = (db or records.user_dir()) / key
     records.commit(folder, spec, tgt, best.knobs, best.total_ms / 1e3)
-    label = workload if isinstance(workload, str) else json.dumps(wl)
+    label = workload if isinstance(workload, str) and workload in workloads.load()["workloads"] else json.dumps(wl)
     return {"op": op, "workload": label, "target": tgt.name, "device_key": key, "database": str(folder),
             "space": space, "trials": results, "default": default, "best": best}
 

@@ -18,7 +18,7 @@ from roigen.build import ensure_built
 from roigen.schedules import default_point, knob_groups, space_for
 from roigen.specs import RoIAlignSpec
 from roigen.target import device_key, resolve
-from roigen.tune import Trial, best_point, points, tune
+from roigen.tune import Trial, best_point, points, tune, workload_spec
 
 from cases import cases
 from devices import require_vulkan
@@ -87,7 +87,7 @@ def test_tuning_on_a_workload_of_ones_own(tuning_dir):
     op's spec, as a workloads.json name does."""
     own = {"input": [1, 32, 24, 30], "boxes": 12, "output_size": 7, "spatial_scale": 0.125,
            "sampling_ratio": 2, "aligned": True, "box_fraction": 0.2}  # SPEC's parameters
-    result = tune("roi_align", own, "cpu", trials=2, repeats=1, progress=None)
+    result = tune("roi_align", json.dumps(own), "cpu", trials=2, repeats=1, progress=None)
     assert json.loads(result["workload"]) == {"op": "roi_align", "seed": 0, **own}
     assert all(t.forward_ms > 0 and t.backward_ms > 0 for t in result["trials"])
     knobs, source = records.lookup(SPEC, resolve("host"))
@@ -104,7 +104,7 @@ def test_own_workloads_draw_boxes_by_the_workloads_rule_at_their_size(tmp_path):
     _, default = workloads.resolve(json.dumps(fpn_box))
     torch.testing.assert_close(workloads.make_inputs(default), workloads.make_inputs(fpn_box), rtol=0, atol=0)
     (_, wide), (_, narrow) = workloads.make_inputs(fpn_box), workloads.make_inputs(small)
-    n, c, h, w = fpn_box["input"]
+    *_, h, w = fpn_box["input"]
     image = torch.tensor([w, h]) / fpn_box["spatial_scale"]
     # Same draws, sides scaled: x1 = U * 0.8 * Wi, side = U * fraction * Wi + 8 (clamped to the image).
     torch.testing.assert_close(narrow[:, :3], wide[:, :3])
@@ -113,6 +113,11 @@ def test_own_workloads_draw_boxes_by_the_workloads_rule_at_their_size(tmp_path):
     assert bool(((wide[:, 3:] - wide[:, 1:3]) > 0.1 * image + 8).any())
     with pytest.raises(ValueError, match="workload op"):
         workloads.resolve(json.dumps({**fpn_box, "op": "roi_align_rotated"}))
+    # A dict, its op left to the caller, as the tuner takes it.
+    spec, whole = workload_spec("roi_align", {k: v for k, v in fpn_box.items() if k != "op"}, resolve("host"))
+    assert whole == {**fpn_box, "box_fraction": 0.5} and spec.spatial_scale == fpn_box["spatial_scale"]
+    with pytest.raises(ValueError, match="runs roi_align, not 'roi_pool'"):
+        workload_spec("roi_pool", fpn_box, resolve("host"))
 
 
 FRESH = textwrap.dedent("""
