@@ -57,6 +57,7 @@ def _runs(workload: dict, op: str | None) -> dict:
 
 def validate(workload) -> dict:
     """`workload` with its defaults filled in, or a ValueError naming the key at fault."""
+    from .limits import reserve
     from .specs import SPECS
 
     if not isinstance(workload, dict):
@@ -74,6 +75,9 @@ def validate(workload) -> dict:
         raise ValueError(f"workload input: [N, C, H, W], positive integers, got {shape!r}")
     if not _positive(workload.get("boxes")):
         raise ValueError(f"workload boxes: a positive integer, got {workload.get('boxes')!r}")
+    n, c, h, w = shape
+    # make_inputs draws float32 and converts; refused here rather than by the allocator mid-run.
+    reserve((n * c * h * w + 5 * workload["boxes"]) * 12, "the workload's map and boxes")
     if "spatial_scale" not in fields:
         raise ValueError(f"workload op: {op} takes no boxes on a scaled map; tuning takes ops that do")
     if "spatial_scale" not in workload:  # the boxes are drawn in image coordinates

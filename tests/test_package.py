@@ -325,6 +325,8 @@ def test_a_new_target_is_one_file(tmp_path, gen):
     (["tune", "--op", "roi_pool", "--workload", '{"input": [1, 8, 9, 9], "boxes": 4, "spatial_scale": 1,'
       ' "output_size": 2, "box_fraction": 0}'], "workload box_fraction"),
     (["tune", "--op", "roi_pool", "--workload", '{"input": [1, 8, 9, 9], "boxes": 4,'], "not JSON"),
+    (["tune", "--op", "roi_pool", "--workload", '{"input": [1, 8, 9, 9], "boxes": 4000000000000, '
+      '"spatial_scale": 1, "output_size": 2}'], "the workload's map and boxes need"),
     (["generate", "--target", "host"], "--out"),  # argparse's own errors are one line too
     (["frobnicate"], "invalid choice"),
     ([], "required: command"),
