@@ -86,11 +86,13 @@ def memory_floor_ms(reads, writes, repeats: int, device: str = "cpu") -> float:
     return total + sum(median_ms(lambda t=t: t.fill_(0), repeats, device=device) for t in writes)
 
 
-def measure(name: str, repeats: int = 5, device: str = "cpu", peers: bool = False, **options) -> dict:
+def measure(name: str, repeats: int = 5, device: str = "cpu", peers: bool = False, workload: dict | None = None,
+            **options) -> dict:
     """roigen (with `options`: target, deterministic) and torchvision on one workload,
     inputs on `device`; torchvision runs on that device too.  `peers`: also ONNX Runtime's
-    and OpenVINO's forward (CPU), each checked against torchvision first (roigen.peers)."""
-    workload = workloads.load()["workloads"][name]
+    and OpenVINO's forward (CPU), each checked against torchvision first (roigen.peers).
+    `name` is a workloads.json name, or the label of `workload`, one's own (workloads.own)."""
+    workload = workload or workloads.load()["workloads"][name]
     x, boxes = (t.to(device) for t in workloads.make_inputs(workload))
     with torch.no_grad():
         out = run_op("roigen", workload, x, boxes, **options)

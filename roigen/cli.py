@@ -136,7 +136,7 @@ def tune_cmd(args) -> int:
 
 
 def bench_cmd(args) -> int:
-    from . import bench
+    from . import bench, workloads
     from .backends import backend_for
     from .target import resolve
 
@@ -145,10 +145,15 @@ def bench_cmd(args) -> int:
     device = named.get(args.target) or backend_for(resolve(args.target)).device_type
     if args.plot and device != "cpu":
         raise ValueError("--plot charts the CPU peers: use it with --target auto")
+    names = args.workloads or ("" if args.workload else ",".join(bench.CPU_WORKLOADS))
+    chosen = [(name, None) for name in names.split(",") if name]
+    for text in args.workload:  # refused here, before any measurement
+        _, workload = workloads.resolve(text)
+        chosen.append((workloads.describe(workload), workload))
     rows = []
-    for name in args.workloads.split(","):
+    for name, workload in chosen:
         print(f"roigen bench: measuring {name}", file=sys.stderr, flush=True)
-        rows.append(bench.measure(name, args.repeats, device, peers=device == "cpu",
+        rows.append(bench.measure(name, args.repeats, device, peers=device == "cpu", workload=workload,
                                   target="auto" if device == "cuda" else args.target))
     print(bench.render(rows, args.repeats, device=device, target=args.target))
     if device == "cpu":
@@ -232,7 +237,12 @@ def main(argv=None) -> int:
     p.set_defaults(func=tune_cmd)
     p = sub.add_parser("bench", help="time roigen against torchvision (and, on the CPU, ONNX Runtime and "
                        "OpenVINO where installed) on the workloads")
-    p.add_argument("--workloads", type=_workload_list, default=",".join(CPU_WORKLOADS))
+    p.add_argument("--workloads", type=_workload_list,
+                   help=f"comma-separated workloads.json names (default: {','.join(CPU_WORKLOADS)}, "
+                        "unless --workload is given)")
+    p.add_argument("--workload", action="append", default=[], metavar="JSON",
+                   help="also a workload of one's own, in JSON, inline or a .json file (as roigen tune "
+                        "takes it; repeatable)")
     p.add_argument("--repeats", type=_positive, default=5)
     p.add_argument("--target", default="auto", help="auto (this CPU), vulkan, or cuda (the current GPU)")
     p.add_argument("--plot", metavar="FILE.png", help="also chart the speed-ups over each CPU peer (matplotlib)")

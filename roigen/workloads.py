@@ -101,6 +101,11 @@ def validate(workload) -> dict:
     return full
 
 
+def describe(workload: dict) -> str:
+    """A workload's short label: its op, input shape and box count."""
+    return f"{workload['op']} {'x'.join(map(str, workload['input']))}, {workload['boxes']} boxes"
+
+
 def _positive(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 

@@ -315,6 +315,7 @@ def test_a_new_target_is_one_file(tmp_path, gen):
     (["generate", "--target", "host", "--spec", "roi_pool:bins=3", "--out", "x"], "no parameter"),
     (["generate", "--target", "vulkan", "--torch-library", "--out", "x"], "--torch-library"),
     (["bench", "--workloads", "nosuch"], "unknown workload 'nosuch'"),
+    (["bench", "--workload", '{"op": "roi_align", "boxes": 3}'], "workload input"),
     (["demo", "--workloads", "fpn_box,nosuch"], "unknown workload 'nosuch'"),
     (["demo", "--repeats", "0"], "--repeats"),
     (["tune", "--op", "roi_align", "--workload", "nosuch"], "unknown workload 'nosuch'"),

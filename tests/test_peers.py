@@ -3,6 +3,8 @@ torchvision before they are timed (timing itself is never asserted)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -52,3 +54,18 @@ def test_plot_writes_a_chart(tmp_path):
     rows = [{"workload": "fpn_box", "roigen_forward": 1.0, "torchvision_forward": 9.0, "OpenVINO_forward": 3.0}]
     bench.plot(rows, str(tmp_path / "chart.png"))
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_times_a_workload_of_ones_own(capsys):
+    """`roigen bench --workload JSON`: one's own shapes, timed against torchvision (and the
+    peers where installed) and named in the tables by op, shape and box count."""
+    from roigen.cli import main
+
+    own = {"op": "roi_align", "input": [1, 16, 20, 28], "boxes": 24, "output_size": 7, "spatial_scale": 0.125,
+           "sampling_ratio": 2, "aligned": True, "box_fraction": 0.3}
+    assert main(["bench", "--workload", json.dumps(own), "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| roi_align 1x16x20x28, 24 boxes | roi_align |")]
+    assert len(rows) == 2  # the torchvision table and the peers' table
+    speedup = rows[0].split("|")[5].strip()
+    assert speedup.endswith("x") and float(speedup[:-1]) > 0
