@@ -115,13 +115,15 @@ def make_inputs(workload: dict, dtype=torch.float32):
     n, c, h, w = workload["input"]
     k, scale = workload["boxes"], workload["spatial_scale"]
     fraction = workload.get("box_fraction", BOX_FRACTION)
-    torch.manual_seed(workload["seed"])
+    # A generator of its own, seeded as torch.manual_seed(seed) seeds the global one: the same
+    # draws, and the caller's random stream left alone.
+    gen = torch.Generator().manual_seed(workload["seed"])
     wi, hi = w / scale, h / scale
-    x1 = torch.rand(k) * 0.8 * wi
-    y1 = torch.rand(k) * 0.8 * hi
-    bw = torch.rand(k) * fraction * wi + 8
-    bh = torch.rand(k) * fraction * hi + 8
-    batch = torch.randint(0, n, (k,))
+    x1 = torch.rand(k, generator=gen) * 0.8 * wi
+    y1 = torch.rand(k, generator=gen) * 0.8 * hi
+    bw = torch.rand(k, generator=gen) * fraction * wi + 8
+    bh = torch.rand(k, generator=gen) * fraction * hi + 8
+    batch = torch.randint(0, n, (k,), generator=gen)
     boxes = torch.stack([batch.float(), x1, y1, torch.clamp(x1 + bw, max=wi - 1), torch.clamp(y1 + bh, max=hi - 1)], 1)
     features = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(workload["seed"] + 1))
     return features.to(dtype), boxes.to(dtype)

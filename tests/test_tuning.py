@@ -120,6 +120,26 @@ def test_own_workloads_draw_boxes_by_the_workloads_rule_at_their_size(tmp_path):
         workload_spec("roi_pool", fpn_box, resolve("host"))
 
 
+def test_workload_inputs_follow_the_rule_and_leave_the_callers_random_stream_alone():
+    """make_inputs draws as workloads.json's `about` says (torch.manual_seed(seed), then x1, y1,
+    w, h and the batch indices), on a generator of its own."""
+    fpn_box = workloads.load()["workloads"]["fpn_box"]
+    n, _, h, w = fpn_box["input"]
+    k, scale = fpn_box["boxes"], fpn_box["spatial_scale"]
+    torch.manual_seed(fpn_box["seed"])
+    wi, hi = w / scale, h / scale
+    x1, y1 = torch.rand(k) * 0.8 * wi, torch.rand(k) * 0.8 * hi
+    bw, bh = torch.rand(k) * 0.5 * wi + 8, torch.rand(k) * 0.5 * hi + 8
+    batch = torch.randint(0, n, (k,)).float()
+    want = torch.stack([batch, x1, y1, torch.clamp(x1 + bw, max=wi - 1), torch.clamp(y1 + bh, max=hi - 1)], 1)
+    torch.manual_seed(99)
+    _, boxes = workloads.make_inputs(fpn_box)
+    after = torch.rand(4)
+    torch.manual_seed(99)
+    assert torch.equal(after, torch.rand(4))
+    torch.testing.assert_close(boxes, want, rtol=0, atol=0)
+
+
 FRESH = textwrap.dedent("""
     import json, sys, torch
     from roigen.build import plan, ensure_built
