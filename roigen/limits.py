@@ -23,6 +23,9 @@ SAMPLE_TABLE_ENTRIES = 1 << 12
 # A kept sample's entries: its first corner's offset (itab) and three weights (ftab);
 # compute/cpu/_align.sample_table_macro.
 SAMPLE_ENTRIES = 3
+# The box gradient's own per-box table (`box_slopes`) has this many times the forward
+# tables' entries: a kept sample's factors there are up to six (rotated boxes').
+SLOPE_TABLE_SCALE = 2
 # Sample tables hold row * W + column offsets as int32.
 MAX_PIXELS = 2**31 - 1
 # Below this, a request is not worth a look at the free memory (reading it costs

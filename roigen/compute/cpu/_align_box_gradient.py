@@ -42,6 +42,12 @@ from ._transpose import block_transpose, result_slot
 LOOKAHEAD = 3
 
 
+def visit(order, i, K):
+    """The box a task visits i-th: order[i], clamped into [0, K) (the order is the backend's,
+    `visit_order`, but a kernel reads no index it has not bounded)."""
+    return T.min(T.max(T.Cast("int64", order[i]), T.int64(0)), K - 1)
+
+
 def blocked_box_gradient_kernels(spec, lanes: int, sums: int, count, box_sums, finish,
                                  work=(1,), scatters: bool = False) -> dict[str, tirx.PrimFunc]:
     """`backward_boxes(data, rois, itab, ftab, stab, aux, grad_out, out, grad_rois)`: `data`
@@ -80,7 +86,7 @@ def blocked_box_gradient_kernels(spec, lanes: int, sums: int, count, box_sums, f
     LINES = (P * L + STEP - 1) // STEP
 
     @T.macro
-    def prefetch_next(rois, grad_out, found, k, n, cb, K, C):
+    def prefetch_next(rois, grad_out, order, found, i, n, cb, K, C):
         # A task reads its boxes' runs of the output gradient a box apart (50 KB on fpn_box),
         # too far for the hardware prefetcher: reading and turning them took 5 ms of the
         # kernel's 12.8.  The run of the image's next box, if one of the next LOOKAHEAD boxes
@@ -89,18 +95,20 @@ def blocked_box_gradient_kernels(spec, lanes: int, sums: int, count, box_sums, f
         flat = T.decl_buffer((K * C * P,), dt, data=grad_out.data)
         found[0] = 0
         for d in range(1, LOOKAHEAD + 1):
-            if found[0] == 0 and k + d < K:
-                if T.Cast("int64", rois[k + d, 0]) == n:
+            if found[0] == 0 and i + d < K:
+                ahead = T.meta_var(visit(order, i + d, K))
+                if T.Cast("int64", rois[ahead, 0]) == n:
                     found[0] = 1
-                    for i in range(LINES):
+                    for line in range(LINES):
                         T.evaluate(T.call_intrin("", "tirx.prefetch", T.address_of(
-                            flat[T.min(((k + d) * C + cb * L) * P + i * STEP, K * C * P - 1)]), 0, 3, 1))
+                            flat[T.min((ahead * C + cb * L) * P + line * STEP, K * C * P - 1)]), 0, 3, 1))
 
     @T.macro
-    def box_tasks(data, grad_input, rois, itab, ftab, stab, aux, grad_out, partial, N, C, H, W, K, A):
+    def box_tasks(data, grad_input, rois, itab, ftab, stab, aux, grad_out, order, partial, N, C, H, W, K, A):
         # Each (image, block) task's per-box sums into partial[k, cb]; with `grad_input` (not
         # None) the task also owns that slab of the map's gradient, scattered from the same
-        # samples and output gradient, and stores it on the way out.
+        # samples and output gradient, and stores it on the way out.  Boxes are visited in
+        # `order` (`visit_order`).
         Cb = T.meta_var((C + L - 1) // L)
         for task in T.parallel(N * Cb):
             n, cb = unravel(task, (N, Cb))
@@ -118,9 +126,10 @@ def blocked_box_gradient_kernels(spec, lanes: int, sums: int, count, box_sums, f
                 for h, w in T.grid(H, W):
                     for lane in T.vectorized(L):
                         gslab[0, 0, h, w, lane] = zero
-            for k in range(K):
+            for i in range(K):
+                k = visit(order, i, K)
                 if T.Cast("int64", rois[k, 0]) == n:
-                    prefetch_next(rois, grad_out, found, k, n, cb, K, C)
+                    prefetch_next(rois, grad_out, order, found, i, n, cb, K, C)
                     gather(gbin, abin, tr, atr, grad_out, aux, k, cb, C, A, count(rois, k))
                     for j, lane in T.grid(sums, L):
                         acc[j, lane] = zero
@@ -154,26 +163,27 @@ def blocked_box_gradient_kernels(spec, lanes: int, sums: int, count, box_sums, f
                 grad_rois[k, j] = zero
             finish(rois, k, total, slots, grad_out, out, grad_rois)
 
-    N, C, H, W, K, S, A = dims("N C H W K S A", "int64")
+    N, C, H, W, K, S, Z, A = dims("N C H W K S Z A", "int64")
     @T.prim_func
     def backward_boxes(data: T.Buffer(map_shape(spec.layout, N, C, H, W), dt), rois: T.Buffer((K, ROW), dt),
-                       itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), stab: T.Buffer((K, S), dt),
+                       itab: T.Buffer((K, S), "int32"), ftab: T.Buffer((K, S), dt), stab: T.Buffer((K, Z), dt),
                        aux: T.Buffer((A,), "int32"), grad_out: T.Buffer((K, C, P), dt),
-                       out: T.Buffer((K, C, P), dt), grad_rois: T.Buffer((K, ROW), dt)):
+                       out: T.Buffer((K, C, P), dt), order: T.Buffer((K,), "int32"),
+                       grad_rois: T.Buffer((K, ROW), dt)):
         partial = T.alloc_buffer((K, (C + L - 1) // L, sums, L), dt)
-        box_tasks(data, None, rois, itab, ftab, stab, aux, grad_out, partial, N, C, H, W, K, A)
+        box_tasks(data, None, rois, itab, ftab, stab, aux, grad_out, order, partial, N, C, H, W, K, A)
         box_totals(rois, partial, grad_out, out, grad_rois, N, C, K)
 
-    N, C, H, W, K, S, A = dims("N C H W K S A", "int64")
+    N, C, H, W, K, S, Z, A = dims("N C H W K S Z A", "int64")
     @T.prim_func
     def backward_with_boxes(data: T.Buffer(map_shape(spec.layout, N, C, H, W), dt),
                             rois: T.Buffer((K, ROW), dt), itab: T.Buffer((K, S), "int32"),
-                            ftab: T.Buffer((K, S), dt), stab: T.Buffer((K, S), dt), aux: T.Buffer((A,), "int32"),
+                            ftab: T.Buffer((K, S), dt), stab: T.Buffer((K, Z), dt), aux: T.Buffer((A,), "int32"),
                             grad_out: T.Buffer((K, C, P), dt), out: T.Buffer((K, C, P), dt),
-                            grad_rois: T.Buffer((K, ROW), dt),
+                            order: T.Buffer((K,), "int32"), grad_rois: T.Buffer((K, ROW), dt),
                             grad_input: T.Buffer(map_shape(spec.layout, N, C, H, W), dt)):
         partial = T.alloc_buffer((K, (C + L - 1) // L, sums, L), dt)
-        box_tasks(data, grad_input, rois, itab, ftab, stab, aux, grad_out, partial, N, C, H, W, K, A)
+        box_tasks(data, grad_input, rois, itab, ftab, stab, aux, grad_out, order, partial, N, C, H, W, K, A)
         box_totals(rois, partial, grad_out, out, grad_rois, N, C, K)
 
     kernels = {"backward_boxes": backward_boxes}
@@ -191,17 +201,16 @@ def slope_gradient(g, slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1):
     return g * (wy0 * (v01 - v00) + wy1 * (v11 - v10)), g * (wx0 * (v10 - v00) + wx1 * (v11 - v01))
 
 
-def flagged_slopes(g, slab, ys, xs, lane, mx, my):
-    """(gx, gy) of a sample that keeps slope flags (rotated and deformable boxes): g times its
-    slopes along x and y (`slope_gradient`) times its flags mx and my, 0 or 1 where the
-    sample moves its weights along that axis (my carries the y slope's 1/count: the forward's
-    y weights, which the x slope reads, carry it already).  The flags multiply g, not the
-    weights: the weights then broadcast straight from the tables, where each product of a
-    weight and a flag was a scalar to broadcast first (5-7 % of those ops' fused kernels)."""
+def sample_slopes(slab, ys, xs, lane):
+    """(d value/dx, d value/dy) of a sample's bilinear read of lane `lane` (`slope_gradient`
+    with g = 1).  Ops whose samples carry factors of their own (slope flags, fractions along
+    the box: rotated and deformable boxes) sum these times each factor over a bin's samples
+    and multiply the bin's sums by its g once: g times a flag, times the slope, times a
+    fraction at every sample were vector products where one fused multiply-add by the
+    factor (from `box_slopes`' table) does."""
     y0, y1, wy0, wy1 = ys
     x0, x1, wx0, wx1 = xs
-    sx, sy = slope_gradient(tirx.const(1.0, slab.dtype), slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1)
-    return g * mx * sx, g * my * sy
+    return slope_gradient(tirx.const(1.0, slab.dtype), slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1)
 
 
 _scatter = scatter_macro(rows_first=True)

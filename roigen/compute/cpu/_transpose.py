@@ -163,3 +163,48 @@ def bin_tile(lanes: int, bins: int, shuffle: bool):
         return tile[p, ci] if shuffle else tile[ci, p]
 
     return ((bins, L) if shuffle else (L, bins)), put, move, at
+
+
+def lane_sums(lanes: int):
+    """A macro `sums(rows, first, tr)` putting in `tr[result_slot(L), 0]` the L sums over the
+    lanes of rows[first], ..., rows[first + L - 1] (a buffer of L-lane rows): lane j holds
+    row first + j's.
+
+    The transpose's stages with the two halves of each exchange added rather than kept:
+    L - 1 pairs of shuffles and an add, where transposing and then adding the L rows takes
+    L * log2(L) shuffles and L - 1 adds (45 vector ops against 79 at 16 lanes)."""
+    L = lanes
+    stages = _stages(L)
+    if L & (L - 1) or L < 2:
+        raise ValueError(f"lanes={L}: lane sums need a power of two of at least 2")
+    whole = T.Ramp(0, 1, L)
+
+    def from_stage(k: int):
+        if k == len(stages):
+            @T.macro
+            def done(rows, first, tr):
+                T.evaluate(0)
+
+            return done
+        rest = from_stage(k + 1)
+        b, lo, hi = stages[k]
+        src, dst = (k + 1) % 2, k % 2
+
+        if k == 0:  # the first stage reads the rows themselves
+            @T.macro
+            def step(rows, first, tr):
+                for i in T.unroll(b):
+                    tr[dst, i, whole] = (T.Shuffle([rows[first + i, whole], rows[first + i + b, whole]], lo)
+                                         + T.Shuffle([rows[first + i, whole], rows[first + i + b, whole]], hi))
+                rest(rows, first, tr)
+        else:
+            @T.macro
+            def step(rows, first, tr):
+                for i in T.unroll(b):
+                    tr[dst, i, whole] = (T.Shuffle([tr[src, i, whole], tr[src, i + b, whole]], lo)
+                                         + T.Shuffle([tr[src, i, whole], tr[src, i + b, whole]], hi))
+                rest(rows, first, tr)
+
+        return step
+
+    return from_stage(0)

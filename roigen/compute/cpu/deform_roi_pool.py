@@ -26,8 +26,8 @@ from ._align import (
     sample_index,
     sample_table_corners,
 )
-from ._align_box_gradient import blocked_box_gradient_kernels, flagged_slopes, scatter_sample
-from ._transpose import block_transpose, result_slot
+from ._align_box_gradient import blocked_box_gradient_kernels, sample_slopes, scatter_sample
+from ._transpose import lane_sums, result_slot
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -62,12 +62,17 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     x offset (common/deform.deform_sample_gradient), so with gx the sample's g-weighted x
     slope, d/dx1' = sum gx*(1 - a) - gamma*O, d/dx2' = sum gx*a + gamma*O with
     O = sum over bins of o * (the bin's sum of gx), and the bin's offset gets
-    gamma*w' * (its sum of gx); y alike.  A task keeps four sums per lane (gx, gx*a, and
-    y's: sum gx*(1 - a) is their difference) and each bin's sums of gx and gy, added over
-    the lanes at the box's end (`bin_totals`), in the lanes of the rows after those four.
-    A box that keeps its samples' corners in the forward's tables gets (x slope flag, y
-    slope flag / count) at entries 2n and 2n + 1 of `box_slopes`' table for its sample n
-    (`sample_index`); other boxes' tasks find them from the forward's separable entries.
+    gamma*w' * (its sum of gx); y alike.
+
+    A task keeps, per lane, each bin's sums of gx and gy (rows p and P + p of `vals`) and
+    the box's sums of gx*a and gy*a (rows 2P and 2P + 1), and adds each row over its lanes
+    at the box's end, L rows at a time (`lane_sums`): the task's partial sums are those
+    2P + 2 values (sum gx is the sum of the bins').  Within a bin, each sample's slopes are
+    summed times its factors and the bin's g multiplies the sums once (`sample_slopes`).
+    A box that keeps its samples' corners in the forward's tables gets its sample n's
+    factors (x slope flag, its product with a, y slope flag / count, its product with a)
+    at entries 4n .. 4n + 3 of `box_slopes`' table (`sample_index`); other boxes' tasks
+    find them from the forward's separable entries.
     """
     dt = spec.compute_dtype
     L = lanes
@@ -82,10 +87,16 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     grids = geometry.grids
     table_corners = sample_table_corners(spec)
     ROW = spec.row_columns
+    # vals' rows: the bins' x sums, their y sums, sum gx*a, sum gy*a, zeros to a whole
+    # number of L-row chunks.
+    XA, YA = 2 * P, 2 * P + 1
+    CHUNKS = (2 * P + 2 + L - 1) // L
+    add_lanes = lane_sums(L)
+    summed = result_slot(L)
 
-    def bin_slot(j):
-        """Row and lane of per-bin value j (x sums at p, y sums at P + p)."""
-        return 4 + j // L, j % L
+    def slot(j):
+        """Row and lane of the task's value j (row j of vals, added over its lanes)."""
+        return j // L, j % L
 
     K, S = dims("K S", "int64")
     @T.prim_func
@@ -96,95 +107,90 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                 for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
                     n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
                     x = T.meta_var(box.position(rois, k, 1, ph, pw, ix, gw))
-                    stab[k, 2 * n] = slope_flag(x, W, dt)
+                    mx = T.meta_var(slope_flag(x, W, dt))
                     # The x weights of the forward's table are not zeroed outside the map: this is.
-                    stab[k, 2 * n + 1] = (slope_flag(box.position(rois, k, 2, ph, pw, iy, gh), H, dt)
-                                          * inside_flag(x, W, dt) * inverse_count(gh, gw, dt))
-
-    transpose = block_transpose(L)
-    turned = result_slot(L)
-
-    @T.macro
-    def bin_totals(bins, acc, tr):
-        # Each bin's two sums over the lanes, into acc's rows after the first four: L bins at
-        # a time through a block transpose (lane j of every bin in row j), the rest one by one.
-        flat = T.decl_buffer((acc.shape[0] * L,), dt, data=acc.data)
-        for axis in range(2):
-            for chunk in range(P // L):
-                for i in T.unroll(L):
-                    tr[1, i, T.Ramp(0, 1, L)] = bins[axis, chunk * L + i, T.Ramp(0, 1, L)]
-                transpose(tr)
-                for j in T.unroll(1, L):
-                    tr[turned, 0, T.Ramp(0, 1, L)] = tr[turned, 0, T.Ramp(0, 1, L)] + tr[turned, j, T.Ramp(0, 1, L)]
-                flat[T.Ramp(4 * L + axis * P + chunk * L, 1, L)] = tr[turned, 0, T.Ramp(0, 1, L)]
-            for r in range(P % L):
-                flat[4 * L + axis * P + P - P % L + r] = zero
-                for i in range(L):
-                    flat[4 * L + axis * P + P - P % L + r] = flat[4 * L + axis * P + P - P % L + r] + bins[
-                        axis, P - P % L + r, i]
+                    my = T.meta_var(slope_flag(box.position(rois, k, 2, ph, pw, iy, gh), H, dt)
+                                    * inside_flag(x, W, dt) * inverse_count(gh, gw, dt))
+                    stab[k, 4 * n] = mx
+                    stab[k, 4 * n + 1] = mx * sample_fraction(pw, ix, gw, PW, dt)
+                    stab[k, 4 * n + 2] = my
+                    stab[k, 4 * n + 3] = my * sample_fraction(ph, iy, gh, PH, dt)
 
     @T.macro
-    def add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, mx, my, ax, ay):
+    def add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, mxa, my, mya):
+        # sums: the bin's sums of each slope times the sample's factors, g applied per bin.
         for lane in T.vectorized(L):
-            gx, gy = T.meta_var(flagged_slopes(gbin[p, lane], slab, ys, xs, lane, mx, my))
+            sx, sy = T.meta_var(sample_slopes(slab, ys, xs, lane))
             scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
-            acc[1, lane] = acc[1, lane] + gx * ax
-            acc[3, lane] = acc[3, lane] + gy * ay
-            bins[0, p, lane] = bins[0, p, lane] + gx
-            bins[1, p, lane] = bins[1, p, lane] + gy
+            sums[0, lane] = sums[0, lane] + mx * sx
+            sums[1, lane] = sums[1, lane] + mxa * sx
+            sums[2, lane] = sums[2, lane] + my * sy
+            sums[3, lane] = sums[3, lane] + mya * sy
 
     @T.macro
-    def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, bins, H, W):
+    def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, vals, H, W):
         gh, gw = T.meta_var(grids(rois, k))
+        sums = T.alloc_buffer((4, L), dt)
+        for j in range(2 * P, CHUNKS * L):
+            for lane in T.vectorized(L):
+                vals[j, lane] = zero
         for ph, pw in T.grid(PH, PW):
             p = T.meta_var(ph * PW + pw)
-            for lane in T.vectorized(L):
-                bins[0, p, lane] = zero
-                bins[1, p, lane] = zero
+            for j in range(4):
+                for lane in T.vectorized(L):
+                    sums[j, lane] = zero
             if keeps_samples(spec, gh, gw):
                 for iy, ix in T.grid(gh, gw):
                     n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
                     ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, stab[k, 2 * n], stab[k, 2 * n + 1],
-                               sample_fraction(pw, ix, gw, PW, dt), sample_fraction(ph, iy, gh, PH, dt))
+                    add_sample(slab, gslab, gbin, p, sums, ys, xs, stab[k, 4 * n], stab[k, 4 * n + 1],
+                               stab[k, 4 * n + 2], stab[k, 4 * n + 3])
             else:
                 for iy, ix in T.grid(gh, gw):
                     y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))
                     ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gslab, gbin, p, acc, bins, ys, xs, slope_flag(x, W, dt),
-                               slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
-                               sample_fraction(pw, ix, gw, PW, dt), sample_fraction(ph, iy, gh, PH, dt))
-        # The sums of gx and gy, from the bins' (gx*(1 - a) = gx - gx*a: a weight of
-        # 1 - a at every sample was a vector broadcast of its own).
-        for q in range(P):
+                    mx = T.meta_var(slope_flag(x, W, dt))
+                    my = T.meta_var(slope_flag(y, H, dt) * inverse_count(gh, gw, dt))
+                    add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, mx * sample_fraction(pw, ix, gw, PW, dt),
+                               my, my * sample_fraction(ph, iy, gh, PH, dt))
             for lane in T.vectorized(L):
-                acc[0, lane] = acc[0, lane] + bins[0, q, lane]
-                acc[2, lane] = acc[2, lane] + bins[1, q, lane]
-        bin_totals(bins, acc, tr)
+                vals[p, lane] = gbin[p, lane] * sums[0, lane]
+                vals[XA, lane] = vals[XA, lane] + gbin[p, lane] * sums[1, lane]
+                vals[P + p, lane] = gbin[p, lane] * sums[2, lane]
+                vals[YA, lane] = vals[YA, lane] + gbin[p, lane] * sums[3, lane]
+        for chunk in range(CHUNKS):
+            add_lanes(vals, chunk * L, tr)
+            for lane in T.vectorized(L):
+                acc[chunk, lane] = tr[summed, 0, lane]
 
     @T.macro
     def offsets(rois, k, slots, grad_rois, moved, axis):
         # Axis 0 (x, rois column 1) or 1 (y, column 2), a Python int: the bins' offset
-        # gradients, and O, the sum over bins of the bin's offset times its sum of gx (gy).
+        # gradients, O (the sum over bins of the bin's offset times its sum of gx or gy),
+        # and the sum of gx or gy over the box.
         moved[axis] = zero
+        moved[2 + axis] = zero
         for p in range(P):
-            row, lane = T.meta_var(bin_slot(axis * P + p))
+            row, lane = T.meta_var(slot(axis * P + p))
             moved[axis] = moved[axis] + box.offset(rois, k, 1 + axis, p // PW, p % PW) * slots[row, lane]
+            moved[2 + axis] = moved[2 + axis] + slots[row, lane]
             grad_rois[k, BOX + axis * P + p] = slots[row, lane] * box.gamma * box.extent(rois, k, 1 + axis)
 
     @T.macro
     def finish(rois, k, total, slots, grad_out, out, grad_rois):
-        moved = T.alloc_buffer((2,), dt)
+        moved = T.alloc_buffer((4,), dt)
         offsets(rois, k, slots, grad_rois, moved, 0)
         offsets(rois, k, slots, grad_rois, moved, 1)
-        grad_rois[k, 1] = (total[0] - total[1] - box.gamma * moved[0]) * scale
-        grad_rois[k, 3] = (total[1] + box.gamma * moved[0]) * scale
-        grad_rois[k, 2] = (total[2] - total[3] - box.gamma * moved[1]) * scale
-        grad_rois[k, 4] = (total[3] + box.gamma * moved[1]) * scale
+        xa = T.meta_var(slots[slot(XA)])
+        ya = T.meta_var(slots[slot(YA)])
+        grad_rois[k, 1] = (moved[2] - xa - box.gamma * moved[0]) * scale
+        grad_rois[k, 3] = (xa + box.gamma * moved[0]) * scale
+        grad_rois[k, 2] = (moved[3] - ya - box.gamma * moved[1]) * scale
+        grad_rois[k, 4] = (ya + box.gamma * moved[1]) * scale
 
     return {"box_slopes": box_slopes,
-            **blocked_box_gradient_kernels(spec, lanes, 4 + (2 * P + L - 1) // L, lambda rois, k: one, box_sums,
-                                           finish, work=(2, P, L), scatters=True)}
+            **blocked_box_gradient_kernels(spec, lanes, CHUNKS, lambda rois, k: one, box_sums, finish,
+                                           work=(CHUNKS * L, L), scatters=True)}
 
 
 def kernels(spec, schedule) -> dict:

@@ -27,7 +27,7 @@ from ._align import (
     sample_index,
     sample_table_corners,
 )
-from ._align_box_gradient import blocked_box_gradient_kernels, flagged_slopes, scatter_sample
+from ._align_box_gradient import blocked_box_gradient_kernels, sample_slopes, scatter_sample
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -65,11 +65,13 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     sums (common/rotated.rotated_sample_gradient) are d/dcx' = sum gx, d/dcy' = sum gy,
     d/dw' = cos*sum gx*ax - sin*sum gy*ax, d/dh' = sin*sum gx*ay + cos*sum gy*ay and
     d/dt = h'*(cos*sum gx*ay - sin*sum gy*ay) - w'*(sin*sum gx*ax + cos*sum gy*ax):
-    six sums per lane, the box's own terms applied once at the end.  A box that keeps its
-    samples' corners in the forward's tables gets, at entries 2n and 2n + 1 of `box_slopes`'
-    table for its sample n (`sample_index`), (x slope flag, y slope flag / count): its
-    tasks find no geometry but ax and ay, two divisions.  Other boxes' tasks find the flags
-    from the forward's separable entries, as its tasks do.
+    six sums per lane, the box's own terms applied once at the end.  Within a bin, each
+    sample's slopes are summed times its factors and the bin's g multiplies the six sums once
+    (`sample_slopes`).  A box that keeps its samples' corners in the forward's tables gets
+    its sample n's factors (x slope flag mx, y slope flag / count my, mx*ax, my*ax, mx*ay,
+    my*ay) at entries 6n .. 6n + 5 of `box_slopes`' table (`sample_index`): its tasks find
+    no geometry.  Other boxes' tasks find them from the forward's separable entries, as its
+    tasks do.
     """
     dt = spec.compute_dtype
     L = lanes
@@ -96,38 +98,58 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     xx = T.meta_var(box.offset_in_box(rois, k, 1, PW, gw, pw * gw + ix))
                     y, x = T.meta_var(box.onto_map(yy, xx, cos, sin, box.centre(rois, k, 2), box.centre(rois, k, 1)))
                     n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
-                    stab[k, 2 * n] = slope_flag(x, W, dt)
+                    mx = T.meta_var(slope_flag(x, W, dt))
                     # The x weights of the forward's table are not zeroed outside the map: this is.
-                    stab[k, 2 * n + 1] = slope_flag(y, H, dt) * inside_flag(x, W, dt) * inverse_count(gh, gw, dt)
+                    my = T.meta_var(slope_flag(y, H, dt) * inside_flag(x, W, dt) * inverse_count(gh, gw, dt))
+                    ax = T.meta_var(sample_fraction(pw, ix, gw, PW, dt) - half)
+                    ay = T.meta_var(sample_fraction(ph, iy, gh, PH, dt) - half)
+                    stab[k, 6 * n] = mx
+                    stab[k, 6 * n + 1] = my
+                    stab[k, 6 * n + 2] = mx * ax
+                    stab[k, 6 * n + 3] = my * ax
+                    stab[k, 6 * n + 4] = mx * ay
+                    stab[k, 6 * n + 5] = my * ay
 
     @T.macro
-    def add_sample(slab, gslab, gbin, p, acc, ys, xs, mx, my, ax, ay):
+    def add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mxa, mya, mxb, myb):
+        # sums: the bin's sums of each slope times the sample's factors, g applied per bin.
         for lane in T.vectorized(L):
-            gx, gy = T.meta_var(flagged_slopes(gbin[p, lane], slab, ys, xs, lane, mx, my))
+            sx, sy = T.meta_var(sample_slopes(slab, ys, xs, lane))
             scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
-            acc[0, lane] = acc[0, lane] + gx
-            acc[1, lane] = acc[1, lane] + gy
-            acc[2, lane] = acc[2, lane] + gx * ax
-            acc[3, lane] = acc[3, lane] + gy * ax
-            acc[4, lane] = acc[4, lane] + gx * ay
-            acc[5, lane] = acc[5, lane] + gy * ay
+            sums[0, lane] = sums[0, lane] + mx * sx
+            sums[1, lane] = sums[1, lane] + my * sy
+            sums[2, lane] = sums[2, lane] + mxa * sx
+            sums[3, lane] = sums[3, lane] + mya * sy
+            sums[4, lane] = sums[4, lane] + mxb * sx
+            sums[5, lane] = sums[5, lane] + myb * sy
 
     @T.macro
     def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work, H, W):
         gh, gw = T.meta_var(grids(rois, k))
-        if keeps_samples(spec, gh, gw):
-            for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
-                n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
-                ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                add_sample(slab, gslab, gbin, ph * PW + pw, acc, ys, xs, stab[k, 2 * n], stab[k, 2 * n + 1],
-                           sample_fraction(pw, ix, gw, PW, dt) - half, sample_fraction(ph, iy, gh, PH, dt) - half)
-        else:
-            for ph, pw, iy, ix in T.grid(PH, PW, gh, gw):
-                y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))
-                ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                add_sample(slab, gslab, gbin, ph * PW + pw, acc, ys, xs, slope_flag(x, W, dt),
-                           slope_flag(y, H, dt) * inverse_count(gh, gw, dt),
-                           sample_fraction(pw, ix, gw, PW, dt) - half, sample_fraction(ph, iy, gh, PH, dt) - half)
+        sums = T.alloc_buffer((6, L), dt)
+        for ph, pw in T.grid(PH, PW):
+            p = T.meta_var(ph * PW + pw)
+            for j in range(6):
+                for lane in T.vectorized(L):
+                    sums[j, lane] = zero
+            if keeps_samples(spec, gh, gw):
+                for iy, ix in T.grid(gh, gw):
+                    n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
+                    ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                    add_sample(slab, gslab, gbin, p, sums, ys, xs, stab[k, 6 * n], stab[k, 6 * n + 1],
+                               stab[k, 6 * n + 2], stab[k, 6 * n + 3], stab[k, 6 * n + 4], stab[k, 6 * n + 5])
+            else:
+                for iy, ix in T.grid(gh, gw):
+                    y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))
+                    ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                    mx = T.meta_var(slope_flag(x, W, dt))
+                    my = T.meta_var(slope_flag(y, H, dt) * inverse_count(gh, gw, dt))
+                    ax = T.meta_var(sample_fraction(pw, ix, gw, PW, dt) - half)
+                    ay = T.meta_var(sample_fraction(ph, iy, gh, PH, dt) - half)
+                    add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mx * ax, my * ax, mx * ay, my * ay)
+            for j in range(6):
+                for lane in T.vectorized(L):
+                    acc[j, lane] = acc[j, lane] + gbin[p, lane] * sums[j, lane]
 
     def follows(rois, k, col):
         """1 where the box's size along col follows the box (0 where clamped to 1)."""
