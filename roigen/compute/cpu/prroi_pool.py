@@ -70,18 +70,22 @@ def prroi_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
 
         @T.macro
         def add(slab, rois, itab, ftab, gbin, k, acc, edges, gh, gw, size, H, W):
-            held = T.alloc_buffer((2,), "int64")
-            weight = T.alloc_buffer((2,), dt)
-            for o in range(across):
-                for e in range(pooled + 1):
-                    for lane in T.vectorized(L):
-                        edges[e, lane] = zero
-                    # The edge's corners, found once and held (bilinear.hold_macro): LLVM left
-                    # their clamps and compares as branches inside the loop over the cells.
-                    hold(held, weight, 0, point_corners(start(rois, k, col) + T.Cast(dt, e) * size,
+            # Every row (column) of bins has its edges at the same x (y): their corners are
+            # found once per box and held (bilinear.hold_macro; LLVM left the clamps and
+            # compares as branches inside the loops).  Each cell's corners are read from the
+            # table once and serve all the row's edges, its PW + 1 reads of a row pair
+            # loaded back to back.
+            held = T.alloc_buffer((2 * (pooled + 1),), "int64")
+            weight = T.alloc_buffer((2 * (pooled + 1),), dt)
+            for e in range(pooled + 1):
+                hold(held, weight, 2 * e, point_corners(start(rois, k, col) + T.Cast(dt, e) * size,
                                                         W if col == 1 else H, dt))
-                    for c in range(gh if col == 1 else gw):
-                        point = T.meta_var(corners_at(held, weight, 0))
+            for o in range(across):
+                for e, lane in T.grid(pooled + 1, L):
+                    edges[e, lane] = zero
+                for c in range(gh if col == 1 else gw):
+                    for e in T.unroll(pooled + 1):
+                        point = T.meta_var(corners_at(held, weight, 2 * e))
                         ys, xs = T.meta_var(
                             (corners_at(itab, ftab, k, 2 * (o * gh + c)), point) if col == 1 else
                             (rows(point, W), corners_at(itab, ftab, k, 2 * PH * gh + 2 * (o * gw + c))))
