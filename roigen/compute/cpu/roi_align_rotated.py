@@ -67,10 +67,10 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     d/dt = h'*(cos*sum gx*ay - sin*sum gy*ay) - w'*(sin*sum gx*ax + cos*sum gy*ax):
     six sums per lane, the box's own terms applied once at the end.  Within a bin, each
     sample's slopes are summed times its factors and the bin's g multiplies the six sums once
-    (`sample_slopes`).  A box that keeps its samples' corners in the forward's tables gets
-    its sample n's factors (x slope flag mx, y slope flag / count my, mx*ax, my*ax, mx*ay,
-    my*ay) at entries 6n .. 6n + 5 of `box_slopes`' table (`sample_index`): its tasks find
-    no geometry.  Other boxes' tasks find them from the forward's separable entries, as its
+    (`sample_slopes`); ay is one per row of samples, so each row's sums of gx and gy are
+    multiplied by it once.  A box that keeps its samples' corners in the forward's tables
+    gets its sample n's factors (x slope flag mx, y slope flag / count my, mx*ax, my*ax) at
+    entries 4n .. 4n + 3 of `box_slopes`' table (`sample_index`): its tasks find no geometry.  Other boxes' tasks find them from the forward's separable entries, as its
     tasks do.
     """
     dt = spec.compute_dtype
@@ -102,51 +102,63 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     # The x weights of the forward's table are not zeroed outside the map: this is.
                     my = T.meta_var(slope_flag(y, H, dt) * inside_flag(x, W, dt) * inverse_count(gh, gw, dt))
                     ax = T.meta_var(sample_fraction(pw, ix, gw, PW, dt) - half)
-                    ay = T.meta_var(sample_fraction(ph, iy, gh, PH, dt) - half)
-                    stab[k, 6 * n] = mx
-                    stab[k, 6 * n + 1] = my
-                    stab[k, 6 * n + 2] = mx * ax
-                    stab[k, 6 * n + 3] = my * ax
-                    stab[k, 6 * n + 4] = mx * ay
-                    stab[k, 6 * n + 5] = my * ay
+                    stab[k, 4 * n] = mx
+                    stab[k, 4 * n + 1] = my
+                    stab[k, 4 * n + 2] = mx * ax
+                    stab[k, 4 * n + 3] = my * ax
 
     @T.macro
-    def add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mxa, mya, mxb, myb):
-        # sums: the bin's sums of each slope times the sample's factors, g applied per bin.
+    def add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mxa, mya):
+        # sums: the bin's sums of each slope times the sample's factors (rows 2, 3), the
+        # row's of the flagged slopes (rows 6, 7; `end_row`), g applied per bin.
         for lane in T.vectorized(L):
             sx, sy = T.meta_var(sample_slopes(slab, ys, xs, lane))
             scatter_sample(gslab, gbin[p, lane], ys, xs, lane)
-            sums[0, lane] = sums[0, lane] + mx * sx
-            sums[1, lane] = sums[1, lane] + my * sy
+            sums[6, lane] = sums[6, lane] + mx * sx
+            sums[7, lane] = sums[7, lane] + my * sy
             sums[2, lane] = sums[2, lane] + mxa * sx
             sums[3, lane] = sums[3, lane] + mya * sy
-            sums[4, lane] = sums[4, lane] + mxb * sx
-            sums[5, lane] = sums[5, lane] + myb * sy
+
+    @T.macro
+    def end_row(sums, ph, iy, gh):
+        # A row of samples shares its ay: its flagged slopes' sums go to the bin's, and
+        # times ay to the bin's sums of mx*ay*gx and my*ay*gy, then start again.
+        ay = T.meta_var(sample_fraction(ph, iy, gh, PH, dt) - half)
+        for lane in T.vectorized(L):
+            sums[0, lane] = sums[0, lane] + sums[6, lane]
+            sums[1, lane] = sums[1, lane] + sums[7, lane]
+            sums[4, lane] = sums[4, lane] + ay * sums[6, lane]
+            sums[5, lane] = sums[5, lane] + ay * sums[7, lane]
+            sums[6, lane] = zero
+            sums[7, lane] = zero
 
     @T.macro
     def box_sums(slab, gslab, rois, itab, ftab, stab, gbin, abin, k, acc, tr, work, H, W):
         gh, gw = T.meta_var(grids(rois, k))
-        sums = T.alloc_buffer((6, L), dt)
+        sums = T.alloc_buffer((8, L), dt)
         for ph, pw in T.grid(PH, PW):
             p = T.meta_var(ph * PW + pw)
-            for j in range(6):
+            for j in range(8):
                 for lane in T.vectorized(L):
                     sums[j, lane] = zero
             if keeps_samples(spec, gh, gw):
-                for iy, ix in T.grid(gh, gw):
-                    n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
-                    ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gslab, gbin, p, sums, ys, xs, stab[k, 6 * n], stab[k, 6 * n + 1],
-                               stab[k, 6 * n + 2], stab[k, 6 * n + 3], stab[k, 6 * n + 4], stab[k, 6 * n + 5])
+                for iy in range(gh):
+                    for ix in range(gw):
+                        n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
+                        ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                        add_sample(slab, gslab, gbin, p, sums, ys, xs, stab[k, 4 * n], stab[k, 4 * n + 1],
+                                   stab[k, 4 * n + 2], stab[k, 4 * n + 3])
+                    end_row(sums, ph, iy, gh)
             else:
-                for iy, ix in T.grid(gh, gw):
-                    y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))
-                    ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    mx = T.meta_var(slope_flag(x, W, dt))
-                    my = T.meta_var(slope_flag(y, H, dt) * inverse_count(gh, gw, dt))
-                    ax = T.meta_var(sample_fraction(pw, ix, gw, PW, dt) - half)
-                    ay = T.meta_var(sample_fraction(ph, iy, gh, PH, dt) - half)
-                    add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mx * ax, my * ax, mx * ay, my * ay)
+                for iy in range(gh):
+                    for ix in range(gw):
+                        y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))
+                        ys, xs = T.meta_var(geometry.corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
+                        mx = T.meta_var(slope_flag(x, W, dt))
+                        my = T.meta_var(slope_flag(y, H, dt) * inverse_count(gh, gw, dt))
+                        ax = T.meta_var(sample_fraction(pw, ix, gw, PW, dt) - half)
+                        add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mx * ax, my * ax)
+                    end_row(sums, ph, iy, gh)
             for j in range(6):
                 for lane in T.vectorized(L):
                     acc[j, lane] = acc[j, lane] + gbin[p, lane] * sums[j, lane]
