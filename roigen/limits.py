@@ -24,7 +24,7 @@ SAMPLE_TABLE_ENTRIES = 1 << 12
 # compute/cpu/_align.sample_table_macro.
 SAMPLE_ENTRIES = 3
 # The box gradient's own per-box table (`box_slopes`) has this many times the forward
-# tables' entries: a kept sample's factors there are up to six (rotated boxes').
+# tables' entries (three a sample): a kept sample's factors there are four.
 SLOPE_TABLE_SCALE = 2
 # Sample tables hold row * W + column offsets as int32.
 MAX_PIXELS = 2**31 - 1
