@@ -70,7 +70,8 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     (`sample_slopes`); ay is one per row of samples, so each row's sums of gx and gy are
     multiplied by it once.  A box that keeps its samples' corners in the forward's tables
     gets its sample n's factors (x slope flag mx, y slope flag / count my, mx*ax, my*ax) at
-    entries 4n .. 4n + 3 of `box_slopes`' table (`sample_index`): its tasks find no geometry.  Other boxes' tasks find them from the forward's separable entries, as its
+    entries 4n .. 4n + 3 of `box_slopes`' table (`sample_index`): its tasks find no
+    geometry.  Other boxes' tasks find them from the forward's separable entries, as its
     tasks do.
     """
     dt = spec.compute_dtype
