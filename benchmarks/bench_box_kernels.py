@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 from bench_new_ops import deformable, rotated
@@ -52,15 +51,8 @@ def calls(name: str, x: torch.Tensor, boxes: torch.Tensor, workload: dict) -> di
 
 def timed(runs: dict, repeats: int) -> dict:
     """(25th percentile, median) in ms of each of `runs`, timed in turn."""
-    for fn in runs.values():
-        fn()
-    times = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append((time.perf_counter() - start) * 1e3)
-    return {key: (statistics.quantiles(t, n=4)[0], statistics.median(t)) for key, t in times.items()}
+    return {key: (statistics.quantiles(t, n=4)[0], statistics.median(t))
+            for key, t in bench.interleaved_times(runs, repeats).items()}
 
 
 def render(times: dict, ops, name: str, repeats: int) -> str:

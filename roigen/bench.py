@@ -61,10 +61,10 @@ def median_ms(fn, repeats: int, warmup: int = 1, device: str = "cpu") -> float:
     return statistics.median(times) * 1e3
 
 
-def interleaved_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median wall time of each of `fns` (name -> callable, CPU), timed in turn, one call of
-    each per round: on a noisy machine a slow spell then slows every one of them alike, so
-    their ratios hold where medians timed one after another do not."""
+def interleaved_times(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Every wall time, ms, of each of `fns` (name -> callable, CPU), timed in turn, one call
+    of each per round: on a noisy machine a slow spell then slows every one of them alike, so
+    their ratios hold where times taken one after another do not."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -73,8 +73,13 @@ def interleaved_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def interleaved_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall time, ms, of each of `fns`, timed in turn (`interleaved_times`)."""
+    return {name: statistics.median(t) for name, t in interleaved_times(fns, repeats, warmup).items()}
 
 
 def memory_floor_ms(reads, writes, repeats: int, device: str = "cpu") -> float:
