@@ -260,8 +260,8 @@ def visit_order(rois: torch.Tensor, box_columns: int) -> torch.Tensor:
     """The order the box-gradient tasks visit an image's boxes in (int32, K): by the height
     of their centres.  A task holds two slabs, the map's and its gradient's (1.7 MB on
     fpn_box, against 1 MB of L2 a core), and reads a few hundred pixels of each per box:
-    boxes that follow each other down the map find more of them still cached (deform_roi_pool
-    on fpn_box: p25 31.3 -> 28.6 ms with the input gradient, 17.3 -> 16.1 without).
+    boxes that follow each other down the map find more of them still cached (pre-sorted
+    boxes ran deform_roi_pool's box kernels on fpn_box 4-8 % faster; docs/PERFORMANCE.md).
     Heights are (y1 + y2) / 2 of (batch, x1, y1, x2, y2) rows, the centre column of rotated
     (batch, cx, cy, w, h, angle) ones; the sort is stable, so equal heights keep their order."""
     rows = rois.detach().numpy()
