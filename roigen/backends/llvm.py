@@ -239,10 +239,12 @@ class Kernels:
         sums = rois.shape[0] * math.ceil(c / lanes) * (4 * lanes + 2 * math.prod(shape[2:]) + 2 * lanes)
         slabs = h * w * lanes * pool_threads() * (2 if with_input else 1)
         input_bytes = n * c * h * w if with_input else 0
-        reserve(((1 + SLOPE_TABLE_SCALE) * ftab.numel() + sums + slabs + input_bytes) * self.dtype.itemsize,
+        # box_slopes' table; one column for ops without that kernel (their kernels never read
+        # it; a tensor of no columns has strides TVM's argument check refuses).
+        slope_shape = (ftab.shape[0], SLOPE_TABLE_SCALE * ftab.shape[1] if self._box_slopes else 1)
+        reserve((math.prod(slope_shape) + sums + slabs + input_bytes) * self.dtype.itemsize,
                 "the box gradient's slabs and sums")
-        # Read only by ops with a box_slopes kernel.
-        slopes = _allocator()((ftab.shape[0], SLOPE_TABLE_SCALE * ftab.shape[1]), self.dtype)
+        slopes = _allocator()(slope_shape, self.dtype)
         if self._box_slopes:
             _call(self._fn["box_slopes"], rois, slopes, h, w)
         args = (self._nchw_or_nhwc(x), rois, itab, ftab, slopes, aux.contiguous(), grad, output,
