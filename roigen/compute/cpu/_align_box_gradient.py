@@ -90,8 +90,10 @@ def blocked_box_gradient_kernels(spec, lanes: int, sums: int, count, box_sums, f
         # A task reads its boxes' runs of the output gradient a box apart (50 KB on fpn_box),
         # too far for the hardware prefetcher: reading and turning them took 5 ms of the
         # kernel's 12.8.  The run of the image's next box, if one of the next LOOKAHEAD boxes
-        # is, is requested (a read, kept in every cache level) while this box is summed:
-        # 12.2-14.5 -> 10.7-11.0 ms.
+        # is, is requested while this box is summed: 12.2-14.5 -> 10.7-11.0 ms.  It is requested
+        # into L2, not L1 (locality 2: prefetcht1): this box's samples pass some 100 KB of the
+        # slabs through L1 before the run is read, and the requests into L1 cost more than they
+        # saved (deform_roi_pool's fused kernel 20.7-22.0 -> 19.9 ms, every op's faster).
         flat = T.decl_buffer((K * C * P,), dt, data=grad_out.data)
         found[0] = 0
         for d in range(1, LOOKAHEAD + 1):
@@ -101,7 +103,7 @@ def blocked_box_gradient_kernels(spec, lanes: int, sums: int, count, box_sums, f
                     found[0] = 1
                     for line in range(LINES):
                         T.evaluate(T.call_intrin("", "tirx.prefetch", T.address_of(
-                            flat[T.min((ahead * C + cb * L) * P + line * STEP, K * C * P - 1)]), 0, 3, 1))
+                            flat[T.min((ahead * C + cb * L) * P + line * STEP, K * C * P - 1)]), 0, 2, 1))
 
     @T.macro
     def box_tasks(data, grad_input, rois, itab, ftab, stab, aux, grad_out, order, partial, N, C, H, W, K, A):
