@@ -7,8 +7,8 @@ for angle 0) measured in the same run.
 Rotated boxes are fpn_box's boxes about their centres at random angles in [-90, 90]
 degrees; deformable boxes are fpn_box's boxes with random offsets in [-1, 1] (gamma 0.1:
 shifts of up to a tenth of the box).  "box grad" columns: forward + backward with both
-the map and the boxes (for deform_roi_pool: the boxes and the offsets) requiring grad,
-against the map alone.  The issue's bars, as ratios in this run:
+the map and the boxes (for deform_roi_pool: the boxes and the offsets, two leaves, as a
+model passes them) requiring grad, against the map alone.  The issue's bars, as ratios in this run:
 roi_align_rotated forward <= 1.5x roi_align's, prroi_pool forward <= 3x roi_align's,
 the box gradient adding <= 1.5x to the forward + backward.
 """
@@ -16,6 +16,7 @@ the box gradient adding <= 1.5x to the forward + backward.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 
 import torch
@@ -37,15 +38,18 @@ def deformable(boxes: torch.Tensor, size: int, seed: int = 5) -> torch.Tensor:
 
 
 def configurations(fn, x, boxes, grad, box_grad: bool = True) -> dict:
-    """Forward, forward + backward (map), forward + backward (map and boxes): callables."""
+    """Forward, forward + backward (map), forward + backward (map and boxes): callables.
+    `boxes`: the op's box arguments after the map, a tensor or a tuple of them (deformable
+    pooling's boxes and offsets, each its own leaf, as a model's are)."""
+    boxes = boxes if isinstance(boxes, tuple) else (boxes,)
+
     def forward():
         with torch.no_grad():
-            fn(x, boxes)
+            fn(x, *boxes)
 
     def forward_backward(box_grad=False):
         leaf = x.detach().requires_grad_()
-        rows = boxes.detach().requires_grad_(box_grad)
-        fn(leaf, rows).backward(grad)
+        fn(leaf, *(t.detach().requires_grad_(box_grad) for t in boxes)).backward(grad)
 
     runs = {"forward": forward, "forward_backward": forward_backward}
     if box_grad:
@@ -73,27 +77,41 @@ def measure(name: str, repeats: int) -> list[dict]:
             lambda t, b: R.roi_align_rotated(t, b, size, scale, ratio), turned),
         "roigen prroi_pool": (lambda t, b: R.prroi_pool(t, b, size, scale), boxes),
         "roigen deform_roi_pool, offsets in [-1, 1]": (
-            lambda t, b: R.deform_roi_pool(t, b[:, :5], b[:, 5:].reshape(-1, 2, size, size), size, scale, ratio),
-            deformable(boxes, size)),
+            lambda t, b, offset: R.deform_roi_pool(t, b, offset, size, scale, ratio),
+            (boxes, deformable(boxes, size)[:, 5:].reshape(-1, 2, size, size))),
     }
     # Every op and configuration timed in turn, one call each per round, so that each ratio
-    # the bars name comes from the same spells of this noisy VM.
+    # the bars name comes from the same spells of this noisy VM: a ratio is the median of the
+    # rounds' own ratios, each of two calls made moments apart.
     runs = {(label, kind): run for label, (fn, rows_in) in ops.items()
             for kind, run in configurations(fn, x, rows_in, grad, not label.startswith("torchvision")).items()}
-    times = bench.interleaved_ms(runs, repeats)
-    kinds = ("forward", "forward_backward", "with_box_grad")
-    return [{"op": label, **{kind: times.get((label, kind)) for kind in kinds}} for label in ops]
+    times = bench.interleaved_times(runs, repeats)
+    base = times["roigen roi_align", "forward"]
+    rows = []
+    for label in ops:
+        row = {"op": label, **{kind: statistics.median(times[label, kind]) if (label, kind) in times else None
+                               for kind in ("forward", "forward_backward", "with_box_grad")}}
+        row["vs_roi_align"] = paired_ratio(times[label, "forward"], base)
+        row["box_grad_adds"] = (paired_ratio(times[label, "with_box_grad"], times[label, "forward_backward"])
+                                if (label, "with_box_grad") in times else None)
+        rows.append(row)
+    return rows
+
+
+def paired_ratio(numerator: list, denominator: list) -> float:
+    """The median over rounds of one round's time over the other's, in the same round."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
 def render(rows: list[dict], name: str, repeats: int) -> str:
-    base = rows[0]
-    lines = [f"{name}, CPU, ms (median of {repeats}, every op and configuration timed in turn); {bench.machine()}", "",
+    lines = [f"{name}, CPU, ms (median of {repeats}, every op and configuration timed in turn; ratios: the median "
+             f"of each round's own); {bench.machine()}", "",
              "| op | forward | vs roigen roi_align | fwd+bwd | fwd+bwd with box grad | box grad adds |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         boxed = "n/a" if r["with_box_grad"] is None else f"{r['with_box_grad']:.1f}"
-        adds = "n/a" if r["with_box_grad"] is None else f"{r['with_box_grad'] / r['forward_backward']:.2f}x"
-        lines.append(f"| {r['op']} | {r['forward']:.1f} | {r['forward'] / base['forward']:.2f}x | "
+        adds = "n/a" if r["box_grad_adds"] is None else f"{r['box_grad_adds']:.2f}x"
+        lines.append(f"| {r['op']} | {r['forward']:.1f} | {r['vs_roi_align']:.2f}x | "
                      f"{r['forward_backward']:.1f} | {boxed} | {adds} |")
     return "\n".join(lines) + "\n"
 
