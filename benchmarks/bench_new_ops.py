@@ -37,7 +37,7 @@ def deformable(boxes: torch.Tensor, size: int, seed: int = 5) -> torch.Tensor:
     return torch.cat([boxes, offsets], 1)
 
 
-def configurations(fn, x, boxes, grad, box_grad: bool = True) -> dict:
+def configurations(fn, boxes, x, grad, box_grad: bool = True) -> dict:
     """Forward, forward + backward (map), forward + backward (map and boxes): callables.
     `boxes`: the op's box arguments after the map, a tensor or a tuple of them (deformable
     pooling's boxes and offsets, each its own leaf, as a model's are)."""
@@ -82,20 +82,29 @@ def measure(name: str, repeats: int) -> list[dict]:
     }
     # Every op and configuration timed in turn, one call each per round, so that each ratio
     # the bars name comes from the same spells of this noisy VM: a ratio is the median of the
-    # rounds' own ratios, each of two calls made moments apart.
-    runs = {(label, kind): run for label, (fn, rows_in) in ops.items()
-            for kind, run in configurations(fn, x, rows_in, grad, not label.startswith("torchvision")).items()}
-    times = bench.interleaved_times(runs, repeats)
-    base = times["roigen roi_align", "forward"]
-    rows = []
-    for label in ops:
-        row = {"op": label, **{kind: statistics.median(times[label, kind]) if (label, kind) in times else None
-                               for kind in ("forward", "forward_backward", "with_box_grad")}}
-        row["vs_roi_align"] = paired_ratio(times[label, "forward"], base)
-        row["box_grad_adds"] = (paired_ratio(times[label, "with_box_grad"], times[label, "forward_backward"])
-                                if (label, "with_box_grad") in times else None)
-        rows.append(row)
+    # rounds' own ratios, each of two calls made moments apart.  torchvision's calls (a second
+    # and more, on torch's threads) slowed the roigen calls of their rounds, the next one most
+    # (20-30 %: the rotated forward 11.3 ms after them, 8.6 alone): they get rounds of their
+    # own, next to roigen's roi_align alone.
+    def timed(labels):
+        return bench.interleaved_times({(label, kind): run for label in labels for kind, run in configurations(
+            *ops[label], x, grad, not label.startswith("torchvision")).items()}, repeats)
+
+    peer = "torchvision roi_align"
+    times = timed([label for label in ops if label != peer])
+    rows = [row(label, times) for label in ops if label != peer]
+    rows.insert(1, row(peer, timed(["roigen roi_align", peer])))
     return rows
+
+
+def row(label: str, times: dict) -> dict:
+    """`label`'s medians and ratios from rounds that timed it next to roigen's roi_align."""
+    kinds = ("forward", "forward_backward", "with_box_grad")
+    return {"op": label, **{kind: statistics.median(times[label, kind]) if (label, kind) in times else None
+                            for kind in kinds},
+            "vs_roi_align": paired_ratio(times[label, "forward"], times["roigen roi_align", "forward"]),
+            "box_grad_adds": (paired_ratio(times[label, "with_box_grad"], times[label, "forward_backward"])
+                              if (label, "with_box_grad") in times else None)}
 
 
 def paired_ratio(numerator: list, denominator: list) -> float:
