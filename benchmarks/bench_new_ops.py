@@ -92,9 +92,8 @@ def measure(name: str, repeats: int) -> list[dict]:
 
     peer = "torchvision roi_align"
     times = timed([label for label in ops if label != peer])
-    rows = [row(label, times) for label in ops if label != peer]
-    rows.insert(1, row(peer, timed(["roigen roi_align", peer])))
-    return rows
+    peer_times = timed(["roigen roi_align", peer])
+    return [row(label, peer_times if label == peer else times) for label in ops]
 
 
 def row(label: str, times: dict) -> dict:
