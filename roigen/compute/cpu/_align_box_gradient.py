@@ -35,6 +35,7 @@ from ..common.indexing import unravel
 from ..common.sample_gradient import moves
 from ..common.sampling import box_grids, box_rule, inverse_count, sample_fraction, sample_pos
 from ..common.signature import dims
+from ._align import sample_index, sample_table_corners
 from ._layout import block_macros, map_shape
 from ._transpose import block_transpose, result_slot
 
@@ -213,6 +214,36 @@ def sample_slopes(slab, ys, xs, lane):
     y0, y1, wy0, wy1 = ys
     x0, x1, wx0, wx1 = xs
     return slope_gradient(tirx.const(1.0, slab.dtype), slab, y0, y1, x0, x1, lane, wy0, wy1, wx0, wx1)
+
+
+# A kept sample's factors in `box_slopes`' table (limits.SLOPE_TABLE_SCALE sizes it), at
+# entries FACTORS * n .. FACTORS * n + FACTORS - 1 for its `_align.sample_index` n.
+FACTORS = 4
+
+
+@T.macro
+def put_factors(stab, k, n, f0, f1, f2, f3):
+    """Store sample n's four factors in row k of `box_slopes`' table (`kept_sample` reads them)."""
+    stab[k, FACTORS * n] = f0
+    stab[k, FACTORS * n + 1] = f1
+    stab[k, FACTORS * n + 2] = f2
+    stab[k, FACTORS * n + 3] = f3
+
+
+def kept_sample(spec):
+    """`read(rois, itab, ftab, stab, k, ph, pw, iy, ix, gh, gw, H, W)` -> (ys, xs, f0, f1, f2,
+    f3): sample (iy, ix) of bin (ph, pw) of a box that keeps its samples' corners
+    (limits.keeps_samples), its corners from the forward's tables and its factors from
+    `box_slopes`' (`put_factors`' order)."""
+    corners = sample_table_corners(spec)
+    PW = spec.pooled_width
+
+    def read(rois, itab, ftab, stab, k, ph, pw, iy, ix, gh, gw, H, W):
+        n = sample_index(PW, ph, pw, iy, ix, gh, gw)
+        ys, xs = corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W)
+        return (ys, xs, *(stab[k, FACTORS * n + i] for i in range(FACTORS)))
+
+    return read
 
 
 _scatter = scatter_macro(rows_first=True)

@@ -24,9 +24,14 @@ from ._align import (
     align_family_kernels,
     per_sample_geometry,
     sample_index,
-    sample_table_corners,
 )
-from ._align_box_gradient import blocked_box_gradient_kernels, sample_slopes, scatter_sample
+from ._align_box_gradient import (
+    blocked_box_gradient_kernels,
+    kept_sample,
+    put_factors,
+    sample_slopes,
+    scatter_sample,
+)
 from ._transpose import lane_sums, result_slot
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
@@ -71,7 +76,7 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     summed times its factors and the bin's g multiplies the sums once (`sample_slopes`).
     A box that keeps its samples' corners in the forward's tables gets its sample n's
     factors (x slope flag, its product with a, y slope flag / count, its product with a)
-    at entries 4n .. 4n + 3 of `box_slopes`' table (`sample_index`); other boxes' tasks
+    in `box_slopes`' table (`put_factors`, `kept_sample`); other boxes' tasks
     find them from the forward's separable entries.
     """
     dt = spec.compute_dtype
@@ -85,7 +90,7 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     scale = tirx.const(spec.spatial_scale, dt)
     geometry = deform_geometry(spec)
     grids = geometry.grids
-    table_corners = sample_table_corners(spec)
+    kept = kept_sample(spec)
     ROW = spec.row_columns
     # vals' rows: the bins' x sums, their y sums, sum gx*a, sum gy*a, zeros to a whole
     # number of L-row chunks.
@@ -111,10 +116,8 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     # The x weights of the forward's table are not zeroed outside the map: this is.
                     my = T.meta_var(slope_flag(box.position(rois, k, 2, ph, pw, iy, gh), H, dt)
                                     * inside_flag(x, W, dt) * inverse_count(gh, gw, dt))
-                    stab[k, 4 * n] = mx
-                    stab[k, 4 * n + 1] = mx * sample_fraction(pw, ix, gw, PW, dt)
-                    stab[k, 4 * n + 2] = my
-                    stab[k, 4 * n + 3] = my * sample_fraction(ph, iy, gh, PH, dt)
+                    put_factors(stab, k, n, mx, mx * sample_fraction(pw, ix, gw, PW, dt),
+                                my, my * sample_fraction(ph, iy, gh, PH, dt))
 
     @T.macro
     def add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, mxa, my, mya):
@@ -141,10 +144,9 @@ def deform_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     sums[j, lane] = zero
             if keeps_samples(spec, gh, gw):
                 for iy, ix in T.grid(gh, gw):
-                    n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
-                    ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                    add_sample(slab, gslab, gbin, p, sums, ys, xs, stab[k, 4 * n], stab[k, 4 * n + 1],
-                               stab[k, 4 * n + 2], stab[k, 4 * n + 3])
+                    ys, xs, mx, mxa, my, mya = T.meta_var(
+                        kept(rois, itab, ftab, stab, k, ph, pw, iy, ix, gh, gw, H, W))
+                    add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, mxa, my, mya)
             else:
                 for iy, ix in T.grid(gh, gw):
                     y, x = T.meta_var(geometry.position(rois, ftab, k, ph, pw, iy, ix, gh, gw))

@@ -25,9 +25,14 @@ from ._align import (
     align_family_kernels,
     per_sample_geometry,
     sample_index,
-    sample_table_corners,
 )
-from ._align_box_gradient import blocked_box_gradient_kernels, sample_slopes, scatter_sample
+from ._align_box_gradient import (
+    blocked_box_gradient_kernels,
+    kept_sample,
+    put_factors,
+    sample_slopes,
+    scatter_sample,
+)
 
 OPTIONS = {"forward": ("fuse", "shuffle"), "backward": ("fuse",)}
 
@@ -69,8 +74,8 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     sample's slopes are summed times its factors and the bin's g multiplies the six sums once
     (`sample_slopes`); ay is one per row of samples, so each row's sums of gx and gy are
     multiplied by it once.  A box that keeps its samples' corners in the forward's tables
-    gets its sample n's factors (x slope flag mx, y slope flag / count my, mx*ax, my*ax) at
-    entries 4n .. 4n + 3 of `box_slopes`' table (`sample_index`): its tasks find no
+    gets its sample n's factors (x slope flag mx, y slope flag / count my, mx*ax, my*ax) in
+    `box_slopes`' table (`put_factors`, `kept_sample`): its tasks find no
     geometry.  Other boxes' tasks find them from the forward's separable entries, as its
     tasks do.
     """
@@ -84,7 +89,7 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
     scale = tirx.const(spec.spatial_scale, dt)
     geometry = rotated_geometry(spec)
     grids = geometry.grids
-    table_corners = sample_table_corners(spec)
+    kept = kept_sample(spec)
 
     K, S = dims("K S", "int64")
     @T.prim_func
@@ -103,10 +108,7 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
                     # The x weights of the forward's table are not zeroed outside the map: this is.
                     my = T.meta_var(slope_flag(y, H, dt) * inside_flag(x, W, dt) * inverse_count(gh, gw, dt))
                     ax = T.meta_var(sample_fraction(pw, ix, gw, PW, dt) - half)
-                    stab[k, 4 * n] = mx
-                    stab[k, 4 * n + 1] = my
-                    stab[k, 4 * n + 2] = mx * ax
-                    stab[k, 4 * n + 3] = my * ax
+                    put_factors(stab, k, n, mx, my, mx * ax, my * ax)
 
     @T.macro
     def add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mxa, mya):
@@ -145,10 +147,9 @@ def rotated_box_gradient_kernels(spec, lanes: int) -> dict[str, tirx.PrimFunc]:
             if keeps_samples(spec, gh, gw):
                 for iy in range(gh):
                     for ix in range(gw):
-                        n = T.meta_var(sample_index(PW, ph, pw, iy, ix, gh, gw))
-                        ys, xs = T.meta_var(table_corners(rois, itab, ftab, k, ph, pw, iy, ix, gh, gw, H, W))
-                        add_sample(slab, gslab, gbin, p, sums, ys, xs, stab[k, 4 * n], stab[k, 4 * n + 1],
-                                   stab[k, 4 * n + 2], stab[k, 4 * n + 3])
+                        ys, xs, mx, my, mxa, mya = T.meta_var(
+                            kept(rois, itab, ftab, stab, k, ph, pw, iy, ix, gh, gw, H, W))
+                        add_sample(slab, gslab, gbin, p, sums, ys, xs, mx, my, mxa, mya)
                     end_row(sums, ph, iy, gh)
             else:
                 for iy in range(gh):
